@@ -1,0 +1,50 @@
+# virtif-xdp — build, test and benchmark. Everything runs as root on Linux;
+# `make deps` installs the few Debian packages the tests and tools call.
+GO        ?= go
+PKGS      ?= ./...
+FUZZTIME  ?= 5s
+# Debian packages the tests use at run time (tcpdump reads our pcap files,
+# ping and ip drive the labs).
+TEST_DEBS := tcpdump iputils-ping iproute2
+
+.PHONY: all build test unit race fuzz vet lint bench deps generate clean
+
+all: build
+
+build:
+	$(GO) build $(PKGS)
+
+deps:
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+lint: vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+race:
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+# Every fuzz target, a few seconds each (FUZZTIME).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/^func //'); do \
+			echo "fuzz $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+test: deps lint race fuzz
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+clean:
+	$(GO) clean -testcache

@@ -1,0 +1,231 @@
+// Package netlab builds throw-away network labs for tests, benchmarks and the
+// demo: two named network namespaces joined by a veth pair, addressed from the
+// benchmarking range 198.18.0.0/15. Everything a lab creates lives inside its
+// own namespaces, so traffic never leaves them, and Close removes it all.
+//
+// Side 0 ("host") is where a NIC under test lives: the XDP program and the
+// AF_XDP sockets go there, and its kernel keeps the host's own address. Side 1
+// ("peer") is the other end of the wire.
+package netlab
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Options shape a lab. The zero value is a single-queue veth pair, MTU 1500.
+type Options struct {
+	// Name is the lab's prefix, used for namespace and link names. Empty means
+	// a random "vx" + 6 hex digits; names stay within IFNAMSIZ.
+	Name string
+	// Queues is the number of RX and TX queues on each veth end (default 1).
+	Queues int
+	// MTU of both veth ends (default 1500).
+	MTU int
+	// NoAddr leaves both ends without an IPv4 address.
+	NoAddr bool
+}
+
+// Lab is two namespaces and the veth pair between them.
+type Lab struct {
+	Name  string
+	NS    [2]string           // named namespaces, as `ip netns` lists them
+	Link  [2]string           // Link[i] lives in NS[i]
+	Index [2]int              // ifindex of Link[i] inside NS[i]
+	MAC   [2]net.HardwareAddr // MAC of Link[i]
+	Addr  [2]netip.Prefix     // 198.18.0.1/24 on side 0, 198.18.0.2/24 on side 1
+}
+
+// Host and Peer name the two sides for Do and Run.
+const (
+	Host = 0
+	Peer = 1
+)
+
+// New creates a lab. On error nothing is left behind.
+func New(opts Options) (l *Lab, err error) {
+	if opts.Queues <= 0 {
+		opts.Queues = 1
+	}
+	if opts.MTU <= 0 {
+		opts.MTU = 1500
+	}
+	name := opts.Name
+	if name == "" {
+		var b [3]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, err
+		}
+		name = "vx" + hex.EncodeToString(b[:])
+	}
+	if len(name) > 10 {
+		return nil, fmt.Errorf("netlab: name %q longer than 10 bytes", name)
+	}
+	l = &Lab{
+		Name: name,
+		NS:   [2]string{name + "-h", name + "-p"},
+		Link: [2]string{name + "h", name + "p"},
+	}
+	if !opts.NoAddr {
+		l.Addr = [2]netip.Prefix{
+			netip.MustParsePrefix("198.18.0.1/24"),
+			netip.MustParsePrefix("198.18.0.2/24"),
+		}
+	}
+	defer func() {
+		if err != nil {
+			l.Close()
+			l = nil
+		}
+	}()
+	var handles [2]netns.NsHandle
+	for i, ns := range l.NS {
+		h, err := newNamed(ns)
+		if err != nil {
+			return l, fmt.Errorf("netlab: create namespace %s: %w", ns, err)
+		}
+		handles[i] = h
+	}
+	defer handles[0].Close()
+	defer handles[1].Close()
+
+	nl, err := netlink.NewHandleAt(handles[0])
+	if err != nil {
+		return l, fmt.Errorf("netlab: netlink in %s: %w", l.NS[0], err)
+	}
+	defer nl.Close()
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{
+			Name: l.Link[0], MTU: opts.MTU,
+			NumTxQueues: opts.Queues, NumRxQueues: opts.Queues,
+		},
+		PeerName:        l.Link[1],
+		PeerNamespace:   netlink.NsFd(int(handles[1])),
+		PeerNumTxQueues: uint32(opts.Queues),
+		PeerNumRxQueues: uint32(opts.Queues),
+		PeerMTU:         uint32(opts.MTU),
+	}
+	if err := nl.LinkAdd(veth); err != nil {
+		return l, fmt.Errorf("netlab: add veth %s: %w", l.Link[0], err)
+	}
+	for i := range 2 {
+		h := nl
+		if i == 1 {
+			if h, err = netlink.NewHandleAt(handles[1]); err != nil {
+				return l, fmt.Errorf("netlab: netlink in %s: %w", l.NS[1], err)
+			}
+			defer h.Close()
+		}
+		link, err := h.LinkByName(l.Link[i])
+		if err != nil {
+			return l, fmt.Errorf("netlab: find %s: %w", l.Link[i], err)
+		}
+		l.Index[i] = link.Attrs().Index
+		l.MAC[i] = link.Attrs().HardwareAddr
+		if l.Addr[i].IsValid() {
+			addr := &netlink.Addr{IPNet: &net.IPNet{
+				IP:   l.Addr[i].Addr().AsSlice(),
+				Mask: net.CIDRMask(l.Addr[i].Bits(), 32),
+			}}
+			if err := h.AddrAdd(link, addr); err != nil {
+				return l, fmt.Errorf("netlab: address %s on %s: %w", l.Addr[i], l.Link[i], err)
+			}
+		}
+		if err := h.LinkSetUp(link); err != nil {
+			return l, fmt.Errorf("netlab: set %s up: %w", l.Link[i], err)
+		}
+		lo, err := h.LinkByName("lo")
+		if err == nil {
+			_ = h.LinkSetUp(lo)
+		}
+	}
+	return l, nil
+}
+
+// newNamed creates a named namespace without moving the calling thread: it
+// works on a locked thread that is thrown away afterwards.
+func newNamed(name string) (netns.NsHandle, error) {
+	type result struct {
+		h   netns.NsHandle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: the thread has changed namespace and must die
+		// with this goroutine rather than serve anyone else.
+		h, err := netns.NewNamed(name)
+		ch <- result{h, err}
+	}()
+	r := <-ch
+	return r.h, r.err
+}
+
+// Do runs fn on a locked OS thread inside the namespace of side (Host or
+// Peer). Sockets, XDP links and netlink handles created by fn keep working
+// from any goroutine afterwards; goroutines started by fn do not inherit the
+// namespace. The thread is discarded when fn returns.
+func (l *Lab) Do(side int, fn func() error) error {
+	return DoIn(l.NS[side], fn)
+}
+
+// DoIn runs fn on a locked OS thread inside the named namespace ns.
+func DoIn(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			errc <- fmt.Errorf("netlab: open namespace %s: %w", ns, err)
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- fmt.Errorf("netlab: enter namespace %s: %w", ns, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// Command returns a command that runs inside the namespace of side.
+func (l *Lab) Command(side int, name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", l.NS[side], name}, args...)...)
+}
+
+// Run runs a command inside the namespace of side and returns its combined
+// output; a failure's error includes that output.
+func (l *Lab) Run(side int, name string, args ...string) ([]byte, error) {
+	out, err := l.Command(side, name, args...).CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("netlab: %s %s in %s: %w: %s", name, strings.Join(args, " "), l.NS[side], err, out)
+	}
+	return out, nil
+}
+
+// Close deletes both namespaces, which destroys the veth pair and anything
+// attached to it. It is safe to call more than once.
+func (l *Lab) Close() error {
+	var errs []error
+	for _, ns := range l.NS {
+		if ns == "" {
+			continue
+		}
+		if err := netns.DeleteNamed(ns); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("netlab: delete namespace %s: %w", ns, err))
+		}
+	}
+	return errors.Join(errs...)
+}
