@@ -1,0 +1,193 @@
+package xdp
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Scheme is the link-string scheme this backend registers: "xdp:IFNAME,...".
+const Scheme = "xdp"
+
+// XDP socket modes (link-string key "mode").
+const (
+	ModeAuto     = "auto"     // zero-copy where the driver has it, else copy
+	ModeCopy     = "copy"     // always copy
+	ModeZeroCopy = "zerocopy" // zero-copy or fail
+)
+
+// Attach modes (link-string key "attach").
+const (
+	AttachAuto    = "auto"    // native (driver) first, generic (SKB) as fallback
+	AttachNative  = "native"  // driver mode or fail
+	AttachGeneric = "generic" // generic mode
+)
+
+// Config is a parsed link string:
+//
+//	xdp:IFNAME[,queues=N|N-M|all][,mode=auto|copy|zerocopy][,attach=auto|native|generic]
+//	    [,frame=2048|4096][,frames=N][,ring=N][,wakeup=on|off][,busypoll=N]
+//
+// The zero values of the numeric fields mean "the default".
+type Config struct {
+	Ifname string
+	// Queues lists the NIC queues to serve; nil means every RX queue of the
+	// NIC (a frame for the vif can arrive on any of them).
+	Queues []int
+	Mode   string
+	Attach string
+	// FrameSize is the UMEM frame size: 2048 or 4096 (default 2048).
+	FrameSize int
+	// Frames is the number of UMEM frames per queue (default 4096), a power of two.
+	Frames int
+	// Ring is the size of each of the four rings (default 2048), a power of two.
+	Ring int
+	// Wakeup uses XDP_USE_NEED_WAKEUP (default on).
+	Wakeup bool
+	// BusyPoll, when > 0, enables SO_PREFER_BUSY_POLL with this budget and
+	// makes the RX goroutines spin instead of sleeping in poll(2).
+	BusyPoll int
+}
+
+// Defaults for the numeric keys.
+const (
+	DefaultFrameSize = 2048
+	DefaultFrames    = 4096
+	DefaultRing      = 2048
+	maxQueue         = 1023
+	maxFrames        = 1 << 20
+	maxRing          = 1 << 16
+)
+
+// ParseLinkStr parses an "xdp:" link string. Errors wrap unix.EINVAL and name
+// the key and value at fault.
+func ParseLinkStr(s string) (*Config, error) {
+	rest, ok := strings.CutPrefix(s, Scheme+":")
+	if !ok {
+		return nil, fmt.Errorf("link string %q: want %q: %w", s, Scheme+":IFNAME[,key=value...]", unix.EINVAL)
+	}
+	parts := strings.Split(rest, ",")
+	c := &Config{
+		Ifname:    parts[0],
+		Mode:      ModeAuto,
+		Attach:    AttachAuto,
+		FrameSize: DefaultFrameSize,
+		Frames:    DefaultFrames,
+		Ring:      DefaultRing,
+		Wakeup:    true,
+	}
+	if c.Ifname == "" || len(c.Ifname) >= unix.IFNAMSIZ || strings.ContainsAny(c.Ifname, "/ =\x00") {
+		return nil, fmt.Errorf("link string %q: bad interface name %q: %w", s, c.Ifname, unix.EINVAL)
+	}
+	seen := map[string]bool{}
+	for _, kv := range parts[1:] {
+		key, val, ok := strings.Cut(kv, "=")
+		if !ok || key == "" {
+			return nil, fmt.Errorf("link string %q: %q is not key=value: %w", s, kv, unix.EINVAL)
+		}
+		if seen[key] {
+			return nil, fmt.Errorf("link string %q: key %q given twice: %w", s, key, unix.EINVAL)
+		}
+		seen[key] = true
+		bad := func(want string) error {
+			return fmt.Errorf("link string %q: key %q: bad value %q (want %s): %w", s, key, val, want, unix.EINVAL)
+		}
+		var err error
+		switch key {
+		case "queues":
+			if c.Queues, err = parseQueues(val); err != nil {
+				return nil, bad("N, N-M or all, queues 0.." + strconv.Itoa(maxQueue))
+			}
+		case "mode":
+			if val != ModeAuto && val != ModeCopy && val != ModeZeroCopy {
+				return nil, bad("auto, copy or zerocopy")
+			}
+			c.Mode = val
+		case "attach":
+			if val != AttachAuto && val != AttachNative && val != AttachGeneric {
+				return nil, bad("auto, native or generic")
+			}
+			c.Attach = val
+		case "frame":
+			if c.FrameSize, err = strconv.Atoi(val); err != nil || (c.FrameSize != 2048 && c.FrameSize != 4096) {
+				return nil, bad("2048 or 4096")
+			}
+		case "frames":
+			if c.Frames, err = parsePow2(val, 64, maxFrames); err != nil {
+				return nil, bad("a power of two from 64 to " + strconv.Itoa(maxFrames))
+			}
+		case "ring":
+			if c.Ring, err = parsePow2(val, 64, maxRing); err != nil {
+				return nil, bad("a power of two from 64 to " + strconv.Itoa(maxRing))
+			}
+		case "wakeup":
+			switch val {
+			case "on":
+				c.Wakeup = true
+			case "off":
+				c.Wakeup = false
+			default:
+				return nil, bad("on or off")
+			}
+		case "busypoll":
+			if c.BusyPoll, err = strconv.Atoi(val); err != nil || c.BusyPoll < 0 || c.BusyPoll > 65535 {
+				return nil, bad("a budget from 0 (off) to 65535")
+			}
+		default:
+			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll): %w", s, key, unix.EINVAL)
+		}
+	}
+	if c.Frames < 2*c.Ring {
+		return nil, fmt.Errorf("link string %q: frames=%d must be at least twice ring=%d (fill and TX both hold frames): %w", s, c.Frames, c.Ring, unix.EINVAL)
+	}
+	return c, nil
+}
+
+func parseQueues(v string) ([]int, error) {
+	if v == "all" {
+		return nil, nil
+	}
+	lo, hi, isRange := strings.Cut(v, "-")
+	a, err := strconv.Atoi(lo)
+	if err != nil || a < 0 || a > maxQueue {
+		return nil, unix.EINVAL
+	}
+	b := a
+	if isRange {
+		if b, err = strconv.Atoi(hi); err != nil || b < a || b > maxQueue {
+			return nil, unix.EINVAL
+		}
+	}
+	q := make([]int, 0, b-a+1)
+	for i := a; i <= b; i++ {
+		q = append(q, i)
+	}
+	return q, nil
+}
+
+func parsePow2(v string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi || n&(n-1) != 0 {
+		return 0, unix.EINVAL
+	}
+	return n, nil
+}
+
+// String renders c back as a link string that ParseLinkStr accepts.
+func (c *Config) String() string {
+	var b strings.Builder
+	b.WriteString(Scheme + ":" + c.Ifname)
+	if len(c.Queues) > 0 {
+		fmt.Fprintf(&b, ",queues=%d-%d", c.Queues[0], c.Queues[len(c.Queues)-1])
+	}
+	fmt.Fprintf(&b, ",mode=%s,attach=%s,frame=%d,frames=%d,ring=%d", c.Mode, c.Attach, c.FrameSize, c.Frames, c.Ring)
+	if c.Wakeup {
+		b.WriteString(",wakeup=on")
+	} else {
+		b.WriteString(",wakeup=off")
+	}
+	fmt.Fprintf(&b, ",busypoll=%d", c.BusyPoll)
+	return b.String()
+}
