@@ -127,12 +127,10 @@ func New(opts Options) (l *Lab, err error) {
 			}
 			defer h.Close()
 		}
-		link, err := h.LinkByName(l.Link[i])
+		link, err := l.readLink(h, i)
 		if err != nil {
-			return l, fmt.Errorf("netlab: find %s: %w", l.Link[i], err)
+			return l, err
 		}
-		l.Index[i] = link.Attrs().Index
-		l.MAC[i] = link.Attrs().HardwareAddr
 		if l.Addr[i].IsValid() {
 			addr := &netlink.Addr{IPNet: &net.IPNet{
 				IP:   l.Addr[i].Addr().AsSlice(),
@@ -151,6 +149,74 @@ func New(opts Options) (l *Lab, err error) {
 		}
 	}
 	return l, nil
+}
+
+func (l *Lab) readLink(h *netlink.Handle, side int) (netlink.Link, error) {
+	link, err := h.LinkByName(l.Link[side])
+	if err != nil {
+		return nil, fmt.Errorf("netlab: find %s in %s: %w", l.Link[side], l.NS[side], err)
+	}
+	l.Index[side] = link.Attrs().Index
+	l.MAC[side] = link.Attrs().HardwareAddr
+	return link, nil
+}
+
+// Open finds a lab that New created earlier, possibly in another process
+// (the command's `lab up` and `lab down`). It fails with an error wrapping
+// os.ErrNotExist when the lab's namespaces are not there.
+func Open(name string) (*Lab, error) {
+	l := &Lab{
+		Name: name,
+		NS:   [2]string{name + "-h", name + "-p"},
+		Link: [2]string{name + "h", name + "p"},
+	}
+	for i, ns := range l.NS {
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			return nil, fmt.Errorf("netlab: lab %q: namespace %s: %w", name, ns, os.ErrNotExist)
+		}
+		nl, err := netlink.NewHandleAt(h)
+		h.Close()
+		if err != nil {
+			return nil, fmt.Errorf("netlab: netlink in %s: %w", ns, err)
+		}
+		link, err := l.readLink(nl, i)
+		if err == nil {
+			addrs, _ := nl.AddrList(link, netlink.FAMILY_V4)
+			if len(addrs) > 0 {
+				ones, _ := addrs[0].Mask.Size()
+				a, _ := netip.AddrFromSlice(addrs[0].IP.To4())
+				l.Addr[i] = netip.PrefixFrom(a, ones)
+			}
+		}
+		nl.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// List returns the names of the labs present on this machine (namespace
+// pairs NAME-h and NAME-p).
+func List() ([]string, error) {
+	ents, err := os.ReadDir("/run/netns")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, e := range ents {
+		have[e.Name()] = true
+	}
+	var names []string
+	for _, e := range ents {
+		if base, ok := strings.CutSuffix(e.Name(), "-h"); ok && have[base+"-p"] {
+			names = append(names, base)
+		}
+	}
+	return names, nil
 }
 
 // newNamed creates a named namespace without moving the calling thread: it

@@ -2,7 +2,9 @@ package netlab
 
 import (
 	"bytes"
+	"errors"
 	"net"
+	"os"
 	"testing"
 
 	"github.com/vishvananda/netns"
@@ -35,5 +37,30 @@ func TestIntegrationLab(t *testing.T) {
 	}
 	if _, err := netns.GetFromName(l.NS[0]); err == nil {
 		t.Fatalf("namespace %s still exists after Close", l.NS[0])
+	}
+}
+
+func TestIntegrationOpenList(t *testing.T) {
+	l := NewT(t, Options{})
+	o, err := Open(l.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Index != l.Index || o.MAC[0].String() != l.MAC[0].String() || o.Addr != l.Addr {
+		t.Fatalf("Open found %+v, want %+v", o, l)
+	}
+	names, err := List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, n := range names {
+		found = found || n == l.Name
+	}
+	if !found {
+		t.Fatalf("List() = %v, lacks %s", names, l.Name)
+	}
+	if _, err := Open("vxnothere"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Open of a missing lab: %v, want ErrNotExist", err)
 	}
 }
