@@ -1,0 +1,113 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+)
+
+const defaultLabName = "vxlab"
+
+func newLabCmd() *cobra.Command {
+	var name string
+	var queues int
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "A two-namespace veth lab on 198.18.0.0/24 for trying things without a spare NIC",
+		Args:  cobraArgs(cobra.NoArgs),
+		RunE:  needSubcommand,
+	}
+	cmd.PersistentFlags().StringVar(&name, "name", defaultLabName, "lab name (namespaces NAME-h and NAME-p, links NAMEh and NAMEp)")
+
+	up := &cobra.Command{
+		Use:   "up",
+		Short: "Create the lab and print how to use it",
+		Args:  cobraArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := netlab.Open(name); err == nil {
+				return fmt.Errorf("lab %q exists already: 'virtif-xdp lab down --name %s' removes it", name, name)
+			}
+			l, err := netlab.New(netlab.Options{Name: name, Queues: queues})
+			if err != nil {
+				return withRootHint(err)
+			}
+			printLab(cmd, l)
+			return nil
+		},
+	}
+	up.Flags().IntVar(&queues, "queues", 1, "RX/TX queues on each veth end")
+
+	down := &cobra.Command{
+		Use:   "down",
+		Short: "Remove the lab (its namespaces, and with them the veth pair)",
+		Args:  cobraArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := netlab.Open(name)
+			if err != nil {
+				return fmt.Errorf("lab %q: %w", name, err)
+			}
+			if err := l.Close(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "lab %s removed\n", name)
+			return nil
+		},
+	}
+
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the lab, or list the labs present when none is named",
+		Args:  cobraArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("name") {
+				names, err := netlab.List()
+				if err != nil {
+					return err
+				}
+				if len(names) == 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "no labs")
+					return nil
+				}
+				for _, n := range names {
+					if l, err := netlab.Open(n); err == nil {
+						printLab(cmd, l)
+					}
+				}
+				return nil
+			}
+			l, err := netlab.Open(name)
+			if err != nil {
+				return fmt.Errorf("lab %q: %w ('virtif-xdp lab up --name %s' creates it)", name, err, name)
+			}
+			printLab(cmd, l)
+			return nil
+		},
+	}
+	cmd.AddCommand(up, down, status)
+	return cmd
+}
+
+func printLab(cmd *cobra.Command, l *netlab.Lab) {
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "lab %s\n", l.Name)
+	for i, side := range []string{"host", "peer"} {
+		fmt.Fprintf(w, "  %-4s  namespace %-12s link %-10s mac %s  addr %s\n",
+			side, l.NS[i], l.Link[i], l.MAC[i], l.Addr[i])
+	}
+	fmt.Fprintf(w, "enter:   ip netns exec %s bash   (the NIC side: run vifs here on link %s)\n", l.NS[0], l.Link[0])
+	fmt.Fprintf(w, "         ip netns exec %s bash   (the far end of the wire)\n", l.NS[1])
+	fmt.Fprintf(w, "try:     ip netns exec %s virtif-xdp rxdrop --link xdp:%s --promisc\n", l.NS[0], l.Link[0])
+	fmt.Fprintf(w, "remove:  virtif-xdp lab down --name %s\n", l.Name)
+}
+
+// withRootHint adds what to do when the kernel refuses for lack of privilege.
+func withRootHint(err error) error {
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w (run as root, or with CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW)", err)
+	}
+	return err
+}
