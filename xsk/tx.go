@@ -1,0 +1,104 @@
+package xsk
+
+import (
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// NextFrame takes a frame from the free list for a packet to transmit and
+// returns its UMEM address and its bytes (FrameSize long). Write the packet
+// at the start of buf and pass Desc{Addr: addr, Len: n} to Transmit, or give
+// an unused frame back with FreeFrame. When the free list is empty it reaps
+// completions first; ok is false when no frame is free even then (all are in
+// flight: back-pressure).
+func (s *Socket) NextFrame() (addr uint64, buf []byte, ok bool) {
+	if len(s.free) == 0 {
+		if s.Complete() == 0 {
+			return 0, nil, false
+		}
+	}
+	addr = s.free[len(s.free)-1]
+	s.free = s.free[:len(s.free)-1]
+	end := addr + s.frameSize
+	return addr, s.umem[addr:end:end], true
+}
+
+// FreeFrame returns a frame taken by NextFrame but not transmitted.
+func (s *Socket) FreeFrame(addr uint64) {
+	if len(s.free) < cap(s.free) && addr < uint64(len(s.umem)) {
+		s.free = append(s.free, addr&s.frameMask)
+	}
+}
+
+// Transmit puts as many of descs on the TX ring as fit and returns how
+// many; those frames belong to the kernel until Complete takes them back.
+// The rest (n < len(descs)) did not fit: the ring is full, the caller keeps
+// them and may retry later or count them as dropped and FreeFrame them.
+//
+// It then kicks the kernel when the kernel asked for it (need_wakeup, or
+// always without it). In copy mode a kick sends at most a budget of frames
+// (32 by default), so frames may stay on the ring until a later Transmit or
+// Kick. The error is non-nil only when the kick fails for a lasting reason
+// (e.g. ENETDOWN, ENXIO when the device went away); the frames counted in n
+// are on the ring nevertheless.
+func (s *Socket) Transmit(descs []Desc) (n int, err error) {
+	if s.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	idx, got := s.tx.reserve(uint32(len(descs)))
+	for i := range got {
+		*s.tx.at(idx + i) = descs[i]
+	}
+	s.tx.submit()
+	s.inFlight += int(got)
+	// Kick even when nothing fit: a full ring only drains when kicked.
+	return int(got), s.kick()
+}
+
+// Kick asks the kernel to send what is on the TX ring, if it asked to be
+// kicked (or always without need_wakeup). EAGAIN (more is pending than one
+// kick sends), EBUSY and ENOBUFS are transient and return nil.
+func (s *Socket) Kick() error {
+	if s.closed.Load() {
+		return net.ErrClosed
+	}
+	return s.kick()
+}
+
+func (s *Socket) kick() error {
+	if s.needWakeup && !s.tx.needWakeup() {
+		return nil
+	}
+	switch e := kickTX(s.fd); e {
+	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS:
+		return nil
+	default:
+		return os.NewSyscallError("sendto", e)
+	}
+}
+
+// Complete takes the frames the kernel has finished sending off the
+// completion ring, puts them on the free list and returns how many.
+func (s *Socket) Complete() int {
+	if s.closed.Load() {
+		return 0
+	}
+	idx, n := s.comp.peek(s.comp.size())
+	for i := range n {
+		if len(s.free) < cap(s.free) {
+			s.free = append(s.free, *s.comp.at(idx + i)&s.frameMask)
+		}
+	}
+	s.comp.release()
+	s.inFlight -= int(n)
+	return int(n)
+}
+
+// InFlight is the number of frames handed to the kernel by Transmit whose
+// completion Complete has not seen yet.
+func (s *Socket) InFlight() int { return s.inFlight }
+
+// FreeFrames is the number of frames on the free list.
+func (s *Socket) FreeFrames() int { return len(s.free) }
