@@ -1,0 +1,208 @@
+package trafficgen
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"golang.org/x/sys/unix"
+)
+
+// liveLab is a lab with a counting sink on the host end and a live
+// generator on the peer end.
+func liveLab(tb testing.TB, action SinkAction) (*netlab.Lab, *Sink, *Live, []byte) {
+	tb.Helper()
+	lab := netlab.NewT(tb, netlab.Options{})
+	var sink *Sink
+	if err := lab.Do(netlab.Host, func() (err error) {
+		sink, err = NewSink(lab.Index[netlab.Host], action)
+		return err
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { sink.Close() })
+	var live *Live
+	if err := lab.Do(netlab.Peer, func() (err error) {
+		live, err = NewLive(lab.Index[netlab.Peer])
+		return err
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { live.Close() })
+	frame := UDPFrame(lab.MAC[netlab.Host], lab.MAC[netlab.Peer],
+		lab.Addr[netlab.Peer].Addr(), lab.Addr[netlab.Host].Addr(), 9, 9, 64)
+	return lab, sink, live, frame
+}
+
+// waitCount polls the sink until it has seen want frames or stops moving;
+// the caller compares the result.
+func waitCount(t *testing.T, s *Sink, want uint64) uint64 {
+	t.Helper()
+	var last uint64
+	for range 200 {
+		n, err := s.Count()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n >= want || (n == last && n > 0) {
+			return n
+		}
+		last = n
+		time.Sleep(10 * time.Millisecond)
+	}
+	return last
+}
+
+func TestIntegrationLiveArrives(t *testing.T) {
+	_, sink, live, frame := liveLab(t, SinkDrop)
+	const n = 3_000_000 // more than one chunk
+	sent, err := live.Send(frame, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent != n {
+		t.Fatalf("sent %d, want %d", sent, n)
+	}
+	if got := waitCount(t, sink, n); got != n {
+		t.Fatalf("sink counted %d frames, generator sent %d", got, n)
+	}
+	if total, err := live.Sent(); err != nil || total != n {
+		t.Fatalf("Sent() = %d, %v; want %d", total, err, n)
+	}
+}
+
+func TestIntegrationLivePaced(t *testing.T) {
+	_, sink, live, frame := liveLab(t, SinkDrop)
+	const n = 20_000
+	sent, err := live.SendPaced(frame, n, 200_000)
+	if err != nil || sent != n {
+		t.Fatalf("SendPaced = %d, %v; want %d", sent, err, n)
+	}
+	if got := waitCount(t, sink, n); got != n {
+		t.Fatalf("sink counted %d frames, generator sent %d", got, n)
+	}
+}
+
+func TestIntegrationLiveErrors(t *testing.T) {
+	_, _, live, frame := liveLab(t, SinkDrop)
+	if _, err := live.Send(frame[:10], 1); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("10-byte frame: %v, want EINVAL", err)
+	}
+	if _, err := live.SendPaced(frame, 1, 0); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("0 pps: %v, want EINVAL", err)
+	}
+	if err := live.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := live.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := live.Send(frame, 1); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Send after Close: %v, want os.ErrClosed", err)
+	}
+}
+
+func TestIntegrationLiveNoSuchInterface(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{})
+	var live *Live
+	if err := lab.Do(netlab.Peer, func() (err error) {
+		live, err = NewLive(999_999)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	frame := UDPFrame(lab.MAC[netlab.Host], lab.MAC[netlab.Peer],
+		lab.Addr[netlab.Peer].Addr(), lab.Addr[netlab.Host].Addr(), 9, 9, 64)
+	if _, err := live.Send(frame, 1); !errors.Is(err, unix.ENODEV) {
+		t.Errorf("missing ifindex: %v, want ENODEV", err)
+	}
+}
+
+func TestIntegrationPacketByteForByte(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{NoAddr: true})
+	var rx int
+	if err := lab.Do(netlab.Host, func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return err
+		}
+		rx = fd
+		// Room for every frame, so none is lost before we read it.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: lab.Index[netlab.Host]})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(rx)
+	tv := unix.NsecToTimeval(int64(2 * time.Second))
+	if err := unix.SetsockoptTimeval(rx, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+
+	var gen *Packet
+	if err := lab.Do(netlab.Peer, func() (err error) {
+		gen, err = NewPacket(lab.Index[netlab.Peer])
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer gen.Close()
+
+	const n = 200 // several sendmmsg batches, well under the backlog
+	frames := make([][]byte, n)
+	for i := range frames {
+		frames[i] = UDPFrame(lab.MAC[netlab.Host], lab.MAC[netlab.Peer],
+			lab.Addr[netlab.Peer].Addr(), lab.Addr[netlab.Host].Addr(), 4000, 4001, 60+i*7)
+		SetSeq(frames[i], uint64(i))
+	}
+	sent, err := gen.SendFrames(frames)
+	if err != nil || sent != n {
+		t.Fatalf("SendFrames = %d, %v; want %d", sent, err, n)
+	}
+	// Same frame repeated through Send.
+	if sent, err := gen.Send(frames[0], 3); err != nil || sent != 3 {
+		t.Fatalf("Send = %d, %v; want 3", sent, err)
+	}
+
+	buf := make([]byte, 2048)
+	next := 0
+	repeats := 0
+	for next < n || repeats < 3 {
+		m, _, err := unix.Recvfrom(rx, buf, 0)
+		if err != nil {
+			t.Fatalf("after %d frames and %d repeats: recv: %v", next, repeats, err)
+		}
+		got := buf[:m]
+		if _, ok := Seq(got); !ok || got[SeqOffset-6] != 4000>>8 {
+			continue // the kernel's own traffic (IPv6 ND and such)
+		}
+		if next < n {
+			if !bytes.Equal(got, frames[next]) {
+				t.Fatalf("frame %d differs:\n got %x\nwant %x", next, got, frames[next])
+			}
+			next++
+			continue
+		}
+		if !bytes.Equal(got, frames[0]) {
+			t.Fatalf("repeat %d differs", repeats)
+		}
+		repeats++
+	}
+	if err := gen.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gen.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := gen.Send(frames[0], 1); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Send after Close: %v, want os.ErrClosed", err)
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }

@@ -1,0 +1,260 @@
+package trafficgen
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Kernel constants for BPF_PROG_RUN (uapi/linux/bpf.h).
+const (
+	bpfProgTestRun       = 10
+	bpfFTestXDPLiveFrame = 1 << 1 // BPF_F_TEST_XDP_LIVE_FRAMES, Linux 5.18
+
+	// liveChunk bounds one BPF_PROG_RUN call (~40 ms at 25 Mpps), so Close
+	// and signals are answered promptly.
+	liveChunk = 1 << 20
+	// liveMaxFrame: live mode takes at most a page less XDP headroom and
+	// skb_shared_info; 3 KiB fits every 4 KiB-page kernel.
+	liveMaxFrame = 3072
+)
+
+// progRunAttr is the BPF_PROG_RUN member of union bpf_attr (80 bytes).
+type progRunAttr struct {
+	progFD      uint32
+	retval      uint32
+	dataSizeIn  uint32
+	dataSizeOut uint32
+	dataIn      uint64
+	dataOut     uint64
+	repeat      uint32
+	duration    uint32
+	ctxSizeIn   uint32
+	ctxSizeOut  uint32
+	ctxIn       uint64
+	ctxOut      uint64
+	flags       uint32
+	cpu         uint32
+	batchSize   uint32
+	_           uint32
+}
+
+// xdpMD is struct xdp_md, the context handed to BPF_PROG_RUN.
+type xdpMD struct {
+	data, dataEnd, dataMeta      uint32
+	ingressIfindex, rxQueueIndex uint32
+	egressIfindex                uint32
+}
+
+// Live transmits copies of a frame out of a network interface with
+// BPF_PROG_RUN in live-frame mode (BPF_F_TEST_XDP_LIVE_FRAMES, Linux 5.18):
+// the kernel runs an XDP program that returns XDP_TX over each copy as if
+// the frame had arrived on the interface, and so sends it back out. On the
+// peer end of a veth pair every copy arrives at the other end — which must
+// have an XDP program attached (a Sink, an AF_XDP socket's program), or veth
+// drops the frames.
+//
+// The program counts the frames it runs in a per-CPU map, so Send reports
+// exactly how many were sent even when a signal cuts a run short. A frame
+// the receiving veth cannot queue is dropped there and shows in its
+// statistics, not here.
+//
+// Live keeps one OS thread inside the network namespace NewLive was called
+// from, so its methods may be called from any goroutine.
+type Live struct {
+	mu      sync.Mutex // serialises Send, SendPaced and Close
+	c       *counted
+	ifindex int
+	req     chan liveReq
+	res     chan liveRes
+	closed  bool
+
+	// Owned by the worker; on the heap so the kernel reads stable memory.
+	attr progRunAttr
+	ctx  xdpMD
+}
+
+type liveReq struct {
+	frame []byte
+	count int
+	pps   int
+}
+
+type liveRes struct {
+	n   int
+	err error
+}
+
+// NewLive loads the generator for the interface ifindex. Call it on a locked
+// thread inside the interface's network namespace (netlab's Lab.Do(Peer,
+// ...)): the kernel resolves the ifindex in the calling thread's namespace,
+// and Live keeps running there. Needs CAP_BPF + CAP_NET_ADMIN (root) and
+// CAP_SYS_ADMIN to enter the namespace from its own thread.
+func NewLive(ifindex int) (*Live, error) {
+	nsfd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("trafficgen: open own network namespace: %w", os.NewSyscallError("open", err))
+	}
+	c, err := loadCounted("tg_live_tx", xdpTX)
+	if err != nil {
+		unix.Close(nsfd)
+		return nil, err
+	}
+	l := &Live{c: c, ifindex: ifindex, req: make(chan liveReq), res: make(chan liveRes)}
+	started := make(chan error, 1)
+	go l.worker(nsfd, started)
+	if err := <-started; err != nil {
+		c.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// worker owns a thread in the generator's namespace for the Live's life. It
+// never unlocks the thread, so the runtime discards the thread when it ends.
+func (l *Live) worker(nsfd int, started chan<- error) {
+	runtime.LockOSThread()
+	err := unix.Setns(nsfd, unix.CLONE_NEWNET)
+	unix.Close(nsfd)
+	if err != nil {
+		started <- fmt.Errorf("trafficgen: enter network namespace: %w", os.NewSyscallError("setns", err))
+		return
+	}
+	started <- nil
+	for r := range l.req {
+		var res liveRes
+		if r.pps > 0 {
+			res.n, res.err = l.paced(r.frame, r.count, r.pps)
+		} else {
+			res.n, res.err = l.run(r.frame, r.count)
+		}
+		l.res <- res
+	}
+}
+
+// Send transmits count copies of frame and returns how many were sent.
+// frame must be 14..3072 bytes (EINVAL otherwise). A kernel without live
+// frames answers EINVAL or ENOTSUPP; an ifindex that is not in the namespace
+// gives ENODEV.
+func (l *Live) Send(frame []byte, count int) (int, error) {
+	return l.do(liveReq{frame: frame, count: count})
+}
+
+// SendPaced transmits count copies of frame at about pps frames a second,
+// in small runs every millisecond, so a receiver that keeps up loses
+// nothing. It returns how many were sent.
+func (l *Live) SendPaced(frame []byte, count, pps int) (int, error) {
+	if pps <= 0 {
+		return 0, fmt.Errorf("trafficgen: pace %d frames/s: %w", pps, unix.EINVAL)
+	}
+	return l.do(liveReq{frame: frame, count: count, pps: pps})
+}
+
+func (l *Live) do(r liveReq) (int, error) {
+	if len(r.frame) < ethLen || len(r.frame) > liveMaxFrame {
+		return 0, fmt.Errorf("trafficgen: live frame of %d bytes (want %d..%d): %w", len(r.frame), ethLen, liveMaxFrame, unix.EINVAL)
+	}
+	if r.count <= 0 {
+		return 0, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return 0, fmt.Errorf("trafficgen: send: %w", os.ErrClosed)
+	}
+	l.req <- r
+	res := <-l.res
+	return res.n, res.err
+}
+
+// run sends count copies in chunks; the counter in the program says how
+// many ran, which is exact even when a run ends early with EINTR.
+func (l *Live) run(frame []byte, count int) (int, error) {
+	base, err := l.c.total()
+	if err != nil {
+		return 0, err
+	}
+	sent := 0
+	for sent < count {
+		n := min(count-sent, liveChunk)
+		err := l.progRun(frame, n)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return sent, err
+		}
+		if err == nil {
+			sent += n
+			continue
+		}
+		now, terr := l.c.total()
+		if terr != nil {
+			return sent, terr
+		}
+		sent = int(now - base)
+	}
+	return sent, nil
+}
+
+// paced sends in runs sized to keep the average rate at pps, checked each
+// millisecond.
+func (l *Live) paced(frame []byte, count, pps int) (int, error) {
+	start := time.Now()
+	sent := 0
+	for sent < count {
+		due := int(float64(pps) * time.Since(start).Seconds())
+		if due > sent {
+			n, err := l.run(frame, min(due-sent, count-sent))
+			sent += n
+			if err != nil {
+				return sent, err
+			}
+			continue
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return sent, nil
+}
+
+// progRun runs the program repeat times over frame in live mode.
+func (l *Live) progRun(frame []byte, repeat int) error {
+	// data_end must equal the frame length; rx queue 0; no egress.
+	l.ctx = xdpMD{dataEnd: uint32(len(frame)), ingressIfindex: uint32(l.ifindex)}
+	l.attr = progRunAttr{
+		progFD:     uint32(l.c.prog.FD()),
+		dataSizeIn: uint32(len(frame)),
+		dataIn:     uint64(uintptr(unsafe.Pointer(&frame[0]))),
+		repeat:     uint32(repeat),
+		ctxSizeIn:  uint32(unsafe.Sizeof(l.ctx)),
+		ctxIn:      uint64(uintptr(unsafe.Pointer(&l.ctx))),
+		flags:      bpfFTestXDPLiveFrame,
+	}
+	_, _, errno := unix.Syscall(unix.SYS_BPF, bpfProgTestRun, uintptr(unsafe.Pointer(&l.attr)), unsafe.Sizeof(l.attr))
+	runtime.KeepAlive(frame)
+	if errno != 0 {
+		return fmt.Errorf("trafficgen: live BPF_PROG_RUN on ifindex %d: %w", l.ifindex, os.NewSyscallError("bpf", errno))
+	}
+	return nil
+}
+
+// Sent returns how many frames the generator has sent since NewLive.
+func (l *Live) Sent() (uint64, error) {
+	return l.c.total()
+}
+
+// Close stops the generator's thread and unloads the program. It is safe to
+// call more than once.
+func (l *Live) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	close(l.req)
+	return l.c.close()
+}
