@@ -1,0 +1,124 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// AttachMode is where on the receive path the program runs.
+type AttachMode int
+
+const (
+	// AttachAuto tries AttachNative, then AttachGeneric.
+	AttachAuto AttachMode = iota
+	// AttachNative runs the program in the driver (XDP_FLAGS_DRV_MODE); the
+	// driver must support XDP.
+	AttachNative
+	// AttachGeneric runs the program on the generic receive path
+	// (XDP_FLAGS_SKB_MODE), slower but available on any interface.
+	AttachGeneric
+)
+
+func (m AttachMode) String() string {
+	switch m {
+	case AttachAuto:
+		return "auto"
+	case AttachNative:
+		return "native"
+	case AttachGeneric:
+		return "generic"
+	}
+	return fmt.Sprintf("AttachMode(%d)", int(m))
+}
+
+func (m AttachMode) flags() link.XDPAttachFlags {
+	if m == AttachGeneric {
+		return link.XDPGenericMode
+	}
+	return link.XDPDriverMode
+}
+
+// Attach attaches the program to the interface ifindex through a bpf_link
+// and returns the mode it runs in. AttachAuto tries native mode first and
+// falls back to generic mode. The link belongs to s: it goes away with
+// Close or Detach, or when the process dies.
+//
+// ifindex is resolved in the network namespace of the calling thread, so call
+// Attach from a thread in the interface's namespace (runtime.LockOSThread);
+// the link then works from anywhere.
+//
+// Needs Linux 5.9+ (bpf_link for XDP). Errors: unix.EBUSY when s is already
+// attached, or another XDP program is on the interface; unix.ENODEV for an
+// unknown ifindex; unix.EOPNOTSUPP when the driver has no native XDP (mode
+// AttachNative); os.ErrPermission without CAP_NET_ADMIN.
+func (s *Steering) Attach(ifindex int, mode AttachMode) (AttachMode, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	objs, err := s.loaded()
+	if err != nil {
+		return mode, err
+	}
+	if s.link != nil {
+		return mode, fmt.Errorf("bpf: attach to ifindex %d: already attached to ifindex %d: %w", ifindex, s.ifindex, unix.EBUSY)
+	}
+	if ifindex <= 0 {
+		return mode, fmt.Errorf("bpf: attach to ifindex %d: %w", ifindex, unix.ENODEV)
+	}
+	try := func(m AttachMode) error {
+		l, err := link.AttachXDP(link.XDPOptions{Program: objs.Steer, Interface: ifindex, Flags: m.flags()})
+		if err != nil {
+			return fmt.Errorf("bpf: attach to ifindex %d in %s mode: %w", ifindex, m, err)
+		}
+		s.link, s.ifindex, s.mode = l, ifindex, m
+		return nil
+	}
+	switch mode {
+	case AttachNative, AttachGeneric:
+		return mode, try(mode)
+	case AttachAuto:
+		nerr := try(AttachNative)
+		if nerr == nil {
+			return AttachNative, nil
+		}
+		// Falling back cannot help when the interface is gone, busy, or we
+		// lack the privilege.
+		if errors.Is(nerr, unix.ENODEV) || errors.Is(nerr, unix.EBUSY) || errors.Is(nerr, unix.EPERM) {
+			return mode, nerr
+		}
+		if gerr := try(AttachGeneric); gerr != nil {
+			return mode, errors.Join(nerr, gerr)
+		}
+		return AttachGeneric, nil
+	}
+	return mode, fmt.Errorf("bpf: attach to ifindex %d: bad mode %s: %w", ifindex, mode, unix.EINVAL)
+}
+
+// Attached reports the interface and mode s is attached to, ifindex 0 when
+// it is not attached.
+func (s *Steering) Attached() (ifindex int, mode AttachMode) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.link == nil {
+		return 0, AttachAuto
+	}
+	return s.ifindex, s.mode
+}
+
+// Detach removes the program from its interface, keeping the maps; Attach
+// may be called again. Detaching when not attached is not an error.
+func (s *Steering) Detach() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.link == nil {
+		return nil
+	}
+	err := s.link.Close()
+	s.link, s.ifindex = nil, 0
+	if err != nil {
+		return fmt.Errorf("bpf: detach: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,193 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (MIT OR GPL-2.0-only)
+//
+// steer: the MAC-steering XDP program of virtif-xdp. For every frame on a NIC
+// queue it decides whether the frame belongs to a virtual interface (vif) and,
+// if so, redirects it into that vif's AF_XDP socket for the same queue.
+// Everything else goes on to the host kernel (XDP_PASS). Rules, in order:
+//
+//   1. destination MAC is a vif's registered unicast MAC       -> that vif
+//   2. ARP request (IPv4 over Ethernet) for a vif's IPv4 address -> that vif
+//   3. destination MAC is a multicast MAC a vif joined         -> that vif
+//   4. a vif is promiscuous                                    -> that vif
+//   5. otherwise                                               -> host
+//
+// ARP comes before joined multicast so that a vif that joined the broadcast
+// address cannot take the ARP requests meant for another vif.
+//
+// A frame whose vif has no socket on this queue passes to the host and is
+// counted (never black-holed); so do runts. Built with bpf2go (see gen.go).
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define DEFAULT_MAX_VIFS 64
+#define DEFAULT_MAX_QUEUES 64
+#define DEFAULT_MAX_MACS 1024
+#define DEFAULT_MAX_IPV4S 1024
+
+// Counter columns of the stats map; keep in step with rule* in counters.go.
+enum rule {
+	RULE_UNICAST = 0,   // redirected by rule 1
+	RULE_MULTICAST = 1, // redirected by rule 3
+	RULE_ARP = 2,       // redirected by rule 2
+	RULE_PROMISC = 3,   // redirected by rule 4
+	RULE_PASS = 4,      // matched nothing, passed (host row)
+	RULE_NOSOCK = 5,    // matched a vif without a socket on this queue, passed
+	RULE_RUNT = 6,      // too short to parse, passed (host row)
+	RULE_MAX = 7,
+};
+
+// Row 0 of the stats map is the host; vif v uses row v+1.
+#define HOST_ROW 0
+
+// Set by the loader before the program is loaded (spec.Variables).
+volatile const __u32 max_vifs = DEFAULT_MAX_VIFS;
+volatile const __u32 queue_stride = DEFAULT_MAX_QUEUES;
+
+struct mac_key {
+	__u8 addr[ETH_ALEN];
+	__u16 pad; // always zero
+};
+
+// ARP for IPv4 over Ethernet (RFC 826), packed as on the wire.
+struct arp_ipv4 {
+	__be16 htype;
+	__be16 ptype;
+	__u8 hlen;
+	__u8 plen;
+	__be16 oper;
+	__u8 sha[ETH_ALEN];
+	__u8 spa[4];
+	__u8 tha[ETH_ALEN];
+	__u8 tpa[4];
+} __attribute__((packed));
+
+// xsks[vif*queue_stride + queue] is the vif's AF_XDP socket on that queue.
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, DEFAULT_MAX_VIFS * DEFAULT_MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+// Unicast and joined multicast MACs -> vif.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DEFAULT_MAX_MACS);
+	__type(key, struct mac_key);
+	__type(value, __u32);
+} macs SEC(".maps");
+
+// IPv4 address (network byte order) -> vif, for ARP requests.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DEFAULT_MAX_IPV4S);
+	__type(key, __u32);
+	__type(value, __u32);
+} ipv4s SEC(".maps");
+
+// promisc[0] is 1 + the vif that takes unmatched frames, 0 for none.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} promisc SEC(".maps");
+
+// stats[row*RULE_MAX + rule], per CPU.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, (DEFAULT_MAX_VIFS + 1) * RULE_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void count(__u32 row, __u32 rule)
+{
+	__u32 key = row * RULE_MAX + rule;
+	__u64 *c = bpf_map_lookup_elem(&stats, &key);
+
+	// Per-CPU slot, and XDP does not migrate mid-run: no atomic needed.
+	if (c)
+		*c += 1;
+}
+
+// deliver redirects to vif's socket on this queue, or passes to the host
+// when there is none. The lookup first (allowed on XSKMAP since 5.3) is what
+// tells a missing socket apart, so it can be counted.
+static __always_inline int deliver(struct xdp_md *ctx, __u32 vif, __u32 rule)
+{
+	__u32 q = ctx->rx_queue_index;
+
+	if (vif < max_vifs && q < queue_stride) {
+		__u32 idx = vif * queue_stride + q;
+
+		if (bpf_map_lookup_elem(&xsks, &idx)) {
+			count(vif + 1, rule);
+			// Lower bits of flags: the action if the entry vanished meanwhile.
+			return bpf_redirect_map(&xsks, idx, XDP_PASS);
+		}
+	}
+	if (vif < max_vifs)
+		count(vif + 1, RULE_NOSOCK);
+	count(HOST_ROW, RULE_NOSOCK);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct mac_key key = {};
+	__u32 *vif;
+	__u32 zero = 0;
+
+	if ((void *)(eth + 1) > data_end) {
+		count(HOST_ROW, RULE_RUNT);
+		return XDP_PASS;
+	}
+
+	__builtin_memcpy(key.addr, eth->h_dest, ETH_ALEN);
+	vif = bpf_map_lookup_elem(&macs, &key);
+	int multicast = eth->h_dest[0] & 1;
+
+	if (vif && !multicast)
+		return deliver(ctx, *vif, RULE_UNICAST);
+
+	if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
+		struct arp_ipv4 *arp = (void *)(eth + 1);
+
+		if ((void *)(arp + 1) > data_end) {
+			count(HOST_ROW, RULE_RUNT);
+			return XDP_PASS;
+		}
+		if (arp->htype == bpf_htons(1) && arp->ptype == bpf_htons(ETH_P_IP) &&
+		    arp->hlen == ETH_ALEN && arp->plen == 4 && arp->oper == bpf_htons(1)) {
+			__u32 tpa;
+			__u32 *owner;
+
+			__builtin_memcpy(&tpa, arp->tpa, sizeof(tpa));
+			owner = bpf_map_lookup_elem(&ipv4s, &tpa);
+			if (owner)
+				return deliver(ctx, *owner, RULE_ARP);
+		}
+	}
+
+	if (vif)
+		return deliver(ctx, *vif, RULE_MULTICAST);
+
+	__u32 *p = bpf_map_lookup_elem(&promisc, &zero);
+	if (p && *p)
+		return deliver(ctx, *p - 1, RULE_PROMISC);
+
+	count(HOST_ROW, RULE_PASS);
+	return XDP_PASS;
+}
+
+char __license[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,395 @@
+// Package bpf holds virtif-xdp's MAC-steering XDP program (steer.c, built
+// with bpf2go into the committed steer_bpfel.o) and the Go API that loads it,
+// attaches it to a NIC through a bpf_link and maintains its maps.
+//
+// The program decides, for each frame on a NIC queue, which virtual interface
+// (vif, numbered 0..MaxVifs-1) owns it, and redirects it into that vif's
+// AF_XDP socket for the same queue; everything else passes to the host
+// kernel. In order:
+//
+//  1. the destination MAC is a unicast MAC registered with AddMAC;
+//  2. an ARP request (IPv4 over Ethernet) asks for an address registered
+//     with AddIPv4;
+//  3. the destination MAC is a multicast MAC registered with AddMAC;
+//  4. a vif is promiscuous (SetPromisc): it takes every other frame;
+//  5. otherwise XDP_PASS.
+//
+// A frame whose vif has no socket on the frame's queue (SetSocket) passes to
+// the host and is counted as NoSocket: frames are never black-holed. Frames
+// too short for their headers pass and are counted as Runt.
+//
+// One Steering serves one NIC. Nothing is pinned: the program and its maps
+// live as long as the Steering's descriptors, so a process that dies (even by
+// SIGKILL) leaves no program on the NIC.
+//
+// Needs Linux 5.9+ (bpf_link for XDP; 5.11+ or a raised RLIMIT_MEMLOCK for map
+// memory) and CAP_BPF + CAP_NET_ADMIN, or root.
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults and limits of Options.
+const (
+	DefaultMaxVifs   = 64
+	DefaultMaxQueues = 64
+	DefaultMaxMACs   = 1024
+	DefaultMaxIPv4s  = 1024
+
+	// maxSlots bounds MaxVifs*MaxQueues, the size of the socket map.
+	maxSlots = 1 << 20
+)
+
+// Options size the program's maps. A nil *Options or a zero field means the
+// default.
+type Options struct {
+	// MaxVifs is the number of vifs (0..MaxVifs-1), default 64.
+	MaxVifs int
+	// MaxQueues is the number of NIC queues served per vif, default 64.
+	// Frames on higher queues pass to the host as NoSocket.
+	MaxQueues int
+	// MaxMACs bounds unicast plus multicast MACs over all vifs, default 1024.
+	MaxMACs int
+	// MaxIPv4s bounds the IPv4 addresses registered for ARP, default 1024.
+	MaxIPv4s int
+}
+
+func (o *Options) withDefaults() (Options, error) {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	def := func(v *int, d int, name string) error {
+		if *v == 0 {
+			*v = d
+		}
+		if *v < 0 || *v > maxSlots {
+			return fmt.Errorf("bpf: %s %d out of range 1..%d: %w", name, *v, maxSlots, unix.EINVAL)
+		}
+		return nil
+	}
+	if err := errors.Join(
+		def(&r.MaxVifs, DefaultMaxVifs, "MaxVifs"),
+		def(&r.MaxQueues, DefaultMaxQueues, "MaxQueues"),
+		def(&r.MaxMACs, DefaultMaxMACs, "MaxMACs"),
+		def(&r.MaxIPv4s, DefaultMaxIPv4s, "MaxIPv4s"),
+	); err != nil {
+		return r, err
+	}
+	if r.MaxVifs*r.MaxQueues > maxSlots {
+		return r, fmt.Errorf("bpf: MaxVifs*MaxQueues %d exceeds %d: %w", r.MaxVifs*r.MaxQueues, maxSlots, unix.EINVAL)
+	}
+	return r, nil
+}
+
+// Steering is the loaded steering program and its maps, attached to at most
+// one NIC. Its methods are safe for concurrent use.
+type Steering struct {
+	opts Options
+
+	mu      sync.Mutex
+	objs    *steerObjects // nil once closed
+	link    link.Link
+	ifindex int
+	mode    AttachMode
+	promisc map[int]bool    // vifs in promiscuous mode
+	sockets map[uint32]bool // socket map slots in use (XSKMAP cannot be read from user space)
+}
+
+// Load loads the steering program and creates its maps; nothing is attached
+// until Attach. Errors: os.ErrPermission (need root or CAP_BPF+CAP_NET_ADMIN;
+// before Linux 5.11 also a raised RLIMIT_MEMLOCK, see cilium's
+// rlimit.RemoveMemlock), ebpf.ErrNotSupported for a kernel without BPF or
+// XDP, unix.EINVAL for bad Options.
+func Load(opts *Options) (*Steering, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := loadSteer()
+	if err != nil {
+		return nil, fmt.Errorf("bpf: parse embedded steering object: %w", err)
+	}
+	spec.Maps[steerMapXsks].MaxEntries = uint32(o.MaxVifs * o.MaxQueues)
+	spec.Maps[steerMapMacs].MaxEntries = uint32(o.MaxMACs)
+	spec.Maps[steerMapIpv4s].MaxEntries = uint32(o.MaxIPv4s)
+	spec.Maps[steerMapStats].MaxEntries = uint32((o.MaxVifs + 1) * numRules)
+	if err := spec.Variables[steerVarMaxVifs].Set(uint32(o.MaxVifs)); err != nil {
+		return nil, fmt.Errorf("bpf: set max_vifs: %w", err)
+	}
+	if err := spec.Variables[steerVarQueueStride].Set(uint32(o.MaxQueues)); err != nil {
+		return nil, fmt.Errorf("bpf: set queue_stride: %w", err)
+	}
+	objs := new(steerObjects)
+	if err := spec.LoadAndAssign(objs, nil); err != nil {
+		switch {
+		case errors.Is(err, os.ErrPermission):
+			return nil, fmt.Errorf("bpf: load steering program (need root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
+		case errors.Is(err, ebpf.ErrNotSupported):
+			return nil, fmt.Errorf("bpf: load steering program (kernel lacks BPF or XDP support): %w", err)
+		}
+		return nil, fmt.Errorf("bpf: load steering program: %w", err)
+	}
+	return &Steering{opts: o, objs: objs, promisc: make(map[int]bool), sockets: make(map[uint32]bool)}, nil
+}
+
+// Options returns the sizes the program was loaded with.
+func (s *Steering) Options() Options { return s.opts }
+
+// Program returns the loaded XDP program, for inspection and test runs
+// (BPF_PROG_TEST_RUN). It stays owned by s; do not close it.
+func (s *Steering) Program() *ebpf.Program {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.objs == nil {
+		return nil
+	}
+	return s.objs.Steer
+}
+
+// Close detaches the program (closing its link) and releases the program and
+// its maps. It is safe to call more than once.
+func (s *Steering) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.objs == nil {
+		return nil
+	}
+	var errs []error
+	if s.link != nil {
+		if err := s.link.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("bpf: detach from ifindex %d: %w", s.ifindex, err))
+		}
+		s.link = nil
+	}
+	if err := s.objs.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("bpf: close steering objects: %w", err))
+	}
+	s.objs = nil
+	return errors.Join(errs...)
+}
+
+// loaded returns the loaded objects or net.ErrClosed; s.mu must be held.
+func (s *Steering) loaded() (*steerObjects, error) {
+	if s.objs == nil {
+		return nil, net.ErrClosed
+	}
+	return s.objs, nil
+}
+
+// forVif returns the loaded objects after checking vif; s.mu must be held.
+func (s *Steering) forVif(vif int) (*steerObjects, error) {
+	objs, err := s.loaded()
+	if err != nil {
+		return nil, err
+	}
+	return objs, s.checkVif(vif)
+}
+
+func (s *Steering) checkVif(vif int) error {
+	if vif < 0 || vif >= s.opts.MaxVifs {
+		return fmt.Errorf("bpf: vif %d out of range 0..%d: %w", vif, s.opts.MaxVifs-1, unix.EINVAL)
+	}
+	return nil
+}
+
+// slot returns the socket map and the index of vif's socket on queue; s.mu
+// must be held.
+func (s *Steering) slot(vif, queue int) (*ebpf.Map, uint32, error) {
+	objs, err := s.forVif(vif)
+	if err != nil {
+		return nil, 0, err
+	}
+	if queue < 0 || queue >= s.opts.MaxQueues {
+		return nil, 0, fmt.Errorf("bpf: queue %d out of range 0..%d: %w", queue, s.opts.MaxQueues-1, unix.EINVAL)
+	}
+	return objs.Xsks, uint32(vif*s.opts.MaxQueues + queue), nil
+}
+
+// SetSocket makes fd, an AF_XDP socket bound to this NIC's queue, the
+// destination of vif's frames arriving on that queue, replacing any socket
+// set before. The map holds its own reference: closing fd later does not
+// clear the entry by itself, but a socket that is closed stops receiving.
+// Errors: unix.EINVAL for a vif or queue out of range, unix.EBADF for a
+// negative fd, unix.ENOTSOCK when fd is no socket, unix.EOPNOTSUPP when it
+// is not an AF_XDP socket.
+func (s *Steering) SetSocket(vif, queue, fd int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	xsks, k, err := s.slot(vif, queue)
+	if err != nil {
+		return err
+	}
+	if fd < 0 {
+		return fmt.Errorf("bpf: vif %d queue %d: bad socket descriptor %d: %w", vif, queue, fd, unix.EBADF)
+	}
+	if err := xsks.Update(k, uint32(fd), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("bpf: vif %d queue %d: set socket: %w", vif, queue, err)
+	}
+	s.sockets[k] = true
+	return nil
+}
+
+// ClearSocket removes vif's socket on queue; its frames on that queue pass
+// to the host (counted as NoSocket) from then on. Errors: unix.EINVAL for a
+// vif or queue out of range, unix.ENOENT when no socket was set.
+func (s *Steering) ClearSocket(vif, queue int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	xsks, k, err := s.slot(vif, queue)
+	if err != nil {
+		return err
+	}
+	// Deleting an empty XSKMAP slot succeeds, so the Go side keeps track.
+	if !s.sockets[k] {
+		return fmt.Errorf("bpf: vif %d queue %d: clear socket: none set: %w", vif, queue, unix.ENOENT)
+	}
+	if err := xsks.Delete(k); err != nil {
+		return fmt.Errorf("bpf: vif %d queue %d: clear socket: %w", vif, queue, err)
+	}
+	delete(s.sockets, k)
+	return nil
+}
+
+// entry is a key of one of the vif-owned maps (macs, ipv4s), or the reason
+// it is not one.
+type entry struct {
+	what string // for errors: "MAC 01:00:5e:00:00:01"
+	key  any
+	err  error
+	m    func(*steerObjects) *ebpf.Map
+}
+
+func macEntry(mac net.HardwareAddr) entry {
+	e := entry{what: "MAC " + mac.String(), m: func(o *steerObjects) *ebpf.Map { return o.Macs }}
+	if len(mac) != 6 {
+		e.err = fmt.Errorf("bpf: MAC %q is not 6 bytes: %w", mac, unix.EINVAL)
+		return e
+	}
+	var k steerMacKey
+	copy(k.Addr[:], mac)
+	e.key = k
+	return e
+}
+
+func ipv4Entry(ip netip.Addr) entry {
+	ip = ip.Unmap()
+	e := entry{what: "IPv4 " + ip.String(), m: func(o *steerObjects) *ebpf.Map { return o.Ipv4s }}
+	if !ip.Is4() {
+		e.err = fmt.Errorf("bpf: %v is not an IPv4 address: %w", ip, unix.EINVAL)
+		return e
+	}
+	e.key = ip.As4() // network byte order, as the program reads it
+	return e
+}
+
+// AddMAC steers frames whose destination is mac to vif: a unicast MAC by
+// rule 1, a multicast MAC (group bit set, broadcast included) by rule 3.
+// Adding a MAC the vif already has is a no-op. A MAC can belong to one vif
+// only, because XDP cannot copy a frame into several sockets: adding a MAC
+// another vif holds fails with unix.EEXIST (for a shared multicast group the
+// first vif to join gets the frames). Other errors: unix.EINVAL for a bad vif
+// or a MAC that is not 6 bytes, unix.E2BIG when MaxMACs are in use.
+func (s *Steering) AddMAC(mac net.HardwareAddr, vif int) error {
+	return s.update(macEntry(mac), vif, true)
+}
+
+// DelMAC stops steering mac to vif. Errors: unix.ENOENT when vif does not
+// hold mac (nobody does, or another vif does: that vif keeps it).
+func (s *Steering) DelMAC(mac net.HardwareAddr, vif int) error {
+	return s.update(macEntry(mac), vif, false)
+}
+
+// AddIPv4 steers ARP requests for ip to vif (rule 2). Adding an address the
+// vif already has is a no-op; an address held by another vif gives
+// unix.EEXIST. Other errors: unix.EINVAL for a bad vif or a non-IPv4
+// address, unix.E2BIG when MaxIPv4s are in use.
+func (s *Steering) AddIPv4(ip netip.Addr, vif int) error {
+	return s.update(ipv4Entry(ip), vif, true)
+}
+
+// DelIPv4 stops steering ARP requests for ip to vif. Errors: unix.ENOENT
+// when vif does not hold ip.
+func (s *Steering) DelIPv4(ip netip.Addr, vif int) error {
+	return s.update(ipv4Entry(ip), vif, false)
+}
+
+// update adds e for vif, or deletes it, keeping one owner per key.
+func (s *Steering) update(e entry, vif int, add bool) error {
+	if e.err != nil {
+		return e.err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	objs, err := s.forVif(vif)
+	if err != nil {
+		return err
+	}
+	op := "delete"
+	if add {
+		op = "add"
+	}
+	m := e.m(objs)
+	var owner uint32
+	err = m.Lookup(e.key, &owner)
+	switch {
+	case add && errors.Is(err, ebpf.ErrKeyNotExist):
+		err = m.Update(e.key, uint32(vif), ebpf.UpdateNoExist)
+	case err != nil:
+	case int(owner) != vif && add:
+		err = fmt.Errorf("held by vif %d: %w", owner, unix.EEXIST)
+	case int(owner) != vif:
+		err = fmt.Errorf("held by vif %d: %w", owner, unix.ENOENT)
+	case !add:
+		err = m.Delete(e.key)
+	}
+	if err != nil {
+		return fmt.Errorf("bpf: vif %d: %s %s: %w", vif, op, e.what, err)
+	}
+	return nil
+}
+
+// SetPromisc turns promiscuous mode of vif on or off. A promiscuous vif
+// receives every frame no other rule claims (rule 4). Only one socket can take
+// a frame, so when several vifs are promiscuous the lowest-numbered one
+// receives; the others get theirs only by rules 1-3. Errors: unix.EINVAL for
+// a bad vif.
+func (s *Steering) SetPromisc(vif int, on bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	objs, err := s.forVif(vif)
+	if err != nil {
+		return err
+	}
+	was := s.promisc[vif]
+	if on {
+		s.promisc[vif] = true
+	} else {
+		delete(s.promisc, vif)
+	}
+	var v uint32 // 1 + the lowest promiscuous vif; 0 for none
+	for p := range s.promisc {
+		if v == 0 || uint32(p)+1 < v {
+			v = uint32(p) + 1
+		}
+	}
+	if err := objs.Promisc.Update(uint32(0), v, ebpf.UpdateAny); err != nil {
+		if was {
+			s.promisc[vif] = true
+		} else {
+			delete(s.promisc, vif)
+		}
+		return fmt.Errorf("bpf: vif %d: set promiscuous %t: %w", vif, on, err)
+	}
+	return nil
+}
