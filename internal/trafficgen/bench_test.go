@@ -53,3 +53,13 @@ func benchSend(b *testing.B, sink *Sink, send func([]byte, int) (int, error), fr
 	b.ReportMetric(float64(b.N)/el.Seconds(), "pps")
 	b.ReportMetric(float64(got)/float64(b.N), "delivered/op")
 }
+
+// BenchmarkLiveThreaded moves the receiving veth's NAPI into a kernel
+// thread, so the generator and the receiver can run on different CPUs.
+func BenchmarkLiveThreaded(b *testing.B) {
+	lab, sink, live, frame := liveLab(b, SinkDrop)
+	if _, err := lab.Run(netlab.Host, "sh", "-c", "echo 1 > /sys/class/net/"+lab.Link[netlab.Host]+"/threaded"); err != nil {
+		b.Fatal(err)
+	}
+	benchSend(b, sink, live.Send, frame)
+}
