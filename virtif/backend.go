@@ -1,0 +1,129 @@
+package virtif
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxSegments is how many segments one frame may have when it reaches
+// Backend.Send: the seed's LB_SH, the size of virtif_start's iovec array.
+const MaxSegments = 32
+
+// Backend is the hypercall side of an interface (VIFHYPER_*).
+type Backend interface {
+	// Send transmits one frame given as 1..MaxSegments non-empty segments
+	// (VIFHYPER_SEND). Segments are valid only for the call. Called with the
+	// interface's send lock held (never concurrently for one backend).
+	Send(segs [][]byte) error
+	// Dying: the interface is going away (VIFHYPER_DYING). Non-blocking;
+	// after it the backend should stop delivering.
+	Dying() error
+	// Close destroys the backend and waits for its goroutines
+	// (VIFHYPER_DESTROY).
+	Close() error
+}
+
+// BackendConfig is what a backend is created from (VIFHYPER_CREATE's
+// arguments).
+type BackendConfig struct {
+	Name string // interface name, e.g. "vif0"
+	// Link is the whole link string with its scheme, e.g. "mem:seg0" or
+	// "xdp:eth0,queues=0-3". A scheme-less link string (unit-number mode,
+	// "0") arrives with the cloner's default scheme prepended ("mem:0").
+	Link string
+	// MAC is the proposed MAC; a backend may replace it (HardwareAddrer).
+	MAC net.HardwareAddr
+	// Deliver is VIF_DELIVERPKT: the receive upcall for one frame. frame is
+	// valid only during the call. Safe for concurrent calls (a backend may
+	// run one RX goroutine per NIC queue). Allocates nothing.
+	Deliver func(frame []byte)
+}
+
+// OpenFunc creates a backend from its configuration (VIFHYPER_CREATE).
+type OpenFunc func(cfg BackendConfig) (Backend, error)
+
+// Optional interfaces a backend may implement; the interface type-asserts
+// for them once, when the backend is created.
+type (
+	// HardwareAddrer gives the backend's MAC, which replaces the proposal
+	// (nil keeps the proposal).
+	HardwareAddrer interface{ HardwareAddr() net.HardwareAddr }
+	// HardwareAddrSetter is told of a MAC change (only while down).
+	HardwareAddrSetter interface {
+		SetHardwareAddr(net.HardwareAddr) error
+	}
+	// Flusher is called once after a batch of Sends (the end of
+	// virtif_start), so a backend can kick the kernel once per batch.
+	Flusher interface{ Flush() error }
+	// MulticastFilter is told of the first join and the last leave of a
+	// group.
+	MulticastFilter interface {
+		SetMulticast(group net.HardwareAddr, join bool) error
+	}
+	// Promiscuous is told when the interface enters or leaves promiscuous
+	// mode.
+	Promiscuous interface{ SetPromisc(on bool) error }
+	// AddrRegistrar is told of the interface's IPv4 addresses (e.g. to steer
+	// ARP requests for them).
+	AddrRegistrar interface {
+		SetIPv4(addr netip.Addr, add bool) error
+	}
+	// MTULimiter bounds SetMTU.
+	MTULimiter interface{ MaxMTU() int }
+	// StatsReporter appends backend counters to the interface statistics.
+	StatsReporter interface{ AppendStats(dst []Stat) []Stat }
+)
+
+// Stat is one named backend counter.
+type Stat struct {
+	Name  string
+	Value uint64
+}
+
+var registry struct {
+	sync.RWMutex
+	m map[string]OpenFunc
+}
+
+// RegisterBackend makes link strings "scheme:..." open with fn. An empty
+// scheme, a scheme containing ':' or ',' or a nil fn is EINVAL; a scheme
+// registered twice is EEXIST. It never panics.
+func RegisterBackend(scheme string, fn OpenFunc) error {
+	if scheme == "" || strings.ContainsAny(scheme, ":,") || fn == nil {
+		return fmt.Errorf("virtif: register backend %q: %w", scheme, unix.EINVAL)
+	}
+	registry.Lock()
+	defer registry.Unlock()
+	if _, ok := registry.m[scheme]; ok {
+		return fmt.Errorf("virtif: register backend %q: %w", scheme, unix.EEXIST)
+	}
+	if registry.m == nil {
+		registry.m = make(map[string]OpenFunc)
+	}
+	registry.m[scheme] = fn
+	return nil
+}
+
+// Backends lists the registered schemes, sorted.
+func Backends() []string {
+	registry.RLock()
+	defer registry.RUnlock()
+	s := make([]string, 0, len(registry.m))
+	for k := range registry.m {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}
+
+func lookupBackend(scheme string) OpenFunc {
+	registry.RLock()
+	defer registry.RUnlock()
+	return registry.m[scheme]
+}

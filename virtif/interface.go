@@ -1,0 +1,501 @@
+package virtif
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Link string limits (SIOCSLINKSTR). LinkStrMax counts the terminating NUL
+// as the seed's ifd_len does, so a link string has 1..LinkStrMax-1 bytes.
+const LinkStrMax = 4096 // RUMP_VIF_LINKSTRMAX
+
+// MTU limits: the default is ETHERMTU; the floor is Linux's ETH_MIN_MTU (68,
+// the IPv4 minimum; NetBSD's ether_ioctl allows down to ETHERMIN, 46); the
+// ceiling is the backend's MaxMTU or, without MTULimiter, ETHERMTU_JUMBO.
+const (
+	DefaultMTU = 1500
+	MinMTU     = 68
+	MaxMTU     = 9000
+)
+
+// ethHeaderLen is sizeof(struct ether_header); an oversized-frame check on
+// the send path allows MTU + header + one VLAN tag.
+const (
+	ethHeaderLen = 14
+	vlanTagLen   = 4
+)
+
+// Input is the upper layer's receive handler (if_input). frame is valid only
+// during the call: a handler that keeps a frame copies it. promisc marks a
+// frame accepted only because the interface is promiscuous (M_PROMISC).
+// Handlers are called concurrently when the backend delivers from several
+// goroutines.
+type Input func(frame []byte, promisc bool)
+
+// Interface is one virtual interface (struct virtif_sc with its ifnet).
+// It is safe for concurrent use.
+type Interface struct {
+	cloner *Cloner
+	name   string
+	unit   int
+
+	// Read on the hot paths without locks.
+	flags atomic.Uint32 // Flags
+	mac   atomic.Uint64 // 48-bit MAC, big endian in the low bits
+	mtu   atomic.Int32
+	input atomic.Pointer[Input]
+	taps  atomic.Pointer[[]Tap]
+	ctr   counters
+
+	// mu guards the control plane (the ioctl side).
+	mu        sync.Mutex
+	linkstr   string
+	hasLink   bool
+	backend   Backend
+	destroyed bool
+	multi     map[[6]byte]int
+	addrs     map[netip.Addr]struct{}
+	tapMu     sync.Mutex
+
+	// sendMu is the send lock: virtif_start runs under it.
+	sendMu  sync.Mutex
+	tx      Backend // backend as the send path sees it
+	flusher Flusher
+	iov     [MaxSegments][]byte
+	scratch []byte // coalesced tails of frames with too many segments
+	tapBuf  []byte // flattened frames for taps
+	pending atomic.Int32
+	errs    sendErrors
+}
+
+func newInterface(c *Cloner, name string, unit int) *Interface {
+	i := &Interface{cloner: c, name: name, unit: unit, errs: newSendErrors(name)}
+	i.flags.Store(uint32(FlagBroadcast | FlagSimplex | FlagMulticast))
+	i.mtu.Store(DefaultMTU)
+	i.ctr.init()
+	return i
+}
+
+// Name is the interface name, e.g. "vif0".
+func (i *Interface) Name() string { return i.name }
+
+// Unit is the unit number.
+func (i *Interface) Unit() int { return i.unit }
+
+// Flags are the current flags.
+func (i *Interface) Flags() Flags { return Flags(i.flags.Load()) }
+
+// MTU is the current MTU.
+func (i *Interface) MTU() int { return int(i.mtu.Load()) }
+
+// HardwareAddr is the MAC; nil until the backend exists.
+func (i *Interface) HardwareAddr() net.HardwareAddr {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.backend == nil {
+		return nil
+	}
+	return macBytes(i.mac.Load())
+}
+
+func macKey(b []byte) uint64 {
+	return uint64(binary.BigEndian.Uint16(b[0:2]))<<32 | uint64(binary.BigEndian.Uint32(b[2:6]))
+}
+
+func macBytes(k uint64) net.HardwareAddr {
+	b := make(net.HardwareAddr, 6)
+	binary.BigEndian.PutUint16(b[0:2], uint16(k>>32))
+	binary.BigEndian.PutUint32(b[2:6], uint32(k))
+	return b
+}
+
+// SetLinkStr sets the link string and creates the backend from it
+// (SIOCSLINKSTR, then virtif_create). The link string is "scheme:rest";
+// without a ':' the cloner's DefaultScheme is used. Errors: EBUSY if the
+// interface is up or the link string already set; EINVAL if it is empty or
+// holds a NUL byte, or its scheme is empty; E2BIG if it is longer than
+// LinkStrMax-1 bytes (LinkStrMax with the NUL, as the seed counts ifd_len);
+// ENXIO if no backend is registered for the scheme; otherwise the backend's
+// error. On failure nothing is kept and the link string stays unset.
+func (i *Interface) SetLinkStr(s string) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	switch {
+	case i.destroyed:
+		return opErr(i.name, "set link string", unix.ENXIO)
+	case i.flags.Load()&uint32(FlagUp) != 0:
+		return opErr(i.name, "set link string: interface up", unix.EBUSY)
+	case i.hasLink:
+		return opErr(i.name, "set link string: already set", unix.EBUSY)
+	case len(s)+1 > LinkStrMax:
+		return opErr(i.name, fmt.Sprintf("set link string: %d bytes", len(s)+1), unix.E2BIG)
+	case len(s) < 1:
+		return opErr(i.name, "set link string: empty", unix.EINVAL)
+	case strings.IndexByte(s, 0) >= 0:
+		return opErr(i.name, "set link string: NUL byte", unix.EINVAL)
+	}
+	return i.createLocked(s)
+}
+
+// UnsetLinkStr is IFLINKSTR_UNSET, which the seed left as a panic: it is
+// not supported (ENOTSUP) since the backend cannot be replaced in place;
+// destroy and re-create the interface instead.
+func (i *Interface) UnsetLinkStr() error {
+	return opErr(i.name, "unset link string", unix.ENOTSUP)
+}
+
+// LinkStr returns the link string (SIOCGLINKSTR); ENOENT when unset.
+func (i *Interface) LinkStr() (string, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if !i.hasLink {
+		return "", opErr(i.name, "get link string", unix.ENOENT)
+	}
+	return i.linkstr, nil
+}
+
+// LinkStrLen is IFLINKSTR_QUERYLEN: the link string's length counting the
+// NUL, as the seed reports it; ENOENT when unset.
+func (i *Interface) LinkStrLen() (int, error) {
+	s, err := i.LinkStr()
+	if err != nil {
+		return 0, err
+	}
+	return len(s) + 1, nil
+}
+
+// splitLink returns the scheme and the normalized link string.
+func (i *Interface) splitLink(s string) (scheme, link string, err error) {
+	scheme, _, ok := strings.Cut(s, ":")
+	if !ok {
+		scheme = i.cloner.cfg.DefaultScheme
+		if scheme == "" {
+			return "", "", opErr(i.name, fmt.Sprintf("set link string %q: no scheme and no default scheme", s), unix.ENXIO)
+		}
+		return scheme, scheme + ":" + s, nil
+	}
+	if scheme == "" {
+		return "", "", opErr(i.name, "set link string: empty scheme", unix.EINVAL)
+	}
+	return scheme, s, nil
+}
+
+// createLocked mirrors virtif_create: propose b2:0a:RR:0b:0e:NN, open the
+// backend, let it replace the MAC.
+func (i *Interface) createLocked(s string) error {
+	scheme, link, err := i.splitLink(s)
+	if err != nil {
+		return err
+	}
+	open := lookupBackend(scheme)
+	if open == nil {
+		return opErr(i.name, fmt.Sprintf("set link string: no backend for scheme %q", scheme), unix.ENXIO)
+	}
+	mac := net.HardwareAddr{0xb2, 0x0a, byte(rand.Uint32()), 0x0b, 0x0e, byte(i.unit)}
+	b, err := open(BackendConfig{Name: i.name, Link: link, MAC: mac, Deliver: i.deliver})
+	if err != nil {
+		return opErr(i.name, fmt.Sprintf("create %s backend", scheme), err)
+	}
+	if b == nil {
+		return opErr(i.name, fmt.Sprintf("create %s backend: no backend returned", scheme), unix.EINVAL)
+	}
+	if ha, ok := b.(HardwareAddrer); ok {
+		if m := ha.HardwareAddr(); m != nil {
+			if err := checkUnicast(m); err != nil {
+				_ = b.Close()
+				return opErr(i.name, fmt.Sprintf("create %s backend: backend MAC %v", scheme, m), err)
+			}
+			mac = m
+		}
+	}
+	i.mac.Store(macKey(mac))
+	i.linkstr, i.hasLink = s, true
+	i.backend = b
+	f, _ := b.(Flusher)
+	i.sendMu.Lock()
+	i.tx, i.flusher = b, f
+	i.sendMu.Unlock()
+	return nil
+}
+
+func checkUnicast(m net.HardwareAddr) error {
+	if len(m) != 6 || m[0]&1 != 0 || macKey(m) == 0 {
+		return unix.EINVAL
+	}
+	return nil
+}
+
+// Backend returns the backend, nil before the link string is set.
+func (i *Interface) Backend() Backend {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.backend
+}
+
+// needBackend is the default ioctl branch: ENXIO until the link string is
+// set. Called with mu held.
+func (i *Interface) needBackend(op string) error {
+	if i.backend == nil {
+		return opErr(i.name, op, unix.ENXIO)
+	}
+	return nil
+}
+
+// Up sets UP and runs virtif_init, which sets RUNNING: ENXIO without a
+// backend. Up on an up interface is fine.
+func (i *Interface) Up() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if err := i.needBackend("up"); err != nil {
+		return err
+	}
+	i.flags.Or(uint32(FlagUp | FlagRunning))
+	return nil
+}
+
+// Down clears UP and runs virtif_stop, which clears RUNNING. When it
+// returns, no frame is being sent; frames still arriving are dropped.
+func (i *Interface) Down() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.flags.And(^uint32(FlagUp))
+	i.stopLocked()
+	// Wait for a virtif_start in progress; later ones see !RUNNING.
+	i.sendMu.Lock()
+	i.sendMu.Unlock()
+
+	return nil
+}
+
+// stopLocked mirrors virtif_stop.
+func (i *Interface) stopLocked() { i.flags.And(^uint32(FlagRunning)) }
+
+// Close brings the interface down and destroys it (virtif_unclone).
+// Calling it twice is fine.
+func (i *Interface) Close() error {
+	i.mu.Lock()
+	gone := i.destroyed
+	i.mu.Unlock()
+	if gone {
+		return nil
+	}
+	_ = i.Down()
+	err := i.cloner.destroy(i)
+	if err != nil && i.isDestroyed() {
+		return nil
+	}
+	return err
+}
+
+func (i *Interface) isDestroyed() bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.destroyed
+}
+
+// SetHardwareAddr changes the MAC (SIOCSIFLLADDR): only while down (EBUSY),
+// only a unicast, non-zero 6-byte address (EINVAL); ENXIO without a backend;
+// a HardwareAddrSetter backend may refuse it.
+func (i *Interface) SetHardwareAddr(mac net.HardwareAddr) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if err := i.needBackend("set MAC"); err != nil {
+		return err
+	}
+	if i.flags.Load()&uint32(FlagUp) != 0 {
+		return opErr(i.name, "set MAC: interface up", unix.EBUSY)
+	}
+	if err := checkUnicast(mac); err != nil {
+		return opErr(i.name, fmt.Sprintf("set MAC %v", mac), err)
+	}
+	if s, ok := i.backend.(HardwareAddrSetter); ok {
+		if err := s.SetHardwareAddr(append(net.HardwareAddr(nil), mac...)); err != nil {
+			return opErr(i.name, "set MAC", err)
+		}
+	}
+	i.mac.Store(macKey(mac))
+	return nil
+}
+
+// SetMTU sets the MTU (SIOCSIFMTU): MinMTU up to the backend's MaxMTU, or
+// MaxMTU without MTULimiter; EINVAL otherwise, ENXIO without a backend.
+func (i *Interface) SetMTU(mtu int) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if err := i.needBackend("set MTU"); err != nil {
+		return err
+	}
+	hi := MaxMTU
+	if l, ok := i.backend.(MTULimiter); ok {
+		hi = l.MaxMTU()
+	}
+	if mtu < MinMTU || mtu > hi {
+		return opErr(i.name, fmt.Sprintf("set MTU %d: outside %d..%d", mtu, MinMTU, hi), unix.EINVAL)
+	}
+	i.mtu.Store(int32(mtu))
+	return nil
+}
+
+// SetPromisc turns promiscuous mode on or off (ifpromisc). The backend is
+// told (Promiscuous) on a change; if it refuses, nothing changes. ENXIO
+// without a backend.
+func (i *Interface) SetPromisc(on bool) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if err := i.needBackend("set promiscuous"); err != nil {
+		return err
+	}
+	if (i.flags.Load()&uint32(FlagPromisc) != 0) == on {
+		return nil
+	}
+	if p, ok := i.backend.(Promiscuous); ok {
+		if err := p.SetPromisc(on); err != nil {
+			return opErr(i.name, "set promiscuous", err)
+		}
+	}
+	if on {
+		i.flags.Or(uint32(FlagPromisc))
+	} else {
+		i.flags.And(^uint32(FlagPromisc))
+	}
+	return nil
+}
+
+// JoinMulticast joins a multicast group (SIOCADDMULTI, ether_addmulti):
+// reference counted, the first join reaches the backend's MulticastFilter.
+// EINVAL if group is not a multicast MAC, ENXIO without a backend.
+func (i *Interface) JoinMulticast(group net.HardwareAddr) error {
+	return i.multicast(group, true)
+}
+
+// LeaveMulticast leaves a group (SIOCDELMULTI, ether_delmulti): the last
+// leave reaches the backend. ENOENT if the group was not joined.
+func (i *Interface) LeaveMulticast(group net.HardwareAddr) error {
+	return i.multicast(group, false)
+}
+
+func (i *Interface) multicast(group net.HardwareAddr, join bool) error {
+	op := "leave multicast"
+	if join {
+		op = "join multicast"
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if err := i.needBackend(op); err != nil {
+		return err
+	}
+	if len(group) != 6 || group[0]&1 == 0 {
+		return opErr(i.name, fmt.Sprintf("%s %v: not a multicast address", op, group), unix.EINVAL)
+	}
+	k := [6]byte(group)
+	n := i.multi[k]
+	if !join && n == 0 {
+		return opErr(i.name, fmt.Sprintf("%s %v", op, group), unix.ENOENT)
+	}
+	if (join && n == 0) || (!join && n == 1) {
+		if f, ok := i.backend.(MulticastFilter); ok {
+			if err := f.SetMulticast(append(net.HardwareAddr(nil), group...), join); err != nil {
+				return opErr(i.name, fmt.Sprintf("%s %v", op, group), err)
+			}
+		}
+	}
+	if i.multi == nil {
+		i.multi = make(map[[6]byte]int)
+	}
+	if join {
+		i.multi[k] = n + 1
+	} else if n == 1 {
+		delete(i.multi, k)
+	} else {
+		i.multi[k] = n - 1
+	}
+	return nil
+}
+
+// Multicast lists the joined groups with their reference counts.
+func (i *Interface) Multicast() map[string]int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	m := make(map[string]int, len(i.multi))
+	for k, n := range i.multi {
+		m[net.HardwareAddr(k[:]).String()] = n
+	}
+	return m
+}
+
+// AddIPv4 records an IPv4 address of the interface (SIOCAIFADDR) and tells
+// an AddrRegistrar backend (so it can steer ARP requests for it); backends
+// without it just get nothing. EINVAL if addr is not IPv4, EEXIST if
+// already added, ENXIO without a backend.
+func (i *Interface) AddIPv4(addr netip.Addr) error { return i.ipv4(addr, true) }
+
+// DelIPv4 removes an address (SIOCDIFADDR): EADDRNOTAVAIL if not added.
+func (i *Interface) DelIPv4(addr netip.Addr) error { return i.ipv4(addr, false) }
+
+func (i *Interface) ipv4(addr netip.Addr, add bool) error {
+	op := "delete address"
+	if add {
+		op = "add address"
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if err := i.needBackend(op); err != nil {
+		return err
+	}
+	addr = addr.Unmap()
+	if !addr.Is4() {
+		return opErr(i.name, fmt.Sprintf("%s %v: not IPv4", op, addr), unix.EINVAL)
+	}
+	_, have := i.addrs[addr]
+	switch {
+	case add && have:
+		return opErr(i.name, fmt.Sprintf("%s %v", op, addr), unix.EEXIST)
+	case !add && !have:
+		return opErr(i.name, fmt.Sprintf("%s %v", op, addr), unix.EADDRNOTAVAIL)
+	}
+	if r, ok := i.backend.(AddrRegistrar); ok {
+		if err := r.SetIPv4(addr, add); err != nil {
+			return opErr(i.name, fmt.Sprintf("%s %v", op, addr), err)
+		}
+	}
+	if i.addrs == nil {
+		i.addrs = make(map[netip.Addr]struct{})
+	}
+	if add {
+		i.addrs[addr] = struct{}{}
+	} else {
+		delete(i.addrs, addr)
+	}
+	return nil
+}
+
+// IPv4 lists the interface's IPv4 addresses, sorted.
+func (i *Interface) IPv4() []netip.Addr {
+	i.mu.Lock()
+	l := make([]netip.Addr, 0, len(i.addrs))
+	for a := range i.addrs {
+		l = append(l, a)
+	}
+	i.mu.Unlock()
+	sort.Slice(l, func(a, b int) bool { return l[a].Less(l[b]) })
+	return l
+}
+
+// SetInput sets the upper layer's receive handler; nil removes it (frames
+// then count as IDrops / INoHandler).
+func (i *Interface) SetInput(fn Input) {
+	if fn == nil {
+		i.input.Store(nil)
+		return
+	}
+	i.input.Store(&fn)
+}

@@ -1,0 +1,200 @@
+package virtif
+
+import (
+	"fmt"
+)
+
+// The send queue. NetBSD queues mbufs on if_snd and virtif_start drains it.
+// Here a frame's segments stay owned by the caller, valid only for its
+// call, so the queue holds callers, not copies: Output reserves a slot
+// (an atomic count of frames waiting for or inside the send lock), takes
+// the send lock and runs virtif_start over its own frames. When
+// SendQueueLen frames are already waiting, Output fails at once with
+// ENOBUFS and counts a drop, as IFQ_ENQUEUE does on a full if_snd, instead
+// of piling up goroutines behind a slow backend.
+
+// reserve takes up to n send-queue slots and returns how many it got.
+func (i *Interface) reserve(n int) int {
+	max := int32(i.cloner.cfg.SendQueueLen)
+	for {
+		cur := i.pending.Load()
+		k := max - cur
+		if k <= 0 {
+			return 0
+		}
+		if int32(n) < k {
+			k = int32(n)
+		}
+		if i.pending.CompareAndSwap(cur, cur+k) {
+			return int(k)
+		}
+	}
+}
+
+// Output sends one frame given as segments (if_output followed by
+// virtif_start). Zero-length segments are skipped; a frame of more than
+// MaxSegments non-empty segments is coalesced into a per-interface buffer
+// so it still leaves as MaxSegments segments (counted in Coalesced).
+// Errors: ENXIO without a backend and ENETDOWN unless the interface is
+// running (both counted as ODrops, as ether_output drops on a down
+// interface), ENOBUFS when the send queue is full (ODrops), EINVAL for a
+// frame with no bytes and EMSGSIZE for one longer than MTU plus Ethernet
+// and VLAN headers (OErrors), or the backend's error (OErrors).
+// segs may be reused by the caller once Output returns.
+func (i *Interface) Output(segs [][]byte) error {
+	if i.reserve(1) == 0 {
+		i.ctr.add1(cODrops)
+		return i.errs.nobufs
+	}
+	i.sendMu.Lock()
+	i.flags.Or(uint32(FlagOActive))
+	err := i.startLocked(segs)
+	if err == nil && i.flusher != nil {
+		if ferr := i.flusher.Flush(); ferr != nil {
+			err = opErr(i.name, "output: flush", ferr)
+		}
+	}
+	i.flags.And(^uint32(FlagOActive))
+	i.sendMu.Unlock()
+	i.pending.Add(-1)
+	return err
+}
+
+// OutputBatch sends frames in order, each as Output would, and calls the
+// backend's Flush once per batch instead of once per frame. It returns
+// how many frames were sent; on error frames[n] failed (and was counted),
+// frames after it were not tried and are not counted, unless the error is
+// from Flush, which comes after frames[:n] were handed to the backend.
+func (i *Interface) OutputBatch(frames [][][]byte) (int, error) {
+	sent := 0
+	for sent < len(frames) {
+		k := i.reserve(len(frames) - sent)
+		if k == 0 {
+			i.ctr.add1(cODrops)
+			return sent, i.errs.nobufs
+		}
+		i.sendMu.Lock()
+		i.flags.Or(uint32(FlagOActive))
+		var err, ferr error
+		n := 0
+		for ; n < k; n++ {
+			if err = i.startLocked(frames[sent+n]); err != nil {
+				break
+			}
+		}
+		if n > 0 && i.flusher != nil {
+			ferr = i.flusher.Flush()
+		}
+		i.flags.And(^uint32(FlagOActive))
+		i.sendMu.Unlock()
+		i.pending.Add(int32(-k))
+		sent += n
+		if err != nil {
+			return sent, fmt.Errorf("frame %d: %w", sent, err)
+		}
+		if ferr != nil {
+			return sent, opErr(i.name, "output: flush", ferr)
+		}
+	}
+	return sent, nil
+}
+
+// startLocked sends one frame, mirroring virtif_start's loop body. The
+// send lock is held.
+func (i *Interface) startLocked(segs [][]byte) error {
+	b := i.tx
+	if b == nil {
+		i.ctr.add1(cODrops)
+		return i.errs.nxio
+	}
+	if i.flags.Load()&uint32(FlagRunning|FlagUp) != uint32(FlagRunning|FlagUp) {
+		i.ctr.add1(cODrops)
+		return i.errs.netdown
+	}
+	nonEmpty, total := 0, 0
+	for _, s := range segs {
+		if len(s) > 0 {
+			nonEmpty++
+			total += len(s)
+		}
+	}
+	if nonEmpty == 0 {
+		i.ctr.add1(cOErrors)
+		return i.errs.inval
+	}
+	if total > int(i.mtu.Load())+ethHeaderLen+vlanTagLen {
+		i.ctr.add1(cOErrors)
+		return i.errs.msgsize
+	}
+	// Gather like the seed, but where it would panic("lazy bum") copy the
+	// tail from the MaxSegments-th non-empty segment on into scratch.
+	coalesce := nonEmpty > MaxSegments
+	n, tail := 0, 0
+	for _, s := range segs {
+		if len(s) == 0 {
+			continue
+		}
+		if coalesce && n == MaxSegments-1 {
+			if tail == 0 {
+				i.scratch = i.scratch[:0]
+			}
+			i.scratch = append(i.scratch, s...)
+			tail++
+			continue
+		}
+		i.iov[n] = s
+		n++
+	}
+	if coalesce {
+		i.iov[n] = i.scratch
+		n++
+	}
+	frame := i.iov[:n]
+	var dst0 byte
+	if len(frame[0]) > 0 {
+		dst0 = frame[0][0]
+	}
+	if tp := i.taps.Load(); tp != nil {
+		i.tapOut(*tp, frame, total)
+	}
+	err := b.Send(frame)
+	clear(frame) // do not keep the caller's buffers alive
+	s := i.ctr.acquire()
+	if err != nil {
+		s.c[cOErrors]++
+	} else {
+		s.c[cOPackets]++
+		s.c[cOBytes] += uint64(total)
+		if dst0&1 != 0 {
+			s.c[cOMcasts]++
+		}
+		if coalesce {
+			s.c[cCoalesced]++
+		}
+	}
+	i.ctr.release(s)
+	if err != nil {
+		return opErr(i.name, "output", err)
+	}
+	return nil
+}
+
+// tapOut shows a frame being sent to the taps (bpf_mtap before
+// VIFHYPER_SEND), flattening segments into tapBuf.
+func (i *Interface) tapOut(taps []Tap, frame [][]byte, total int) {
+	flat := frame[0]
+	if len(frame) > 1 {
+		buf := i.tapBuf[:0]
+		if cap(buf) < total {
+			buf = make([]byte, 0, total)
+		}
+		for _, s := range frame {
+			buf = append(buf, s...)
+		}
+		i.tapBuf = buf
+		flat = buf
+	}
+	for _, t := range taps {
+		t.Tap(flat, Out)
+	}
+}

@@ -1,0 +1,145 @@
+package virtif
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// Stats are the interface counters (struct if_data), read as one snapshot.
+//
+// Every frame handed to the receive upcall is counted exactly once in
+// IPackets, IErrors or IDrops; IFiltered and INoHandler break IDrops down.
+// Every frame given to Output is counted exactly once in OPackets, OErrors
+// or ODrops.
+type Stats struct {
+	IPackets   uint64 // frames handed to the input handler
+	IBytes     uint64 // their bytes
+	IErrors    uint64 // frames shorter than an Ethernet header
+	IDrops     uint64 // frames dropped: interface not running, filtered, or no handler
+	IFiltered  uint64 // of IDrops: not for our MAC, not multicast, not promiscuous
+	INoHandler uint64 // of IDrops: accepted but no input handler set (SetInput)
+	IMcasts    uint64 // of IPackets: multicast and broadcast frames
+
+	OPackets  uint64 // frames the backend accepted
+	OBytes    uint64 // their bytes
+	OErrors   uint64 // empty or oversized frames, backend send errors
+	ODrops    uint64 // send queue full, interface down or without backend
+	OMcasts   uint64 // of OPackets: multicast and broadcast frames
+	Coalesced uint64 // of OPackets: frames of more than MaxSegments segments, coalesced
+
+	Backend []Stat // the backend's own counters (StatsReporter)
+}
+
+const (
+	cIPackets = iota
+	cIBytes
+	cIErrors
+	cIDrops
+	cIFiltered
+	cINoHandler
+	cIMcasts
+	cOPackets
+	cOBytes
+	cOErrors
+	cODrops
+	cOMcasts
+	cCoalesced
+	nCounters
+)
+
+// shard is one set of counters guarded by a try-lock. Writers never wait:
+// a busy shard sends them to the next one. Readers take the lock briefly,
+// so each shard is read whole; a frame's counters land in one shard
+// together, so sums over shards never see half of a frame.
+type shard struct {
+	lock atomic.Uint32
+	_    uint32
+	c    [nCounters]uint64
+	_    [128 - 8 - 8*nCounters]byte // one shard per 128 bytes: no false sharing
+}
+
+// counters are sharded roughly per P: a sync.Pool (whose fast path is
+// per-P) remembers which shard this P used last, so a goroutine that stays
+// on its P keeps hitting the same cache line with an uncontended CAS.
+type counters struct {
+	shards []shard
+	next   atomic.Uint32 // fallback round robin when the pool has no hint
+	hint   sync.Pool
+}
+
+func (c *counters) init() {
+	n := runtime.GOMAXPROCS(0)
+	if n < 2 {
+		n = 2
+	}
+	c.shards = make([]shard, n)
+}
+
+// acquire returns a locked shard; the caller updates s.c and calls release.
+func (c *counters) acquire() *shard {
+	if s, _ := c.hint.Get().(*shard); s != nil && s.lock.CompareAndSwap(0, 1) {
+		return s
+	}
+	n := uint32(len(c.shards))
+	i := c.next.Add(1)
+	for k := uint32(0); ; k++ {
+		s := &c.shards[(i+k)%n]
+		if s.lock.Load() == 0 && s.lock.CompareAndSwap(0, 1) {
+			return s
+		}
+		if k%n == n-1 {
+			runtime.Gosched()
+		}
+	}
+}
+
+func (c *counters) release(s *shard) {
+	s.lock.Store(0)
+	c.hint.Put(s)
+}
+
+// add1 counts one event under a shard lock.
+func (c *counters) add1(idx int) {
+	s := c.acquire()
+	s.c[idx]++
+	c.release(s)
+}
+
+// snapshot sums all shards into dst.
+func (c *counters) snapshot(dst *[nCounters]uint64) {
+	for k := range c.shards {
+		s := &c.shards[k]
+		for !s.lock.CompareAndSwap(0, 1) {
+			runtime.Gosched()
+		}
+		for j, v := range s.c {
+			dst[j] += v
+		}
+		s.lock.Store(0)
+	}
+}
+
+// Stats returns a snapshot of the interface counters, safe to call while
+// traffic flows. Each frame is in the snapshot with all of its counters or
+// not at all (e.g. IBytes is always the sum of the sizes of the IPackets
+// frames), although frames counted concurrently on other CPUs may or may
+// not be included.
+func (i *Interface) Stats() Stats {
+	var v [nCounters]uint64
+	i.ctr.snapshot(&v)
+	st := Stats{
+		IPackets: v[cIPackets], IBytes: v[cIBytes], IErrors: v[cIErrors],
+		IDrops: v[cIDrops], IFiltered: v[cIFiltered], INoHandler: v[cINoHandler],
+		IMcasts:  v[cIMcasts],
+		OPackets: v[cOPackets], OBytes: v[cOBytes], OErrors: v[cOErrors],
+		ODrops: v[cODrops], OMcasts: v[cOMcasts], Coalesced: v[cCoalesced],
+	}
+	i.mu.Lock()
+	b := i.backend
+	i.mu.Unlock()
+	if r, ok := b.(StatsReporter); ok {
+		st.Backend = r.AppendStats(nil)
+	}
+	return st
+}
