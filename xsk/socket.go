@@ -97,6 +97,7 @@ type Socket struct {
 	mode               Mode
 	needWakeup         bool // bound with XDP_USE_NEED_WAKEUP
 	busyPoll           bool
+	bindRetries        int // EBUSY answers before bind succeeded (tests look)
 
 	umem      []byte
 	frameSize uint64
@@ -339,6 +340,7 @@ func (s *Socket) bind(c *Config) error {
 			if err != unix.EBUSY || time.Now().After(deadline) {
 				return os.NewSyscallError("bind", err)
 			}
+			s.bindRetries++
 			time.Sleep(delay)
 			delay = min(2*delay, 64*time.Millisecond)
 		}
