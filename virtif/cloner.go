@@ -151,7 +151,7 @@ func (c *Cloner) destroy(ifp *Interface) error {
 	}
 	ifp.stopLocked()
 	ifp.sendMu.Lock() // wait for a virtif_start in progress
-	ifp.backend = nil
+	ifp.backend, ifp.tx, ifp.flusher = nil, nil, nil
 	ifp.destroyed = true
 	ifp.sendMu.Unlock()
 	delete(c.ifs, ifp.unit)
