@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
@@ -67,6 +68,10 @@ func (s *Steering) Attach(ifindex int, mode AttachMode) (AttachMode, error) {
 	if ifindex <= 0 {
 		return mode, fmt.Errorf("bpf: attach to ifindex %d: %w", ifindex, unix.ENODEV)
 	}
+	// BPF_LINK_CREATE answers EINVAL for a missing device; say ENODEV.
+	if err := ifaceExists(ifindex); err != nil {
+		return mode, fmt.Errorf("bpf: attach to ifindex %d: %w", ifindex, err)
+	}
 	try := func(m AttachMode) error {
 		l, err := link.AttachXDP(link.XDPOptions{Program: objs.Steer, Interface: ifindex, Flags: m.flags()})
 		if err != nil {
@@ -94,6 +99,25 @@ func (s *Steering) Attach(ifindex int, mode AttachMode) (AttachMode, error) {
 		return AttachGeneric, nil
 	}
 	return mode, fmt.Errorf("bpf: attach to ifindex %d: bad mode %s: %w", ifindex, mode, unix.EINVAL)
+}
+
+// ifaceExists asks for the name of ifindex in the calling thread's network
+// namespace: unix.ENODEV when there is no such interface.
+func ifaceExists(ifindex int) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("socket", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return err
+	}
+	ifr.SetUint32(uint32(ifindex))
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFNAME, ifr); err != nil {
+		return os.NewSyscallError("ioctl SIOCGIFNAME", err)
+	}
+	return nil
 }
 
 // Attached reports the interface and mode s is attached to, ifindex 0 when
