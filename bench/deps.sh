@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs the Debian packages the benchmark's reference programs build with:
+# a C toolchain, pkg-config, and libxdp/libbpf headers for bench/ref/xsk-c.
+# Run as root. Installs only what is missing.
+set -eu
+debs="gcc make pkg-config libc6-dev libxdp-dev libbpf-dev"
+missing=""
+for p in $debs; do
+	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+	exit 0
+fi
+echo "bench/deps.sh: installing:$missing"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing

@@ -1,0 +1,235 @@
+// Package reftest builds and runs the benchmark's reference programs
+// (bench/ref/xsk-c, bench/ref/gvisor, bench/ref/afpacket) in a netlab lab
+// with trafficgen's live generator on the peer end, and reads the JSON line
+// each prints. The smoke tests use it; so can the bench harness.
+package reftest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
+)
+
+// Result is the JSON line a reference prints. Extra holds every field,
+// including the drop counters each reference adds.
+type Result struct {
+	System  string  `json:"system"`
+	Mode    string  `json:"mode"`
+	Packets uint64  `json:"packets"`
+	Bytes   uint64  `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+	PPS     float64 `json:"pps"`
+
+	Extra map[string]any `json:"-"`
+	// Generated is how many frames the live generator sent during the run,
+	// Arrived how many the peer's sink counted (txonly, l2fwd).
+	Generated, Arrived uint64
+}
+
+// ParseResult reads the last non-empty line of out as a reference's JSON.
+func ParseResult(out []byte) (Result, error) {
+	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
+	last := lines[len(lines)-1]
+	var r Result
+	if err := json.Unmarshal(last, &r); err != nil {
+		return r, fmt.Errorf("reftest: parse %q: %w", last, err)
+	}
+	if err := json.Unmarshal(last, &r.Extra); err != nil {
+		return r, fmt.Errorf("reftest: parse %q: %w", last, err)
+	}
+	if r.System == "" || r.Mode == "" || r.Seconds <= 0 {
+		return r, fmt.Errorf("reftest: incomplete result %q", last)
+	}
+	return r, nil
+}
+
+// Dir is bench/ref, found from this source file.
+func Dir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// Binaries are the built references.
+type Binaries struct {
+	XskC, Gvisor, AFPacket string
+}
+
+// ErrCToolchain says the C references could not be built for want of
+// packages; bench/deps.sh installs them.
+var ErrCToolchain = errors.New("the C references need gcc, make, pkg-config, libxdp-dev and libbpf-dev: run bench/deps.sh as root")
+
+// BuildC runs make in bench/ref/<name> and returns the binary's path.
+func BuildC(name, binary string) (string, error) {
+	dir := filepath.Join(Dir(), name)
+	for _, tool := range []string{"make", "gcc", "pkg-config"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return "", fmt.Errorf("reftest: build %s: %w (%w)", name, ErrCToolchain, err)
+		}
+	}
+	out, err := exec.Command("make", "-C", dir, "-s").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("reftest: make -C %s: %w: %s\n%w", dir, err, out, ErrCToolchain)
+	}
+	return filepath.Join(dir, binary), nil
+}
+
+// BuildGvisor builds bench/ref/gvisor into dir.
+func BuildGvisor(dir string) (string, error) {
+	bin := filepath.Join(dir, "gvisor-ref")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = filepath.Join(Dir(), "gvisor")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("reftest: go build bench/ref/gvisor: %w: %s", err, out)
+	}
+	return bin, nil
+}
+
+// Run describes one measured run.
+type Run struct {
+	Binary  string   // the reference; empty measures the kernel's XDP_DROP on the host end
+	Mode    string   // rxdrop, txonly, l2fwd
+	Args    []string // extra flags
+	Seconds float64
+	Size    int // frame size, default 64
+	// HostPass attaches an XDP_PASS sink on the host end (AF_PACKET needs
+	// XDP there for veth to take the generator's frames).
+	HostPass bool
+	// CPUs, if set, pins the reference with taskset -c (e.g. "1").
+	CPUs string
+}
+
+// Measure builds a lab, starts the reference on the host end (and the live
+// generator on the peer for rxdrop and l2fwd, a counting sink on the peer
+// for txonly and l2fwd), and returns its result.
+func Measure(r Run) (res Result, err error) {
+	if r.Size == 0 {
+		r.Size = 64
+	}
+	lab, err := netlab.New(netlab.Options{})
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = errors.Join(err, lab.Close()) }()
+
+	rx := r.Mode != "txonly"
+	var hostSink, peerSink *trafficgen.Sink
+	if r.Binary == "" || r.HostPass {
+		action := trafficgen.SinkDrop
+		if r.HostPass {
+			action = trafficgen.SinkPass
+		}
+		if err := lab.Do(netlab.Host, func() (err error) {
+			hostSink, err = trafficgen.NewSink(lab.Index[netlab.Host], action)
+			return err
+		}); err != nil {
+			return res, err
+		}
+		defer hostSink.Close()
+	}
+	if !rx || r.Mode == "l2fwd" {
+		if err := lab.Do(netlab.Peer, func() (err error) {
+			peerSink, err = trafficgen.NewSink(lab.Index[netlab.Peer], trafficgen.SinkDrop)
+			return err
+		}); err != nil {
+			return res, err
+		}
+		defer peerSink.Close()
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var gen sync.WaitGroup
+	var generated uint64
+	var genErr error
+	if rx {
+		var live *trafficgen.Live
+		if err := lab.Do(netlab.Peer, func() (err error) {
+			live, err = trafficgen.NewLive(lab.Index[netlab.Peer])
+			return err
+		}); err != nil {
+			return res, err
+		}
+		defer live.Close()
+		// A unicast MAC that is not the host's: the host stack drops these
+		// early, while XDP programs and AF_PACKET still see them all.
+		dst := net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0x02}
+		frame := trafficgen.UDPFrame(dst, lab.MAC[netlab.Peer],
+			lab.Addr[netlab.Peer].Addr(), lab.Addr[netlab.Host].Addr(), 9, 9, r.Size)
+		gen.Add(1)
+		go func() {
+			defer gen.Done()
+			for ctx.Err() == nil {
+				n, err := live.Send(frame, 1<<18)
+				generated += uint64(n)
+				if err != nil {
+					genErr = err
+					return
+				}
+			}
+		}()
+	}
+
+	if r.Binary == "" {
+		res, err = measureSink(ctx, hostSink, r.Seconds)
+	} else {
+		args := append([]string{"-i", lab.Link[netlab.Host], "-m", r.Mode,
+			"-d", strconv.FormatFloat(r.Seconds, 'f', -1, 64),
+			"-s", strconv.Itoa(r.Size),
+			"--dst", lab.MAC[netlab.Peer].String(), "--src", lab.MAC[netlab.Host].String()}, r.Args...)
+		var out []byte
+		cmd := lab.Command(netlab.Host, r.Binary, args...)
+		if r.CPUs != "" {
+			cmd = exec.Command("taskset", append([]string{"-c", r.CPUs}, cmd.Args...)...)
+		}
+		out, err = cmd.Output()
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				err = fmt.Errorf("reftest: %s %v: %w: %s", r.Binary, args, err, ee.Stderr)
+			}
+		} else {
+			res, err = ParseResult(out)
+		}
+	}
+	cancel()
+	gen.Wait()
+	res.Generated = generated
+	if peerSink != nil {
+		time.Sleep(50 * time.Millisecond) // let the last frames land
+		res.Arrived, _ = peerSink.Count()
+	}
+	return res, errors.Join(err, genErr)
+}
+
+// measureSink counts what an XDP_DROP sink sees during the run.
+func measureSink(ctx context.Context, s *trafficgen.Sink, seconds float64) (Result, error) {
+	time.Sleep(100 * time.Millisecond) // let the generator get going
+	before, err := s.Count()
+	if err != nil {
+		return Result{}, err
+	}
+	start := time.Now()
+	select {
+	case <-time.After(time.Duration(seconds * float64(time.Second))):
+	case <-ctx.Done():
+	}
+	after, err := s.Count()
+	el := time.Since(start).Seconds()
+	if err != nil {
+		return Result{}, err
+	}
+	n := after - before
+	return Result{System: "xdp-drop", Mode: "rxdrop", Packets: n, Seconds: el, PPS: float64(n) / el}, nil
+}

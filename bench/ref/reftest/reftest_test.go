@@ -1,0 +1,88 @@
+package reftest
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+)
+
+const smokeSeconds = 2
+
+func buildC(tb testing.TB, name, binary string) string {
+	tb.Helper()
+	bin, err := BuildC(name, binary)
+	if errors.Is(err, ErrCToolchain) {
+		tb.Fatalf("%v\n(bench/deps.sh installs: gcc make pkg-config libc6-dev libxdp-dev libbpf-dev)", err)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return bin
+}
+
+// smoke runs one reference for two seconds and checks that it counted
+// frames and printed its JSON line; a TX mode must also have reached the
+// peer.
+func smoke(t *testing.T, r Run) {
+	t.Helper()
+	r.Seconds = smokeSeconds
+	res, err := Measure(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s %s: %d packets, %.0f pps, generator %d, arrived at peer %d, %v",
+		res.System, res.Mode, res.Packets, res.PPS, res.Generated, res.Arrived, res.Extra)
+	if res.Mode != r.Mode {
+		t.Errorf("mode %q, want %q", res.Mode, r.Mode)
+	}
+	if res.Packets == 0 || res.Bytes == 0 {
+		t.Errorf("packets %d, bytes %d: want both > 0", res.Packets, res.Bytes)
+	}
+	if r.Mode != "rxdrop" && res.Arrived == 0 {
+		t.Errorf("%s: nothing arrived at the peer", r.Mode)
+	}
+	if r.Mode != "txonly" && res.Generated < res.Packets {
+		t.Errorf("received %d frames, but the generator sent only %d", res.Packets, res.Generated)
+	}
+}
+
+func TestIntegrationXskC(t *testing.T) {
+	netlab.RequireRoot(t)
+	bin := buildC(t, "xsk-c", "xsk_ref")
+	for _, mode := range []string{"rxdrop", "txonly", "l2fwd"} {
+		t.Run(mode, func(t *testing.T) { smoke(t, Run{Binary: bin, Mode: mode}) })
+	}
+}
+
+func TestIntegrationGvisor(t *testing.T) {
+	netlab.RequireRoot(t)
+	bin, err := BuildGvisor(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"rxdrop", "txonly"} {
+		t.Run(mode, func(t *testing.T) { smoke(t, Run{Binary: bin, Mode: mode}) })
+	}
+}
+
+func TestIntegrationAFPacket(t *testing.T) {
+	netlab.RequireRoot(t)
+	bin := buildC(t, "afpacket", "afpacket_ref")
+	smoke(t, Run{Binary: bin, Mode: "rxdrop", HostPass: true})
+}
+
+func TestParseResult(t *testing.T) {
+	r, err := ParseResult([]byte("noise\n{\"system\":\"x\",\"mode\":\"rxdrop\",\"packets\":3,\"bytes\":192,\"seconds\":1.5,\"pps\":2,\"drops\":7}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Packets != 3 || r.Bytes != 192 || r.Extra["drops"] != float64(7) {
+		t.Errorf("parsed %+v", r)
+	}
+	for _, bad := range []string{"", "{}", "{\"system\":\"x\"", "{\"system\":\"x\",\"mode\":\"rxdrop\",\"seconds\":0}"} {
+		if _, err := ParseResult([]byte(bad)); err == nil {
+			t.Errorf("ParseResult(%q) accepted", bad)
+		}
+	}
+}
