@@ -206,3 +206,41 @@ func TestIntegrationPacketByteForByte(t *testing.T) {
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func TestIntegrationSinkCountsIPv4Only(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{NoAddr: true})
+	var sink *Sink
+	if err := lab.Do(netlab.Host, func() (err error) {
+		sink, err = NewSink(lab.Index[netlab.Host], SinkDrop)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	var gen *Packet
+	if err := lab.Do(netlab.Peer, func() (err error) {
+		gen, err = NewPacket(lab.Index[netlab.Peer])
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer gen.Close()
+	v4 := UDPFrame(lab.MAC[netlab.Host], lab.MAC[netlab.Peer], testSIP, testDIP, 1, 2, 60)
+	other := bytes.Clone(v4)
+	other[12], other[13] = 0x86, 0xdd
+	if _, err := gen.Send(other, 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gen.Send(v4, 10); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitCount(t, sink, 10); got != 10 {
+		t.Fatalf("sink counted %d, want the 10 IPv4 frames only", got)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}

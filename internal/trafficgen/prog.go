@@ -18,7 +18,7 @@ const (
 )
 
 // counted is an XDP program that adds one to slot 0 of a per-CPU array for
-// every frame and returns a fixed action.
+// every frame (or every IPv4 frame) and returns a fixed action.
 type counted struct {
 	prog  *ebpf.Program
 	count *ebpf.Map
@@ -26,7 +26,7 @@ type counted struct {
 
 // loadCounted loads the program. A per-CPU counter needs no atomic add, so
 // counting costs the generator and the sink almost nothing.
-func loadCounted(name string, action int32) (*counted, error) {
+func loadCounted(name string, action int32, ipv4Only bool) (*counted, error) {
 	m, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       name,
 		Type:       ebpf.PerCPUArray,
@@ -37,7 +37,19 @@ func loadCounted(name string, action int32) (*counted, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trafficgen: create counter map: %w", err)
 	}
-	insns := asm.Instructions{
+	var insns asm.Instructions
+	if ipv4Only {
+		insns = append(insns,
+			asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // ctx->data
+			asm.LoadMem(asm.R3, asm.R1, 4, asm.Word), // ctx->data_end
+			asm.Mov.Reg(asm.R4, asm.R2),
+			asm.Add.Imm(asm.R4, ethLen),
+			asm.JGT.Reg(asm.R4, asm.R3, "out"),
+			asm.LoadMem(asm.R4, asm.R2, 12, asm.Half), // EtherType, network order
+			asm.JNE.Imm(asm.R4, 0x0008, "out"),        // 0x0800 read little-endian (amd64, arm64)
+		)
+	}
+	insns = append(insns,
 		// key = 0 on the stack; r0 = bpf_map_lookup_elem(map, &key)
 		asm.StoreImm(asm.R10, -4, 0, asm.Word),
 		asm.Mov.Reg(asm.R2, asm.R10),
@@ -50,7 +62,7 @@ func loadCounted(name string, action int32) (*counted, error) {
 		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
 		asm.Mov.Imm(asm.R0, action).WithSymbol("out"),
 		asm.Return(),
-	}
+	)
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         name,
 		Type:         ebpf.XDP,
@@ -91,8 +103,10 @@ const (
 	SinkPass SinkAction = xdpPass
 )
 
-// Sink is a counting XDP program attached to an interface through a bpf_link
-// (so a crashed process leaves nothing behind). On veth it is also what lets
+// Sink is an XDP program that drops or passes every frame and counts the
+// IPv4 ones: what UDPFrame makes, and not the kernel's own IPv6 neighbour
+// discovery, which would spoil exact counts. It is attached through a
+// bpf_link (so a crashed process leaves nothing behind). On veth it is also what lets
 // the interface accept frames sent to it by XDP_TX or XDP_REDIRECT from its
 // peer: veth drops those unless the receiving end runs XDP.
 type Sink struct {
@@ -106,7 +120,7 @@ type Sink struct {
 // there. Needs Linux 5.9 (XDP bpf_link) and CAP_NET_ADMIN + CAP_BPF; a busy
 // interface (another XDP program attached) gives an error wrapping EBUSY.
 func NewSink(ifindex int, action SinkAction) (*Sink, error) {
-	c, err := loadCounted("tg_sink", int32(action))
+	c, err := loadCounted("tg_sink", int32(action), true)
 	if err != nil {
 		return nil, err
 	}
