@@ -318,3 +318,28 @@ func TestHelperAttachAndWait(t *testing.T) {
 	fmt.Println("attached")
 	select {} // until killed
 }
+
+// The NIC vanishing under an attached program leaves a defunct link that
+// still closes cleanly; the maps keep working until then.
+func TestIntegrationNICDeleted(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{})
+	s := loadT(t, nil)
+	if err := lab.Do(netlab.Host, func() error {
+		_, err := s.Attach(lab.Index[netlab.Host], AttachNative)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lab.Run(netlab.Host, "ip", "link", "del", lab.Link[netlab.Host]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddMAC(mac0, 0); err != nil {
+		t.Fatalf("AddMAC after the NIC was deleted: %v", err)
+	}
+	if _, err := s.HostCounters(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close after the NIC was deleted: %v", err)
+	}
+}

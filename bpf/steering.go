@@ -39,7 +39,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Defaults and limits of Options.
+// Defaults of Options.
 const (
 	DefaultMaxVifs   = 64
 	DefaultMaxQueues = 64
