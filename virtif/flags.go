@@ -11,7 +11,7 @@ const (
 	FlagBroadcast Flags = 0x0002 // broadcast capable, set at clone
 	FlagRunning   Flags = 0x0040 // resources allocated: set by virtif_init, cleared by virtif_stop
 	FlagPromisc   Flags = 0x0100 // receives every frame (SetPromisc)
-	FlagOActive   Flags = 0x0400 // output in progress (inside virtif_start)
+	FlagOActive   Flags = 0x0400 // output in progress: frames queued for or inside virtif_start
 	FlagSimplex   Flags = 0x0800 // cannot hear its own transmissions, set at clone
 	FlagMulticast Flags = 0x8000 // multicast capable, set at clone
 )

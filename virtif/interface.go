@@ -73,6 +73,7 @@ type Interface struct {
 	iov     [MaxSegments][]byte
 	scratch []byte // coalesced tails of frames with too many segments
 	tapBuf  []byte // flattened frames for taps
+	txAcc   [nCounters]uint64 // counts of the batch being started
 	pending atomic.Int32
 	errs    sendErrors
 }
@@ -91,8 +92,15 @@ func (i *Interface) Name() string { return i.name }
 // Unit is the unit number.
 func (i *Interface) Unit() int { return i.unit }
 
-// Flags are the current flags.
-func (i *Interface) Flags() Flags { return Flags(i.flags.Load()) }
+// Flags are the current flags. OACTIVE is set while frames are queued for
+// or inside virtif_start (the send queue is not empty).
+func (i *Interface) Flags() Flags {
+	f := Flags(i.flags.Load())
+	if i.pending.Load() > 0 {
+		f |= FlagOActive
+	}
+	return f
+}
 
 // MTU is the current MTU.
 func (i *Interface) MTU() int { return int(i.mtu.Load()) }

@@ -47,14 +47,13 @@ func (i *Interface) Output(segs [][]byte) error {
 		return i.errs.nobufs
 	}
 	i.sendMu.Lock()
-	i.flags.Or(uint32(FlagOActive))
 	err := i.startLocked(segs)
+	i.publishTx()
 	if err == nil && i.flusher != nil {
 		if ferr := i.flusher.Flush(); ferr != nil {
 			err = opErr(i.name, "output: flush", ferr)
 		}
 	}
-	i.flags.And(^uint32(FlagOActive))
 	i.sendMu.Unlock()
 	i.pending.Add(-1)
 	return err
@@ -74,19 +73,18 @@ func (i *Interface) OutputBatch(frames [][][]byte) (int, error) {
 			return sent, i.errs.nobufs
 		}
 		i.sendMu.Lock()
-		i.flags.Or(uint32(FlagOActive))
-		var err, ferr error
+			var err, ferr error
 		n := 0
 		for ; n < k; n++ {
 			if err = i.startLocked(frames[sent+n]); err != nil {
 				break
 			}
 		}
+		i.publishTx()
 		if n > 0 && i.flusher != nil {
 			ferr = i.flusher.Flush()
 		}
-		i.flags.And(^uint32(FlagOActive))
-		i.sendMu.Unlock()
+			i.sendMu.Unlock()
 		i.pending.Add(int32(-k))
 		sent += n
 		if err != nil {
@@ -100,15 +98,17 @@ func (i *Interface) OutputBatch(frames [][][]byte) (int, error) {
 }
 
 // startLocked sends one frame, mirroring virtif_start's loop body. The
-// send lock is held.
+// send lock is held. It counts into txAcc, which the caller publishes
+// once per batch (publishTx) to save atomics per frame.
 func (i *Interface) startLocked(segs [][]byte) error {
+	acc := &i.txAcc
 	b := i.tx
 	if b == nil {
-		i.ctr.add1(cODrops)
+		acc[cODrops]++
 		return i.errs.nxio
 	}
 	if i.flags.Load()&uint32(FlagRunning|FlagUp) != uint32(FlagRunning|FlagUp) {
-		i.ctr.add1(cODrops)
+		acc[cODrops]++
 		return i.errs.netdown
 	}
 	nonEmpty, total := 0, 0
@@ -119,11 +119,11 @@ func (i *Interface) startLocked(segs [][]byte) error {
 		}
 	}
 	if nonEmpty == 0 {
-		i.ctr.add1(cOErrors)
+		acc[cOErrors]++
 		return i.errs.inval
 	}
 	if total > int(i.mtu.Load())+ethHeaderLen+vlanTagLen {
-		i.ctr.add1(cOErrors)
+		acc[cOErrors]++
 		return i.errs.msgsize
 	}
 	// Gather like the seed, but where it would panic("lazy bum") copy the
@@ -159,24 +159,33 @@ func (i *Interface) startLocked(segs [][]byte) error {
 	}
 	err := b.Send(frame)
 	clear(frame) // do not keep the caller's buffers alive
-	s := i.ctr.acquire()
 	if err != nil {
-		s.c[cOErrors]++
+		acc[cOErrors]++
 	} else {
-		s.c[cOPackets]++
-		s.c[cOBytes] += uint64(total)
+		acc[cOPackets]++
+		acc[cOBytes] += uint64(total)
 		if dst0&1 != 0 {
-			s.c[cOMcasts]++
+			acc[cOMcasts]++
 		}
 		if coalesce {
-			s.c[cCoalesced]++
+			acc[cCoalesced]++
 		}
 	}
-	i.ctr.release(s)
 	if err != nil {
 		return opErr(i.name, "output", err)
 	}
 	return nil
+}
+
+// publishTx moves the send path's counts into a shard. The send lock is
+// held.
+func (i *Interface) publishTx() {
+	s := i.ctr.acquire()
+	for k := cOPackets; k <= cCoalesced; k++ {
+		s.c[k] += i.txAcc[k]
+		i.txAcc[k] = 0
+	}
+	i.ctr.release(s)
 }
 
 // tapOut shows a frame being sent to the taps (bpf_mtap before

@@ -1,0 +1,5 @@
+//go:build !race
+
+package virtif
+
+const raceEnabled = false
