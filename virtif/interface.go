@@ -71,8 +71,8 @@ type Interface struct {
 	tx      Backend // backend as the send path sees it
 	flusher Flusher
 	iov     [MaxSegments][]byte
-	scratch []byte // coalesced tails of frames with too many segments
-	tapBuf  []byte // flattened frames for taps
+	scratch []byte            // coalesced tails of frames with too many segments
+	tapBuf  []byte            // flattened frames for taps
 	txAcc   [nCounters]uint64 // counts of the batch being started
 	pending atomic.Int32
 	errs    sendErrors

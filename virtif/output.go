@@ -73,7 +73,7 @@ func (i *Interface) OutputBatch(frames [][][]byte) (int, error) {
 			return sent, i.errs.nobufs
 		}
 		i.sendMu.Lock()
-			var err, ferr error
+		var err, ferr error
 		n := 0
 		for ; n < k; n++ {
 			if err = i.startLocked(frames[sent+n]); err != nil {
@@ -84,7 +84,7 @@ func (i *Interface) OutputBatch(frames [][][]byte) (int, error) {
 		if n > 0 && i.flusher != nil {
 			ferr = i.flusher.Flush()
 		}
-			i.sendMu.Unlock()
+		i.sendMu.Unlock()
 		i.pending.Add(int32(-k))
 		sent += n
 		if err != nil {
