@@ -218,8 +218,9 @@ func (s *Steering) slot(vif, queue int) (*ebpf.Map, uint32, error) {
 
 // SetSocket makes fd, an AF_XDP socket bound to this NIC's queue, the
 // destination of vif's frames arriving on that queue, replacing any socket
-// set before. The map holds its own reference: closing fd later does not
-// clear the entry by itself, but a socket that is closed stops receiving.
+// set before. Closing the socket takes it out of the map (the kernel does so
+// when the socket is released), after which its frames pass as NoSocket and
+// ClearSocket still succeeds.
 // Errors: unix.EINVAL for a vif or queue out of range, unix.EBADF for a
 // negative fd, unix.ENOTSOCK when fd is no socket, unix.EOPNOTSUPP when it
 // is not an AF_XDP socket.

@@ -267,6 +267,21 @@ func TestIntegrationSocketLifecycle(t *testing.T) {
 	if got := run(t, s, frame); got != xdpRedirect {
 		t.Fatalf("socket set again: action %d, want XDP_REDIRECT", got)
 	}
+	// Closing the socket empties its slot.
+	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetSocket(0, 0, fd); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fd)
+	if got := run(t, s, frame); got != xdpPass {
+		t.Fatalf("socket closed: action %d, want XDP_PASS", got)
+	}
+	if err := s.SetSocket(0, 0, xskFD(t)); err != nil {
+		t.Fatal(err)
+	}
 	// A socket for queue 1 does not serve queue 0.
 	if err := s.ClearSocket(0, 0); err != nil {
 		t.Fatal(err)
