@@ -18,7 +18,6 @@ CC=clang-14
 STRIP=llvm-strip-14
 CFLAGS="-O2 -g -Wall -Werror"
 
-
 check=0
 case "${1:-}" in
 "") ;;
@@ -43,7 +42,6 @@ if [ -n "$need" ]; then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null
 fi
-
 
 out=.
 if [ "$check" = 1 ]; then
