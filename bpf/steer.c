@@ -116,6 +116,22 @@ static __always_inline void count(__u32 row, __u32 rule)
 		*c += 1;
 }
 
+// tag writes META_TAG|vif into the 4 bytes of XDP metadata in front of the
+// frame. Sockets can be shared by several vifs (one UMEM per NIC queue is all
+// the kernel allows), and the tag tells the receiver whose frame it is
+// without repeating these rules in userspace. A frame the tag could not be
+// written to still goes to the socket; the receiver counts it if it cannot
+// tell the owner.
+#define META_TAG 0x5ef00000u
+static __always_inline void tag(struct xdp_md *ctx, __u32 vif)
+{
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
+		return;
+	__u32 *meta = (void *)(long)ctx->data_meta;
+	if ((void *)(meta + 1) <= (void *)(long)ctx->data)
+		*meta = META_TAG | vif;
+}
+
 // deliver redirects to vif's socket on this queue, or passes to the host
 // when there is none. The lookup first (allowed on XSKMAP since 5.3) is what
 // tells a missing socket apart, so it can be counted.
@@ -128,6 +144,7 @@ static __always_inline int deliver(struct xdp_md *ctx, __u32 vif, __u32 rule)
 
 		if (bpf_map_lookup_elem(&xsks, &idx)) {
 			count(vif + 1, rule);
+			tag(ctx, vif);
 			// Lower bits of flags: the action if the entry vanished meanwhile.
 			return bpf_redirect_map(&xsks, idx, XDP_PASS);
 		}

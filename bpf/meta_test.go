@@ -1,0 +1,57 @@
+package bpf
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/cilium/ebpf"
+)
+
+// Redirected frames carry the vif in XDP metadata, so that a socket shared
+// by several vifs can tell whose frame it got; passed frames carry nothing.
+// BPF_PROG_TEST_RUN returns the metadata in front of the frame.
+func TestIntegrationMetaTag(t *testing.T) {
+	s := loadT(t, nil)
+	setup(t, s)
+	if err := s.SetSocket(1, 0, xskFD(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		vif   int // -1: passed, no tag
+	}{
+		{"unicast vif 0", ether(mac0, 0x0800, nil), 0},
+		{"unicast vif 1", ether(mac1, 0x0800, nil), 1},
+		{"ARP for vif 1", ether(bcast, 0x0806, arp(1, ip1)), 1},
+		{"other MAC", ether(macOther, 0x0800, nil), -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := make([]byte, len(tc.frame)+64)
+			opts := &ebpf.RunOptions{Data: tc.frame, DataOut: out}
+			if _, err := s.Program().Run(opts); err != nil {
+				t.Fatal(err)
+			}
+			out = opts.DataOut
+			if tc.vif < 0 {
+				if !bytes.Equal(out, tc.frame) {
+					t.Fatalf("passed frame changed: % x", out)
+				}
+				return
+			}
+			if len(out) != len(tc.frame)+MetaLen || !bytes.Equal(out[MetaLen:], tc.frame) {
+				t.Fatalf("out %d bytes, want the frame behind %d bytes of metadata", len(out), MetaLen)
+			}
+			vif, ok := VifFromMeta(out[:MetaLen])
+			if !ok || vif != tc.vif {
+				t.Fatalf("metadata % x: vif %d ok %v, want vif %d", out[:MetaLen], vif, ok, tc.vif)
+			}
+		})
+	}
+	if _, ok := VifFromMeta([]byte{1, 2, 3, 4}); ok {
+		t.Fatal("VifFromMeta accepted untagged bytes")
+	}
+	if _, ok := VifFromMeta(nil); ok {
+		t.Fatal("VifFromMeta accepted no bytes")
+	}
+}
