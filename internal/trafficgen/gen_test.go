@@ -94,6 +94,15 @@ func TestIntegrationLiveErrors(t *testing.T) {
 	if _, err := live.SendPaced(frame, 1, 0); !errors.Is(err, unix.EINVAL) {
 		t.Errorf("0 pps: %v, want EINVAL", err)
 	}
+	if err := live.Pin(-1); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("Pin(-1): %v, want EINVAL", err)
+	}
+	if err := live.Pin(1 << 20); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("Pin(1<<20): %v, want EINVAL", err)
+	}
+	if err := live.Pin(0); err != nil {
+		t.Errorf("Pin(0): %v", err)
+	}
 	if err := live.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +111,9 @@ func TestIntegrationLiveErrors(t *testing.T) {
 	}
 	if _, err := live.Send(frame, 1); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("Send after Close: %v, want os.ErrClosed", err)
+	}
+	if err := live.Pin(0); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Pin after Close: %v, want os.ErrClosed", err)
 	}
 }
 

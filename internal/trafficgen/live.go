@@ -84,6 +84,7 @@ type liveReq struct {
 	frame []byte
 	count int
 	pps   int
+	cpu   int // >= 0: pin the worker thread instead of sending
 }
 
 type liveRes struct {
@@ -129,6 +130,15 @@ func (l *Live) worker(nsfd int, started chan<- error) {
 	started <- nil
 	for r := range l.req {
 		var res liveRes
+		if r.cpu >= 0 {
+			var set unix.CPUSet
+			set.Set(r.cpu)
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				res.err = fmt.Errorf("trafficgen: pin generator to CPU %d: %w", r.cpu, os.NewSyscallError("sched_setaffinity", err))
+			}
+			l.res <- res
+			continue
+		}
 		if r.pps > 0 {
 			res.n, res.err = l.paced(r.frame, r.count, r.pps)
 		} else {
@@ -143,7 +153,18 @@ func (l *Live) worker(nsfd int, started chan<- error) {
 // frames answers EINVAL or ENOTSUPP; an ifindex that is not in the namespace
 // gives ENODEV.
 func (l *Live) Send(frame []byte, count int) (int, error) {
-	return l.do(liveReq{frame: frame, count: count})
+	return l.do(liveReq{frame: frame, count: count, cpu: -1})
+}
+
+// Pin binds the generator's thread to one CPU. The receiving veth's NAPI
+// then runs there too (XDP_TX schedules it on the sending CPU), which keeps
+// the other CPUs for the program under test. A CPU outside the process's
+// affinity mask gives EINVAL.
+func (l *Live) Pin(cpu int) error {
+	if cpu < 0 {
+		return fmt.Errorf("trafficgen: pin to CPU %d: %w", cpu, unix.EINVAL)
+	}
+	return l.call(liveReq{cpu: cpu}).err
 }
 
 // SendPaced transmits count copies of frame at about pps frames a second,
@@ -153,7 +174,7 @@ func (l *Live) SendPaced(frame []byte, count, pps int) (int, error) {
 	if pps <= 0 {
 		return 0, fmt.Errorf("trafficgen: pace %d frames/s: %w", pps, unix.EINVAL)
 	}
-	return l.do(liveReq{frame: frame, count: count, pps: pps})
+	return l.do(liveReq{frame: frame, count: count, pps: pps, cpu: -1})
 }
 
 func (l *Live) do(r liveReq) (int, error) {
@@ -163,14 +184,19 @@ func (l *Live) do(r liveReq) (int, error) {
 	if r.count <= 0 {
 		return 0, nil
 	}
+	res := l.call(r)
+	return res.n, res.err
+}
+
+// call hands r to the worker thread and waits for its answer.
+func (l *Live) call(r liveReq) liveRes {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return 0, fmt.Errorf("trafficgen: send: %w", os.ErrClosed)
+		return liveRes{err: fmt.Errorf("trafficgen: %w", os.ErrClosed)}
 	}
 	l.req <- r
-	res := <-l.res
-	return res.n, res.err
+	return <-l.res
 }
 
 // run sends count copies in chunks; the counter in the program says how

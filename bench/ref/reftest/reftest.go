@@ -108,6 +108,9 @@ type Run struct {
 	HostPass bool
 	// CPUs, if set, pins the reference with taskset -c (e.g. "1").
 	CPUs string
+	// GenCPU, if set, pins the generator (and so the receiving veth's
+	// NAPI) to that CPU (e.g. "0").
+	GenCPU string
 }
 
 // Measure builds a lab, starts the reference on the host end (and the live
@@ -162,6 +165,15 @@ func Measure(r Run) (res Result, err error) {
 			return res, err
 		}
 		defer live.Close()
+		if r.GenCPU != "" {
+			cpu, err := strconv.Atoi(r.GenCPU)
+			if err != nil {
+				return res, fmt.Errorf("reftest: generator CPU %q: %w", r.GenCPU, err)
+			}
+			if err := live.Pin(cpu); err != nil {
+				return res, err
+			}
+		}
 		// A unicast MAC that is not the host's: the host stack drops these
 		// early, while XDP programs and AF_PACKET still see them all.
 		dst := net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0x02}
