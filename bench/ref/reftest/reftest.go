@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
@@ -182,6 +184,12 @@ func Measure(r Run) (res Result, err error) {
 		gen.Add(1)
 		go func() {
 			defer gen.Done()
+			// Frames sent before the reference attaches would be dropped
+			// by veth and counted nowhere.
+			if err := waitXDP(ctx, lab); err != nil {
+				genErr = err
+				return
+			}
 			for ctx.Err() == nil {
 				n, err := live.Send(frame, 1<<18)
 				generated += uint64(n)
@@ -223,6 +231,26 @@ func Measure(r Run) (res Result, err error) {
 		res.Arrived, _ = peerSink.Count()
 	}
 	return res, errors.Join(err, genErr)
+}
+
+// waitXDP waits until the host end of the lab has an XDP program attached.
+func waitXDP(ctx context.Context, lab *netlab.Lab) error {
+	for ctx.Err() == nil {
+		attached := false
+		err := lab.Do(netlab.Host, func() error {
+			l, err := netlink.LinkByIndex(lab.Index[netlab.Host])
+			if err != nil {
+				return err
+			}
+			attached = l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
+			return nil
+		})
+		if err != nil || attached {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
 }
 
 // measureSink counts what an XDP_DROP sink sees during the run.
