@@ -1,0 +1,422 @@
+// Package xdp is the AF_XDP backend of virtif: link strings "xdp:IFNAME,..."
+// give an interface whose frames come from and go to a real NIC at
+// kernel-bypass speed, while the host kernel keeps the NIC's other traffic.
+//
+// The steering program (package bpf) on the NIC redirects the frames that
+// belong to a vif — its MAC, the multicast groups it joined, ARP requests for
+// the IPv4 addresses it registered, everything when it is promiscuous — into
+// an AF_XDP socket (package xsk) per NIC queue; one RX goroutine per queue,
+// locked to its OS thread, hands them to the vif (VIF_DELIVERPKT). Send
+// copies a frame's segments into one UMEM frame and queues it on the TX ring;
+// Flush (once per send batch) kicks the kernel.
+//
+// Several vifs of one process may share a NIC; they then share its sockets
+// (the kernel allows one UMEM per queue), and the program's metadata tag says
+// whose each frame is. Another process cannot attach to a NIC in use (EBUSY).
+//
+// Open must run on a thread inside the NIC's network namespace: the NIC's
+// name, the program's attachment and the sockets' binding are resolved there.
+// Needs root, or CAP_NET_ADMIN + CAP_BPF + CAP_NET_RAW, and a kernel with
+// CONFIG_XDP_SOCKETS and bpf_link for XDP (5.9+). Importing the package
+// registers the scheme.
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/virtif"
+	"github.com/virtif-xdp/virtif-xdp/xsk"
+)
+
+func init() {
+	// The only possible error is a second registration; the first stays.
+	_ = virtif.RegisterBackend(Scheme, func(c virtif.BackendConfig) (virtif.Backend, error) { return Open(c) })
+}
+
+// xdpPacketHeadroom is XDP_PACKET_HEADROOM: the kernel places a received
+// packet this far into its UMEM frame.
+const xdpPacketHeadroom = 256
+
+// txBatch is how many frames Send gathers before putting them on the ring.
+const txBatch = 64
+
+// Backend is one vif's hold on a NIC.
+type Backend struct {
+	nic     *nic
+	slot    int
+	name    string
+	mac     net.HardwareAddr
+	deliver func([]byte)
+	dying   atomic.Bool
+	closed  atomic.Bool
+
+	// What this vif registered with the program, to undo at Close.
+	regMu   sync.Mutex
+	groups  map[string]net.HardwareAddr
+	addrs   map[netip.Addr]bool
+	promisc bool
+
+	// TX state, used under the interface's send lock (Send, Flush).
+	txq     *queue
+	pending [txBatch]xsk.Desc
+	npend   int
+
+	rx                      atomic.Uint64 // frames handed to deliver
+	txRingFull, txTooBig    atomic.Uint64 // frames dropped on the way out
+	txNoFrame, txKickErrors atomic.Uint64
+}
+
+var (
+	_ virtif.Backend            = (*Backend)(nil)
+	_ virtif.Flusher            = (*Backend)(nil)
+	_ virtif.HardwareAddrSetter = (*Backend)(nil)
+	_ virtif.MulticastFilter    = (*Backend)(nil)
+	_ virtif.Promiscuous        = (*Backend)(nil)
+	_ virtif.AddrRegistrar      = (*Backend)(nil)
+	_ virtif.MTULimiter         = (*Backend)(nil)
+	_ virtif.StatsReporter      = (*Backend)(nil)
+)
+
+// Open is VIFHYPER_CREATE for "xdp:" link strings. Errors: unix.EINVAL for a
+// malformed link string (naming the key), unix.ENODEV for a missing NIC,
+// os.ErrPermission without the privileges, unix.EBUSY when another program
+// holds the NIC, unix.EAFNOSUPPORT without AF_XDP; each says what to do.
+func Open(bc virtif.BackendConfig) (*Backend, error) {
+	c, err := ParseLinkStr(bc.Link)
+	if err != nil {
+		return nil, err
+	}
+	if bc.Deliver == nil {
+		return nil, fmt.Errorf("xdp: %s: no deliver function: %w", bc.Name, unix.EINVAL)
+	}
+	b := &Backend{name: bc.Name, mac: append(net.HardwareAddr(nil), bc.MAC...), deliver: bc.Deliver}
+	n, slot, err := acquireNIC(c, b)
+	if err != nil {
+		return nil, withPrivilegeHint(err)
+	}
+	b.nic, b.slot = n, slot
+	b.txq = n.queues[slot%len(n.queues)]
+	for _, q := range n.queues {
+		if err = n.steer.SetSocket(slot, q.id, q.sock.FD()); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = n.steer.AddMAC(b.mac, slot)
+	}
+	if err != nil {
+		_ = n.release(slot)
+		return nil, fmt.Errorf("xdp: %s on %s: %w", bc.Name, c.Ifname, err)
+	}
+	return b, nil
+}
+
+func withPrivilegeHint(err error) error {
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("%w (run as root, or grant CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW)", err)
+	}
+	return err
+}
+
+// Send is VIFHYPER_SEND: it copies the frame's segments into a free UMEM
+// frame and queues it; a batch goes on the TX ring when full or at Flush.
+// ENOBUFS when no UMEM frame is free even after reaping completions
+// (back-pressure: the caller counts the drop), EMSGSIZE for a frame larger
+// than a UMEM frame.
+func (b *Backend) Send(segs [][]byte) error {
+	if b.closed.Load() {
+		return net.ErrClosed
+	}
+	q := b.txq
+	q.txMu.Lock()
+	defer q.txMu.Unlock()
+	addr, buf, ok := q.sock.NextFrame()
+	if !ok {
+		// Everything is in flight: push out what we hold and retry once.
+		b.transmitLocked(true)
+		if addr, buf, ok = q.sock.NextFrame(); !ok {
+			b.txNoFrame.Add(1)
+			return fmt.Errorf("xdp: %s: no free TX frame: %w", b.name, unix.ENOBUFS)
+		}
+	}
+	n := 0
+	for _, s := range segs {
+		if n+len(s) > len(buf) {
+			q.sock.FreeFrame(addr)
+			b.txTooBig.Add(1)
+			return fmt.Errorf("xdp: %s: frame longer than the %d-byte UMEM frame: %w", b.name, len(buf), unix.EMSGSIZE)
+		}
+		n += copy(buf[n:], s)
+	}
+	b.pending[b.npend] = xsk.Desc{Addr: addr, Len: uint32(n)}
+	b.npend++
+	if b.npend == len(b.pending) {
+		return b.transmitLocked(false)
+	}
+	return nil
+}
+
+// Flush puts the frames Send gathered on the TX ring and kicks the kernel
+// until it has taken them all.
+func (b *Backend) Flush() error {
+	if b.closed.Load() {
+		return net.ErrClosed
+	}
+	b.txq.txMu.Lock()
+	defer b.txq.txMu.Unlock()
+	return b.transmitLocked(true)
+}
+
+// transmitLocked moves the pending frames onto the TX ring, reaping
+// completions while the ring is full. With drain it then kicks until the
+// kernel has taken every descriptor: in copy mode one kick sends only a
+// budget of frames, and frames left on the ring would wait for the next send.
+func (b *Backend) transmitLocked(drain bool) error {
+	q := b.txq
+	sent := 0
+	var err error
+	for tries := 0; sent < b.npend; tries++ {
+		var n int
+		n, err = q.sock.Transmit(b.pending[sent:b.npend])
+		sent += n
+		if err != nil || sent == b.npend {
+			break
+		}
+		if q.sock.Complete() == 0 && tries > 1024 {
+			break // the kernel takes nothing: give up on the rest
+		}
+	}
+	for _, d := range b.pending[sent:b.npend] {
+		q.sock.FreeFrame(d.Addr)
+	}
+	if lost := b.npend - sent; lost > 0 {
+		b.txRingFull.Add(uint64(lost))
+	}
+	b.npend = 0
+	if err != nil {
+		b.txKickErrors.Add(1)
+		return fmt.Errorf("xdp: %s: transmit: %w", b.name, err)
+	}
+	if drain {
+		for tries := 0; q.sock.TXPending() > 0 && tries < 4096; tries++ {
+			if err := q.sock.Kick(); err != nil {
+				b.txKickErrors.Add(1)
+				return fmt.Errorf("xdp: %s: transmit: %w", b.name, err)
+			}
+			q.sock.Complete()
+		}
+	}
+	q.sock.Complete()
+	return nil
+}
+
+// Dying is VIFHYPER_DYING: the vif receives nothing from now on (its frames
+// pass to the host kernel again).
+func (b *Backend) Dying() error {
+	if b.dying.Swap(true) {
+		return nil
+	}
+	n := b.nic
+	var errs []error
+	for _, q := range n.queues {
+		if err := n.steer.ClearSocket(b.slot, q.id); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close is VIFHYPER_DESTROY: it waits until no RX goroutine is handing this
+// vif a frame, and the last vif on a NIC takes the program off it and closes
+// the sockets.
+func (b *Backend) Close() error {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	dyErr := b.Dying()
+	n := b.nic
+	// Undo what this vif registered, so the next vif in the slot starts clean.
+	errs := []error{dyErr}
+	b.regMu.Lock()
+	errs = append(errs, ignoreGone(n.steer.DelMAC(b.mac, b.slot)))
+	for _, g := range b.groups {
+		errs = append(errs, ignoreGone(n.steer.DelMAC(g, b.slot)))
+	}
+	for a := range b.addrs {
+		errs = append(errs, ignoreGone(n.steer.DelIPv4(a, b.slot)))
+	}
+	if b.promisc {
+		errs = append(errs, ignoreGone(n.steer.SetPromisc(b.slot, false)))
+	}
+	b.regMu.Unlock()
+	errs = append(errs, n.release(b.slot))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("xdp: %s: close: %w", b.name, err)
+	}
+	return nil
+}
+
+// ignoreGone: undoing a registration that is already gone (the program was
+// closed with its NIC) is not an error.
+func ignoreGone(err error) error {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Err says why the vif stopped receiving before it was closed, e.g. the NIC
+// was deleted (ENETDOWN); nil while it works.
+func (b *Backend) Err() error { return b.nic.Err() }
+
+// Done is closed when the NIC's RX goroutines have ended: after Close of the
+// last vif on the NIC, or when the NIC failed (see Err).
+func (b *Backend) Done() <-chan struct{} { return b.nic.done }
+
+// Info describes how the NIC is served.
+type Info struct {
+	Ifindex int
+	Attach  string // "native" or "generic"
+	Mode    string // "copy" or "zerocopy"
+	Queues  []int
+	Slot    int // this vif's number in the steering program
+}
+
+// Info reports the attach and bind modes chosen.
+func (b *Backend) Info() Info {
+	i := Info{Ifindex: b.nic.ifindex, Attach: b.nic.attach.String(), Mode: b.nic.mode.String(), Slot: b.slot}
+	for _, q := range b.nic.queues {
+		i.Queues = append(i.Queues, q.id)
+	}
+	return i
+}
+
+// SetHardwareAddr moves the steering of unicast frames to the new MAC.
+func (b *Backend) SetHardwareAddr(mac net.HardwareAddr) error {
+	b.regMu.Lock()
+	defer b.regMu.Unlock()
+	if err := b.nic.steer.AddMAC(mac, b.slot); err != nil {
+		return fmt.Errorf("xdp: %s: %w", b.name, err)
+	}
+	if err := b.nic.steer.DelMAC(b.mac, b.slot); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("xdp: %s: %w", b.name, err)
+	}
+	b.mac = append(b.mac[:0], mac...)
+	return nil
+}
+
+// SetMulticast steers a group's frames to this vif. Only one vif per NIC can
+// receive a group (XDP cannot copy a frame into two sockets): joining one
+// another vif holds fails with EEXIST.
+func (b *Backend) SetMulticast(group net.HardwareAddr, join bool) error {
+	b.regMu.Lock()
+	defer b.regMu.Unlock()
+	var err error
+	if join {
+		err = b.nic.steer.AddMAC(group, b.slot)
+	} else {
+		err = b.nic.steer.DelMAC(group, b.slot)
+	}
+	if err != nil {
+		return fmt.Errorf("xdp: %s: multicast %s: %w", b.name, group, err)
+	}
+	if b.groups == nil {
+		b.groups = map[string]net.HardwareAddr{}
+	}
+	if join {
+		b.groups[string(group)] = append(net.HardwareAddr(nil), group...)
+	} else {
+		delete(b.groups, string(group))
+	}
+	return nil
+}
+
+// SetPromisc makes the program hand this vif every frame no other rule claims.
+func (b *Backend) SetPromisc(on bool) error {
+	b.regMu.Lock()
+	defer b.regMu.Unlock()
+	if err := b.nic.steer.SetPromisc(b.slot, on); err != nil {
+		return fmt.Errorf("xdp: %s: promiscuous: %w", b.name, err)
+	}
+	b.promisc = on
+	return nil
+}
+
+// SetIPv4 steers ARP requests for addr to this vif.
+func (b *Backend) SetIPv4(addr netip.Addr, add bool) error {
+	b.regMu.Lock()
+	defer b.regMu.Unlock()
+	var err error
+	if add {
+		err = b.nic.steer.AddIPv4(addr, b.slot)
+	} else {
+		err = b.nic.steer.DelIPv4(addr, b.slot)
+	}
+	if err != nil {
+		return fmt.Errorf("xdp: %s: IPv4 %s: %w", b.name, addr, err)
+	}
+	if b.addrs == nil {
+		b.addrs = map[netip.Addr]bool{}
+	}
+	if add {
+		b.addrs[addr] = true
+	} else {
+		delete(b.addrs, addr)
+	}
+	return nil
+}
+
+// MaxMTU is what fits a UMEM frame behind the kernel's headroom, less the
+// Ethernet header and a VLAN tag.
+func (b *Backend) MaxMTU() int { return b.nic.cfg.FrameSize - xdpPacketHeadroom - 18 }
+
+// AppendStats adds the vif's program counters, the NIC's socket counters
+// (shared by the vifs on it) and this backend's drops.
+func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
+	n := b.nic
+	add := func(name string, v uint64) { dst = append(dst, virtif.Stat{Name: name, Value: v}) }
+	if c, err := n.steer.Counters(b.slot); err == nil {
+		add("xdp_unicast", c.Unicast)
+		add("xdp_multicast", c.Multicast)
+		add("xdp_arp", c.ARP)
+		add("xdp_promisc", c.Promisc)
+		add("xdp_nosocket", c.NoSocket)
+	}
+	if c, err := n.steer.HostCounters(); err == nil {
+		add("xdp_host_pass", c.Pass)
+		add("xdp_host_nosocket", c.NoSocket)
+		add("xdp_host_runt", c.Runt)
+	}
+	var ks xsk.Stats
+	for _, q := range n.queues {
+		if s, err := q.sock.Stats(); err == nil {
+			ks.RXDropped += s.RXDropped
+			ks.RXInvalidDescs += s.RXInvalidDescs
+			ks.TXInvalidDescs += s.TXInvalidDescs
+			ks.RXRingFull += s.RXRingFull
+			ks.RXFillRingEmptyDescs += s.RXFillRingEmptyDescs
+			ks.TXRingEmptyDescs += s.TXRingEmptyDescs
+		}
+	}
+	add("xsk_rx_dropped", ks.RXDropped)
+	add("xsk_rx_invalid_descs", ks.RXInvalidDescs)
+	add("xsk_tx_invalid_descs", ks.TXInvalidDescs)
+	add("xsk_rx_ring_full", ks.RXRingFull)
+	add("xsk_rx_fill_ring_empty", ks.RXFillRingEmptyDescs)
+	add("xsk_tx_ring_empty", ks.TXRingEmptyDescs)
+	add("rx_frames", b.rx.Load())
+	add("rx_untagged", n.untagged.Load())
+	add("rx_unclaimed", n.unclaimed.Load())
+	add("tx_ring_full_drops", b.txRingFull.Load())
+	add("tx_no_frame", b.txNoFrame.Load())
+	add("tx_too_big", b.txTooBig.Load())
+	add("tx_kick_errors", b.txKickErrors.Load())
+	return dst
+}

@@ -1,0 +1,201 @@
+package xdp
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
+	"github.com/virtif-xdp/virtif-xdp/virtif"
+)
+
+var (
+	peerIP = netip.MustParseAddr("198.18.0.2")
+	vifIP  = netip.MustParseAddr("198.18.0.3")
+	vif2IP = netip.MustParseAddr("198.18.0.4")
+)
+
+// recorder is an upper layer that keeps copies of what it receives.
+type recorder struct {
+	mu      sync.Mutex
+	frames  [][]byte
+	promisc []bool
+}
+
+func (r *recorder) input(frame []byte, promisc bool) {
+	r.mu.Lock()
+	r.frames = append(r.frames, append([]byte(nil), frame...))
+	r.promisc = append(r.promisc, promisc)
+	r.mu.Unlock()
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.frames)
+}
+
+// matching returns the received frames that carry marker.
+func (r *recorder) matching(marker []byte) (out [][]byte, promisc []bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, f := range r.frames {
+		if bytes.Contains(f, marker) {
+			out = append(out, f)
+			promisc = append(promisc, r.promisc[i])
+		}
+	}
+	return out, promisc
+}
+
+// waitFor polls until cond holds or a generous deadline passes; the deadline
+// only bounds a failing test, it asserts nothing about speed.
+func waitFor(cond func() bool) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return cond()
+}
+
+// settle waits long enough for frames in flight on a veth to land, for tests
+// that check something did NOT arrive.
+func settle() { time.Sleep(200 * time.Millisecond) }
+
+type testVif struct {
+	c   *virtif.Cloner
+	ifc *virtif.Interface
+	rec *recorder
+	b   *Backend
+}
+
+// newVif creates a vif on the lab's host-side veth with link options opts
+// ("" or ",key=value...") and brings it up.
+func newVif(t *testing.T, lab *netlab.Lab, c *virtif.Cloner, opts string) *testVif {
+	t.Helper()
+	if c == nil {
+		var err error
+		if c, err = virtif.NewCloner(virtif.ClonerConfig{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	v := &testVif{c: c, rec: &recorder{}}
+	err := lab.Do(netlab.Host, func() error {
+		ifc, err := c.Create()
+		if err != nil {
+			return err
+		}
+		v.ifc = ifc
+		if err := ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + opts); err != nil {
+			return err
+		}
+		ifc.SetInput(v.rec.input)
+		return ifc.Up()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.b = v.ifc.Backend().(*Backend)
+	return v
+}
+
+// rawSock is an AF_PACKET socket on one side of the lab.
+type rawSock struct{ fd int }
+
+func openRaw(t *testing.T, lab *netlab.Lab, side int) *rawSock {
+	t.Helper()
+	var r rawSock
+	err := lab.Do(side, func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+		if err != nil {
+			return err
+		}
+		r.fd = fd
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: lab.Index[side]})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for bursts: the test reads after sending hundreds of frames.
+	if err := unix.SetsockoptInt(r.fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
+	if err := unix.SetsockoptTimeval(r.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(r.fd) })
+	return &r
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// collect reads incoming frames (not our own outgoing ones) that carry
+// marker until want of them arrived or the deadline passed.
+func (r *rawSock) collect(marker []byte, want int, wait time.Duration) [][]byte {
+	var out [][]byte
+	buf := make([]byte, 65536)
+	deadline := time.Now().Add(wait)
+	for len(out) < want && time.Now().Before(deadline) {
+		n, from, err := unix.Recvfrom(r.fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		if bytes.Contains(buf[:n], marker) {
+			out = append(out, append([]byte(nil), buf[:n]...))
+		}
+	}
+	return out
+}
+
+func (r *rawSock) send(t *testing.T, frames ...[]byte) {
+	t.Helper()
+	for _, f := range frames {
+		if _, err := unix.Write(r.fd, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// frame builds a UDP frame from the peer to dst whose payload carries marker.
+func frame(lab *netlab.Lab, dst net.HardwareAddr, marker string, size int) []byte {
+	f := trafficgen.UDPFrame(dst, lab.MAC[netlab.Peer], peerIP, vifIP, 9, 9, size)
+	copy(f[len(f)-len(marker):], marker)
+	return f
+}
+
+// arpRequest builds a broadcast ARP request from the peer for target.
+func arpRequest(lab *netlab.Lab, target netip.Addr) []byte {
+	f := make([]byte, 60)
+	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	copy(f[6:12], lab.MAC[netlab.Peer])
+	f[12], f[13] = 0x08, 0x06
+	copy(f[14:22], []byte{0, 1, 8, 0, 6, 4, 0, 1})
+	copy(f[22:28], lab.MAC[netlab.Peer])
+	copy(f[28:32], peerIP.AsSlice())
+	t4 := target.As4()
+	copy(f[38:42], t4[:])
+	return f
+}
+
+func stat(st virtif.Stats, name string) uint64 {
+	for _, s := range st.Backend {
+		if s.Name == name {
+			return s.Value
+		}
+	}
+	return ^uint64(0)
+}

@@ -1,0 +1,342 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/bpf"
+	"github.com/virtif-xdp/virtif-xdp/xsk"
+)
+
+// A NIC is shared by every vif of this process that names it: the kernel
+// binds one UMEM per NIC queue, and one XDP program per NIC. So a nic owns
+// the steering program, one socket per served queue and one RX goroutine per
+// socket; the program tags each redirected frame with its vif (XDP
+// metadata) and the RX goroutine hands it to that vif.
+type nic struct {
+	key     nicKey
+	ifindex int
+	cfg     *Config // of the first vif; later vifs must ask for the same
+	steer   *bpf.Steering
+	attach  bpf.AttachMode
+	queues  []*queue
+	mode    xsk.Mode
+
+	// vifs[slot] is the backend steered to slot; read on every frame.
+	vifs []atomic.Pointer[Backend]
+	// Only one vif: frames whose tag is missing can only be its own.
+	solo atomic.Pointer[Backend]
+
+	refs  int // vifs holding this nic, under nics.Mutex
+	stop  atomic.Bool
+	wg    sync.WaitGroup
+	done  chan struct{} // closed when every RX goroutine has ended
+	errMu sync.Mutex
+	err   error // why the RX goroutines ended early, e.g. the NIC went away
+
+	untagged, unclaimed atomic.Uint64 // frames no vif could be found for
+}
+
+type nicKey struct {
+	netns   uint64 // inode of the network namespace
+	ifindex int
+}
+
+// queue is one NIC queue: its socket and the goroutine draining it.
+type queue struct {
+	id   int
+	sock *xsk.Socket
+	// batch is odd while the RX goroutine is delivering a batch: detaching a
+	// vif waits for it to move on, so no frame reaches a closed vif.
+	batch atomic.Uint64
+	// txMu serialises the TX half of sock among the vifs sending on it.
+	txMu sync.Mutex
+	_    [64]byte
+}
+
+var nics struct {
+	sync.Mutex
+	m map[nicKey]*nic
+}
+
+// rxBatch is how many descriptors an RX goroutine takes per ring visit.
+const rxBatch = 64
+
+// acquireNIC returns the nic for cfg.Ifname in the calling thread's network
+// namespace, setting it up (program, sockets, RX goroutines) for the first
+// vif, and reserves a slot in it for b.
+func acquireNIC(c *Config, b *Backend) (*nic, int, error) {
+	ifc, err := net.InterfaceByName(c.Ifname)
+	if err != nil {
+		return nil, 0, fmt.Errorf("xdp: interface %q: %w (no such interface in this network namespace; 'ip link' lists them)", c.Ifname, unix.ENODEV)
+	}
+	ns, err := netnsInode()
+	if err != nil {
+		return nil, 0, err
+	}
+	key := nicKey{ns, ifc.Index}
+	nics.Lock()
+	defer nics.Unlock()
+	n := nics.m[key]
+	if n == nil {
+		if n, err = newNIC(key, c); err != nil {
+			return nil, 0, err
+		}
+		if nics.m == nil {
+			nics.m = map[nicKey]*nic{}
+		}
+		nics.m[key] = n
+	} else if err := n.compatible(c); err != nil {
+		return nil, 0, err
+	}
+	slot := -1
+	for i := range n.vifs {
+		if n.vifs[i].Load() == nil {
+			slot = i
+			break
+		}
+	}
+	if slot < 0 {
+		return nil, 0, fmt.Errorf("xdp: %s: all %d vif slots in use: %w", c.Ifname, len(n.vifs), unix.ENOSPC)
+	}
+	n.refs++
+	n.vifs[slot].Store(b)
+	n.updateSolo()
+	return n, slot, nil
+}
+
+func (n *nic) updateSolo() {
+	var only *Backend
+	count := 0
+	for i := range n.vifs {
+		if v := n.vifs[i].Load(); v != nil {
+			only = v
+			count++
+		}
+	}
+	if count != 1 {
+		only = nil
+	}
+	n.solo.Store(only)
+}
+
+// compatible: the sockets are set up once, by the first vif, so later vifs
+// must want the same queues and socket shape.
+func (n *nic) compatible(c *Config) error {
+	a, b := *n.cfg, *c
+	if a.String() != b.String() {
+		return fmt.Errorf("xdp: %s is already served by this process as %q; a second vif must use the same options (not %q): %w",
+			c.Ifname, a.String(), b.String(), unix.EBUSY)
+	}
+	return nil
+}
+
+func netnsInode() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, os.NewSyscallError("stat /proc/thread-self/ns/net", err)
+	}
+	return st.Ino, nil
+}
+
+func newNIC(key nicKey, c *Config) (n *nic, err error) {
+	link, err := netlink.LinkByIndex(key.ifindex)
+	if err != nil {
+		return nil, fmt.Errorf("xdp: %s: %w", c.Ifname, err)
+	}
+	nrx := link.Attrs().NumRxQueues
+	if nrx <= 0 {
+		nrx = 1
+	}
+	qids := c.Queues
+	if qids == nil {
+		for i := range nrx {
+			qids = append(qids, i)
+		}
+	}
+	for _, q := range qids {
+		if q >= nrx {
+			return nil, fmt.Errorf("xdp: %s has %d RX queues, queue %d does not exist: %w", c.Ifname, nrx, q, unix.EINVAL)
+		}
+	}
+	maxQ := 0
+	for _, q := range qids {
+		maxQ = max(maxQ, q+1)
+	}
+	steer, err := bpf.Load(&bpf.Options{MaxQueues: max(maxQ, 1)})
+	if err != nil {
+		return nil, fmt.Errorf("xdp: load the steering program: %w", err)
+	}
+	n = &nic{key: key, ifindex: key.ifindex, cfg: c, steer: steer, done: make(chan struct{})}
+	n.vifs = make([]atomic.Pointer[Backend], steer.Options().MaxVifs)
+	defer func() {
+		if err != nil {
+			n.shutdown()
+		}
+	}()
+	attach := map[string]bpf.AttachMode{AttachAuto: bpf.AttachAuto, AttachNative: bpf.AttachNative, AttachGeneric: bpf.AttachGeneric}[c.Attach]
+	if n.attach, err = steer.Attach(key.ifindex, attach); err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("xdp: attach to %s: %w (another XDP program is on it, maybe another virtif-xdp process; 'ip link show %s' shows it)", c.Ifname, err, c.Ifname)
+		}
+		return nil, fmt.Errorf("xdp: attach to %s: %w", c.Ifname, err)
+	}
+	mode := map[string]xsk.Mode{ModeAuto: xsk.ModeAuto, ModeCopy: xsk.ModeCopy, ModeZeroCopy: xsk.ModeZeroCopy}[c.Mode]
+	for _, q := range qids {
+		xc := &xsk.Config{
+			UMEM:              xsk.UMEMConfig{FrameSize: c.FrameSize, NumFrames: c.Frames, FillSize: c.Ring, CompletionSize: c.Ring},
+			RXSize:            c.Ring,
+			TXSize:            c.Ring,
+			Mode:              mode,
+			DisableNeedWakeup: !c.Wakeup,
+		}
+		if c.BusyPoll > 0 {
+			xc.BusyPoll, xc.BusyPollBudget = 20, c.BusyPoll
+		}
+		sock, err := xsk.Open(key.ifindex, q, xc)
+		if err != nil {
+			if errors.Is(err, unix.EAFNOSUPPORT) {
+				return nil, fmt.Errorf("xdp: %s queue %d: %w (this kernel has no AF_XDP: it needs CONFIG_XDP_SOCKETS)", c.Ifname, q, err)
+			}
+			return nil, fmt.Errorf("xdp: %s queue %d: %w", c.Ifname, q, err)
+		}
+		n.queues = append(n.queues, &queue{id: q, sock: sock})
+		n.mode = sock.Mode()
+	}
+	for _, q := range n.queues {
+		n.wg.Add(1)
+		go n.rxLoop(q)
+	}
+	go func() { n.wg.Wait(); close(n.done) }()
+	return n, nil
+}
+
+// rxLoop drains one queue: it takes a batch of descriptors, hands each frame
+// to the vif the program tagged it for (VIF_DELIVERPKT), and gives the frames
+// back to the fill ring.
+func (n *nic) rxLoop(q *queue) {
+	defer n.wg.Done()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var descs [rxBatch]xsk.Desc
+	spin := n.cfg.BusyPoll > 0
+	for !n.stop.Load() {
+		got := q.sock.Receive(descs[:])
+		if got == 0 {
+			if spin {
+				continue
+			}
+			// A finite timeout: a NIC that goes away stops poll(2) from
+			// reporting anything, and Wait then returns its SO_ERROR.
+			if _, err := q.sock.Wait(200 * time.Millisecond); err != nil {
+				if !errors.Is(err, net.ErrClosed) && !n.stop.Load() {
+					n.fail(fmt.Errorf("xdp: %s queue %d: %w", n.cfg.Ifname, q.id, err))
+				}
+				return
+			}
+			continue
+		}
+		q.batch.Add(1)
+		solo := n.solo.Load()
+		for i := range got {
+			frame := q.sock.Frame(descs[i])
+			b := solo
+			if vif, ok := bpf.VifFromMeta(q.sock.Metadata(descs[i], bpf.MetaLen)); ok && vif < len(n.vifs) {
+				b = n.vifs[vif].Load()
+				if b == nil {
+					n.unclaimed.Add(1)
+					continue
+				}
+			} else if b == nil {
+				n.untagged.Add(1)
+				continue
+			}
+			b.rx.Add(1)
+			b.deliver(frame)
+		}
+		q.batch.Add(1)
+		q.sock.Release(descs[:got])
+	}
+}
+
+func (n *nic) fail(err error) {
+	n.errMu.Lock()
+	if n.err == nil {
+		n.err = err
+	}
+	n.errMu.Unlock()
+}
+
+// Err is why the RX goroutines ended before the vifs were closed (nil while
+// they run).
+func (n *nic) Err() error {
+	n.errMu.Lock()
+	defer n.errMu.Unlock()
+	return n.err
+}
+
+// quiesce waits until no RX goroutine is inside a batch it began before the
+// call, so a vif taken out of n.vifs receives nothing more.
+func (n *nic) quiesce() {
+	for _, q := range n.queues {
+		seen := q.batch.Load()
+		if seen&1 == 0 {
+			continue
+		}
+		for q.batch.Load() == seen {
+			select {
+			case <-n.done:
+				return
+			default:
+				runtime.Gosched()
+			}
+		}
+	}
+}
+
+// release drops a vif's hold; the last one tears the nic down.
+func (n *nic) release(slot int) error {
+	nics.Lock()
+	defer nics.Unlock()
+	n.vifs[slot].Store(nil)
+	n.updateSolo()
+	n.quiesce()
+	return n.releaseLocked()
+}
+
+func (n *nic) releaseLocked() error {
+	if n.refs--; n.refs > 0 {
+		return nil
+	}
+	delete(nics.m, n.key)
+	return n.shutdown()
+}
+
+// shutdown stops the RX goroutines, then closes sockets and the program
+// (which detaches it from the NIC).
+func (n *nic) shutdown() error {
+	n.stop.Store(true)
+	for _, q := range n.queues {
+		_ = q.sock.Wakeup()
+	}
+	n.wg.Wait()
+	var errs []error
+	for _, q := range n.queues {
+		if err := q.sock.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := n.steer.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
