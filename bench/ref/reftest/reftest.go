@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
@@ -110,6 +112,9 @@ type Run struct {
 	HostPass bool
 	// CPUs, if set, pins the reference with taskset -c (e.g. "1").
 	CPUs string
+	// Generator is "live" (default: BPF_PROG_RUN live frames, XDP_TX on
+	// the peer) or "packet" (AF_PACKET sendmmsg: skb-borne frames).
+	Generator string
 	// GenCPU, if set, pins the generator (and so the receiving veth's
 	// NAPI) to that CPU (e.g. "0").
 	GenCPU string
@@ -159,23 +164,11 @@ func Measure(r Run) (res Result, err error) {
 	var generated uint64
 	var genErr error
 	if rx {
-		var live *trafficgen.Live
-		if err := lab.Do(netlab.Peer, func() (err error) {
-			live, err = trafficgen.NewLive(lab.Index[netlab.Peer])
-			return err
-		}); err != nil {
+		send, chunk, closeGen, err := newGenerator(lab, r)
+		if err != nil {
 			return res, err
 		}
-		defer live.Close()
-		if r.GenCPU != "" {
-			cpu, err := strconv.Atoi(r.GenCPU)
-			if err != nil {
-				return res, fmt.Errorf("reftest: generator CPU %q: %w", r.GenCPU, err)
-			}
-			if err := live.Pin(cpu); err != nil {
-				return res, err
-			}
-		}
+		defer closeGen()
 		// A unicast MAC that is not the host's: the host stack drops these
 		// early, while XDP programs and AF_PACKET still see them all.
 		dst := net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0x02}
@@ -184,14 +177,24 @@ func Measure(r Run) (res Result, err error) {
 		gen.Add(1)
 		go func() {
 			defer gen.Done()
-			// Frames sent before the reference attaches would be dropped
-			// by veth and counted nowhere.
-			if err := waitXDP(ctx, lab); err != nil {
-				genErr = err
-				return
+			if r.Generator == "packet" && r.GenCPU != "" {
+				// Pin this thread; it is discarded with the goroutine.
+				runtime.LockOSThread()
+				if err := pinThread(r.GenCPU); err != nil {
+					genErr = err
+					return
+				}
+			}
+			// Live frames sent before the reference attaches would be
+			// dropped by veth and counted nowhere.
+			if r.Generator != "packet" {
+				if err := waitXDP(ctx, lab); err != nil {
+					genErr = err
+					return
+				}
 			}
 			for ctx.Err() == nil {
-				n, err := live.Send(frame, 1<<18)
+				n, err := send(frame, chunk)
 				generated += uint64(n)
 				if err != nil {
 					genErr = err
@@ -231,6 +234,57 @@ func Measure(r Run) (res Result, err error) {
 		res.Arrived, _ = peerSink.Count()
 	}
 	return res, errors.Join(err, genErr)
+}
+
+// newGenerator opens the generator r asks for on the peer end; the caller
+// sends chunk frames per call.
+func newGenerator(lab *netlab.Lab, r Run) (send func([]byte, int) (int, error), chunk int, closeGen func() error, err error) {
+	switch r.Generator {
+	case "", "live":
+		var live *trafficgen.Live
+		if err := lab.Do(netlab.Peer, func() (err error) {
+			live, err = trafficgen.NewLive(lab.Index[netlab.Peer])
+			return err
+		}); err != nil {
+			return nil, 0, nil, err
+		}
+		if r.GenCPU != "" {
+			cpu, err := strconv.Atoi(r.GenCPU)
+			if err != nil {
+				live.Close()
+				return nil, 0, nil, fmt.Errorf("reftest: generator CPU %q: %w", r.GenCPU, err)
+			}
+			if err := live.Pin(cpu); err != nil {
+				live.Close()
+				return nil, 0, nil, err
+			}
+		}
+		return live.Send, 1 << 18, live.Close, nil
+	case "packet":
+		var p *trafficgen.Packet
+		if err := lab.Do(netlab.Peer, func() (err error) {
+			p, err = trafficgen.NewPacket(lab.Index[netlab.Peer])
+			return err
+		}); err != nil {
+			return nil, 0, nil, err
+		}
+		return p.Send, 1 << 12, p.Close, nil
+	}
+	return nil, 0, nil, fmt.Errorf("reftest: unknown generator %q (want live or packet)", r.Generator)
+}
+
+// pinThread binds the calling (locked) thread to cpu.
+func pinThread(cpu string) error {
+	n, err := strconv.Atoi(cpu)
+	if err != nil {
+		return fmt.Errorf("reftest: generator CPU %q: %w", cpu, err)
+	}
+	var set unix.CPUSet
+	set.Set(n)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return fmt.Errorf("reftest: pin generator to CPU %d: %w", n, os.NewSyscallError("sched_setaffinity", err))
+	}
+	return nil
 }
 
 // waitXDP waits until the host end of the lab has an XDP program attached.
