@@ -239,7 +239,11 @@ func (n *nic) rxLoop(q *queue) {
 			// reporting anything, and Wait then returns its SO_ERROR.
 			if _, err := q.sock.Wait(200 * time.Millisecond); err != nil {
 				if !errors.Is(err, net.ErrClosed) && !n.stop.Load() {
-					n.fail(fmt.Errorf("xdp: %s queue %d: %w", n.cfg.Ifname, q.id, err))
+					hint := ""
+					if errors.Is(err, unix.ENETDOWN) {
+						hint = " (the NIC was removed or its driver detached the socket; close the vif)"
+					}
+					n.fail(fmt.Errorf("xdp: %s queue %d: %w%s", n.cfg.Ifname, q.id, err, hint))
 				}
 				return
 			}
