@@ -69,8 +69,10 @@ int main(int argc, char **argv)
 	uint64_t packets = 0, bytes = 0, polls = 0;
 	unsigned blk = 0;
 	struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLERR };
+	struct ref_clock clock = { 0 };
+	ref_ready("afpacket", "rxdrop");
 	ref_start_timer(opt.seconds);
-	double start = ref_now();
+	clock.start = ref_now();
 	while (!ref_stop) {
 		struct tpacket_block_desc *bd = (void *)(ring + (size_t)blk * BLOCK_SIZE);
 		if (!(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) {
@@ -85,18 +87,17 @@ int main(int argc, char **argv)
 			h = (void *)((uint8_t *)h + h->tp_next_offset);
 		}
 		packets += n;
+		ref_mark(&clock);
 		__atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
 		blk = (blk + 1) % BLOCK_NR;
 	}
-	double secs = ref_now() - start;
-
 	slen = sizeof(st);
 	if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &slen))
 		die("PACKET_STATISTICS", errno);
 	char extra[256];
 	snprintf(extra, sizeof(extra), ",\"kernel_packets\":%u,\"drops\":%u,\"freeze_q_cnt\":%u,\"polls\":%llu",
 		 st.tp_packets, st.tp_drops, st.tp_freeze_q_cnt, (unsigned long long)polls);
-	ref_report("afpacket", MODE_RXDROP, packets, bytes, secs, extra);
+	ref_report("afpacket", MODE_RXDROP, packets, bytes, &clock, extra);
 	munmap(ring, len);
 	close(fd);
 	return 0;

@@ -40,6 +40,7 @@ type result struct {
 	Bytes   uint64  `json:"bytes"`
 	Seconds float64 `json:"seconds"`
 	PPS     float64 `json:"pps"`
+	Wall    float64 `json:"wall_seconds"`
 	Attach  string  `json:"attach"`
 	Wakeups uint64  `json:"wakeups"`
 
@@ -127,6 +128,7 @@ func run() error {
 		return fmt.Errorf("insert socket into sock_map: %w", err)
 	}
 
+	fmt.Fprintln(os.Stderr, "ready: gvisor", *mode) // a harness may start its generator now
 	var stop atomic.Bool
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -135,12 +137,19 @@ func run() error {
 
 	r := result{System: "gvisor", Mode: *mode, Attach: "kernel's choice (no flags)"}
 	start := time.Now()
+	var first, last time.Time
 	if *mode == "rxdrop" {
-		rxdrop(cb, fd, &stop, *poll, &r)
+		first, last = rxdrop(cb, fd, &stop, *poll, &r)
 	} else {
 		txonly(cb, udpFrame(dst, src, *size), &stop, &r)
 	}
-	r.Seconds = time.Since(start).Seconds()
+	// As in the C references: receiving modes are timed from the first
+	// frame to the last, so start-up and a quiet tail do not dilute the rate.
+	r.Wall = time.Since(start).Seconds()
+	r.Seconds = r.Wall
+	if *mode == "rxdrop" && r.Packets > 1 && last.After(first) {
+		r.Seconds = last.Sub(first).Seconds()
+	}
 	r.PPS = float64(r.Packets) / r.Seconds
 	st, err := statistics(fd)
 	if err != nil {
@@ -153,7 +162,8 @@ func run() error {
 
 // rxdrop keeps the fill queue full and gives every received frame straight
 // back, as gVisor's tcpdump tool does, minus the printing.
-func rxdrop(cb *xdp.ControlBlock, fd int, stop *atomic.Bool, poll bool, r *result) {
+// It returns when the first and the last frame arrived.
+func rxdrop(cb *xdp.ControlBlock, fd int, stop *atomic.Bool, poll bool, r *result) (first, last time.Time) {
 	cb.UMEM.Lock()
 	cb.Fill.FillAll(&cb.UMEM)
 	cb.UMEM.Unlock()
@@ -177,7 +187,12 @@ func rxdrop(cb *xdp.ControlBlock, fd int, stop *atomic.Bool, poll bool, r *resul
 		cb.Fill.FillAll(&cb.UMEM)
 		cb.UMEM.Unlock()
 		r.Packets += uint64(n)
+		last = time.Now()
+		if first.IsZero() {
+			first = last
+		}
 	}
+	return first, last
 }
 
 // txonly sends batches of one prepared frame; every UMEM frame holds a copy,

@@ -205,14 +205,42 @@ static inline void ref_udp_frame(uint8_t *f, unsigned size, const uint8_t dst[6]
 	udp[5] = (size - 34) & 0xff;
 }
 
+/* ref_ready tells a harness on stderr that the program is set up (socket
+ * bound, XDP program attached): a generator started now loses nothing. */
+static inline void ref_ready(const char *system, const char *detail)
+{
+	fprintf(stderr, "ready: %s %s\n", system, detail);
+	fflush(stderr);
+}
+
+/* ref_clock times a run. Receiving modes report the time from the first to
+ * the last frame received, so the rate is not diluted by the start-up and
+ * by the quiet tail a harness leaves to let the counters settle; "wall_seconds"
+ * is the whole run. */
+struct ref_clock {
+	double start, first, last;
+};
+
+static inline void ref_mark(struct ref_clock *c)
+{
+	double t = ref_now();
+	if (c->first == 0)
+		c->first = t;
+	c->last = t;
+}
+
 /* ref_report prints the one JSON line; extra is ",\"key\":value..." or "". */
 static void ref_report(const char *system, enum ref_mode mode, uint64_t packets, uint64_t bytes,
-		       double seconds, const char *extra)
+		       const struct ref_clock *c, const char *extra)
 {
+	double wall = ref_now() - c->start;
+	double secs = wall;
+	if (mode != MODE_TXONLY && packets > 1 && c->last > c->first)
+		secs = c->last - c->first;
 	printf("{\"system\":\"%s\",\"mode\":\"%s\",\"packets\":%llu,\"bytes\":%llu,"
-	       "\"seconds\":%.6f,\"pps\":%.1f%s}\n",
+	       "\"seconds\":%.6f,\"pps\":%.1f,\"wall_seconds\":%.6f%s}\n",
 	       system, ref_mode_names[mode], (unsigned long long)packets, (unsigned long long)bytes,
-	       seconds, seconds > 0 ? packets / seconds : 0.0, extra);
+	       secs, secs > 0 ? packets / secs : 0.0, wall, extra);
 	fflush(stdout);
 }
 

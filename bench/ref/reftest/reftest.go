@@ -5,6 +5,7 @@
 package reftest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,9 +39,36 @@ type Result struct {
 	PPS     float64 `json:"pps"`
 
 	Extra map[string]any `json:"-"`
-	// Generated is how many frames the live generator sent during the run,
-	// Arrived how many the peer's sink counted (txonly, l2fwd).
-	Generated, Arrived uint64
+	// Generated is how many frames the generator sent during the run,
+	// VethDropped how many of them the host's veth end dropped before any
+	// XDP program saw them (its ring was full), Arrived how many frames
+	// the peer's sink counted (txonly, l2fwd).
+	Generated, VethDropped, Arrived uint64
+}
+
+// settleSeconds is how long a receiving reference runs on after the
+// generator stops.
+const settleSeconds = 1.0
+
+// Unaccounted returns, for a receiving run, the frames the generator sent
+// that neither the reference counted as received nor any counter we read
+// as dropped; 0 means every frame is accounted for.
+//
+// For the XDP receivers (xsk-c, gvisor, the XDP_DROP sink) the identity is
+// Generated = received + VethDropped: veth counts a frame its XDP program
+// could not redirect (the socket's RX ring full, its fill ring empty) in
+// rx_dropped too, so the socket's own drop counters are a part of
+// VethDropped, not an addition to it. AF_PACKET adds its ring's drops.
+func (r Result) Unaccounted() int64 {
+	num := func(k string) int64 {
+		v, _ := r.Extra[k].(float64)
+		return int64(v)
+	}
+	received := int64(r.Packets)
+	if r.Mode == "l2fwd" {
+		received = num("rx_packets")
+	}
+	return int64(r.Generated) - received - num("drops") - int64(r.VethDropped)
 }
 
 // ParseResult reads the last non-empty line of out as a reference's JSON.
@@ -132,6 +161,13 @@ func Measure(r Run) (res Result, err error) {
 		return res, err
 	}
 	defer func() { err = errors.Join(err, lab.Close()) }()
+	// No IPv6: the kernel's own neighbour discovery would add frames the
+	// generator did not send.
+	for side := range 2 {
+		if _, err := lab.Run(side, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"); err != nil {
+			return res, err
+		}
+	}
 
 	rx := r.Mode != "txonly"
 	var hostSink, peerSink *trafficgen.Sink
@@ -160,12 +196,70 @@ func Measure(r Run) (res Result, err error) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+
+	// The reference (or, for XDP_DROP, the sink already attached) says when
+	// it is ready; only then does the generator start, so no frame goes
+	// where nothing counts it.
+	ready := make(chan struct{})
+	var cmd *exec.Cmd
+	var stdout, stderr bytes.Buffer
+	var stderrDone chan struct{}
+	if r.Binary == "" {
+		close(ready)
+	} else {
+		// A receiving reference runs on after the generator stops, so all
+		// frames are counted before it reports.
+		secs := r.Seconds
+		if rx {
+			secs += settleSeconds
+		}
+		args := append([]string{"-i", lab.Link[netlab.Host], "-m", r.Mode,
+			"-d", strconv.FormatFloat(secs, 'f', -1, 64),
+			"-s", strconv.Itoa(r.Size),
+			"--dst", lab.MAC[netlab.Peer].String(), "--src", lab.MAC[netlab.Host].String()}, r.Args...)
+		cmd = lab.Command(netlab.Host, r.Binary, args...)
+		if r.CPUs != "" {
+			cmd = exec.Command("taskset", append([]string{"-c", r.CPUs}, cmd.Args...)...)
+		}
+		cmd.Stdout = &stdout
+		pipe, err := cmd.StderrPipe()
+		if err != nil {
+			return res, err
+		}
+		if err := cmd.Start(); err != nil {
+			return res, fmt.Errorf("reftest: start %s: %w", r.Binary, err)
+		}
+		stderrDone = make(chan struct{})
+		go func() {
+			defer close(stderrDone)
+			sc := bufio.NewScanner(pipe)
+			for sc.Scan() {
+				if bytes.HasPrefix(sc.Bytes(), []byte("ready:")) {
+					select {
+					case <-ready:
+					default:
+						close(ready)
+					}
+					continue
+				}
+				stderr.Write(sc.Bytes())
+				stderr.WriteByte('\n')
+			}
+		}()
+	}
+
 	var gen sync.WaitGroup
-	var generated uint64
+	var generated, dropBase uint64
 	var genErr error
+	var genSeconds float64
 	if rx {
 		send, chunk, closeGen, err := newGenerator(lab, r)
 		if err != nil {
+			cancel()
+			if cmd != nil {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}
 			return res, err
 		}
 		defer closeGen()
@@ -185,15 +279,17 @@ func Measure(r Run) (res Result, err error) {
 					return
 				}
 			}
-			// Live frames sent before the reference attaches would be
-			// dropped by veth and counted nowhere.
-			if r.Generator != "packet" {
-				if err := waitXDP(ctx, lab); err != nil {
-					genErr = err
-					return
-				}
+			select {
+			case <-ready:
+			case <-ctx.Done():
+				return
 			}
-			for ctx.Err() == nil {
+			if dropBase, genErr = rxDropped(lab); genErr != nil {
+				return
+			}
+			start := time.Now()
+			defer func() { genSeconds = time.Since(start).Seconds() }()
+			for ctx.Err() == nil && time.Since(start).Seconds() < r.Seconds {
 				n, err := send(frame, chunk)
 				generated += uint64(n)
 				if err != nil {
@@ -205,30 +301,28 @@ func Measure(r Run) (res Result, err error) {
 	}
 
 	if r.Binary == "" {
-		res, err = measureSink(ctx, hostSink, r.Seconds)
+		// The kernel's XDP_DROP: what the sink counted while the generator ran.
+		gen.Wait()
+		var n uint64
+		n, err = hostSink.Count()
+		res = Result{System: "xdp-drop", Mode: "rxdrop", Packets: n, Seconds: genSeconds,
+			PPS: float64(n) / genSeconds, Extra: map[string]any{}}
 	} else {
-		args := append([]string{"-i", lab.Link[netlab.Host], "-m", r.Mode,
-			"-d", strconv.FormatFloat(r.Seconds, 'f', -1, 64),
-			"-s", strconv.Itoa(r.Size),
-			"--dst", lab.MAC[netlab.Peer].String(), "--src", lab.MAC[netlab.Host].String()}, r.Args...)
-		var out []byte
-		cmd := lab.Command(netlab.Host, r.Binary, args...)
-		if r.CPUs != "" {
-			cmd = exec.Command("taskset", append([]string{"-c", r.CPUs}, cmd.Args...)...)
-		}
-		out, err = cmd.Output()
-		if err != nil {
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				err = fmt.Errorf("reftest: %s %v: %w: %s", r.Binary, args, err, ee.Stderr)
-			}
+		<-stderrDone
+		if err = cmd.Wait(); err != nil {
+			err = fmt.Errorf("reftest: %s: %w: %s", strings.Join(cmd.Args, " "), err, stderr.Bytes())
 		} else {
-			res, err = ParseResult(out)
+			res, err = ParseResult(stdout.Bytes())
 		}
 	}
 	cancel()
 	gen.Wait()
 	res.Generated = generated
+	if rx && genErr == nil && err == nil {
+		d, derr := rxDropped(lab)
+		err = derr
+		res.VethDropped = d - dropBase
+	}
 	if peerSink != nil {
 		time.Sleep(50 * time.Millisecond) // let the last frames land
 		res.Arrived, _ = peerSink.Count()
@@ -287,43 +381,19 @@ func pinThread(cpu string) error {
 	return nil
 }
 
-// waitXDP waits until the host end of the lab has an XDP program attached.
-func waitXDP(ctx context.Context, lab *netlab.Lab) error {
-	for ctx.Err() == nil {
-		attached := false
-		err := lab.Do(netlab.Host, func() error {
-			l, err := netlink.LinkByIndex(lab.Index[netlab.Host])
-			if err != nil {
-				return err
-			}
-			attached = l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
-			return nil
-		})
-		if err != nil || attached {
-			return err
+// rxDropped reads the host end's rx_dropped, where veth counts the frames
+// its peer's XDP_TX could not queue (peer_tq_xdp_xmit_err).
+func rxDropped(lab *netlab.Lab) (uint64, error) {
+	var n uint64
+	err := lab.Do(netlab.Host, func() error {
+		l, err := netlink.LinkByIndex(lab.Index[netlab.Host])
+		if err != nil {
+			return fmt.Errorf("reftest: read %s statistics: %w", lab.Link[netlab.Host], err)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return nil
-}
-
-// measureSink counts what an XDP_DROP sink sees during the run.
-func measureSink(ctx context.Context, s *trafficgen.Sink, seconds float64) (Result, error) {
-	time.Sleep(100 * time.Millisecond) // let the generator get going
-	before, err := s.Count()
-	if err != nil {
-		return Result{}, err
-	}
-	start := time.Now()
-	select {
-	case <-time.After(time.Duration(seconds * float64(time.Second))):
-	case <-ctx.Done():
-	}
-	after, err := s.Count()
-	el := time.Since(start).Seconds()
-	if err != nil {
-		return Result{}, err
-	}
-	n := after - before
-	return Result{System: "xdp-drop", Mode: "rxdrop", Packets: n, Seconds: el, PPS: float64(n) / el}, nil
+		if st := l.Attrs().Statistics; st != nil {
+			n = st.RxDropped
+		}
+		return nil
+	})
+	return n, err
 }

@@ -35,6 +35,7 @@ struct xsk {
 	uint32_t frame_nb;    /* txonly: next frame to send from */
 	uint64_t rx_pkts, rx_bytes, tx_pkts, tx_bytes;
 	uint64_t wakeups;
+	struct ref_clock clock;
 };
 
 static struct ref_opts opt;
@@ -90,6 +91,7 @@ static void rx_drop(struct xsk *x)
 	xsk_ring_prod__submit(&x->fq, n);
 	xsk_ring_cons__release(&x->rx, n);
 	x->rx_pkts += n;
+	ref_mark(&x->clock);
 }
 
 static void complete_tx_only(struct xsk *x)
@@ -178,6 +180,7 @@ static void l2fwd(struct xsk *x)
 	xsk_ring_cons__release(&x->rx, n);
 	x->outstanding += n;
 	x->rx_pkts += n;
+	ref_mark(&x->clock);
 }
 
 static void setup(struct xsk *x)
@@ -229,8 +232,9 @@ int main(int argc, char **argv)
 	ref_parse(argc, argv, &opt, 3);
 	setup(&x);
 
+	ref_ready("xsk-c", ref_mode_names[opt.mode]);
 	ref_start_timer(opt.seconds);
-	double start = ref_now();
+	x.clock.start = ref_now();
 	while (!ref_stop) {
 		switch (opt.mode) {
 		case MODE_RXDROP: rx_drop(&x); break;
@@ -238,8 +242,6 @@ int main(int argc, char **argv)
 		case MODE_L2FWD: l2fwd(&x); break;
 		}
 	}
-	double secs = ref_now() - start;
-
 	struct xdp_statistics st = { 0 };
 	socklen_t slen = sizeof(st);
 	if (getsockopt(x.fd, SOL_XDP, XDP_STATISTICS, &st, &slen))
@@ -260,7 +262,7 @@ int main(int argc, char **argv)
 		 (unsigned long long)st.rx_fill_ring_empty_descs, (unsigned long long)st.tx_ring_empty_descs);
 	uint64_t pkts = opt.mode == MODE_RXDROP ? x.rx_pkts : x.tx_pkts;
 	uint64_t bytes = opt.mode == MODE_RXDROP ? x.rx_bytes : x.tx_bytes;
-	ref_report("xsk-c", opt.mode, pkts, bytes, secs, extra);
+	ref_report("xsk-c", opt.mode, pkts, bytes, &x.clock, extra);
 
 	xsk_socket__delete(x.sock);
 	xsk_umem__delete(x.umem);
