@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -36,22 +37,31 @@ func main() {
 func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := newRoot()
+	return execute(ctx, args, os.Stdout, os.Stderr)
+}
+
+// execute runs the command line args with its output going to stdout and
+// stderr and returns the exit code; ctx ending (a signal) stops long-running
+// subcommands, which then tear down what they built.
+func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stderr)
 	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(os.Stderr, "virtif-xdp: %v\n", err)
+	fmt.Fprintf(stderr, "virtif-xdp: %v\n", err)
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintln(os.Stderr, "run 'virtif-xdp --help' for usage")
+		fmt.Fprintln(stderr, "run 'virtif-xdp --help' for usage")
 		return exitUsage
 	}
 	return exitFailure
 }
 
-func newRoot() *cobra.Command {
+func newRoot(stderr io.Writer) *cobra.Command {
 	var verbose bool
 	root := &cobra.Command{
 		Use:   "virtif-xdp",
@@ -70,12 +80,15 @@ it, checks traffic both ways and tears everything down.`,
 			if verbose {
 				level = slog.LevelDebug
 			}
-			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+			slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})))
 		},
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug detail to stderr")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newLabCmd())
+	root.AddCommand(newLabCmd(), newDemoCmd(), newCaptureCmd())
+	for _, m := range benchModes {
+		root.AddCommand(newBenchCmd(m))
+	}
 	return root
 }
 

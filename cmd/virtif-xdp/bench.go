@@ -1,0 +1,457 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
+	"github.com/virtif-xdp/virtif-xdp/virtif"
+)
+
+// benchMode is one of the classic AF_XDP benchmark modes (the kernel's
+// samples/bpf/xdpsock and libxdp's xdpsock: rxdrop, txonly, l2fwd), run
+// through the whole virtif path.
+type benchMode struct {
+	name, short, long string
+	rx, tx            bool
+}
+
+var benchModes = []benchMode{
+	{name: "rxdrop", rx: true,
+		short: "Receive on a vif and drop: the receive path's rate",
+		long: `rxdrop brings up vif0 on the NIC; its input handler drops every frame the
+vif accepts (the interface counts it first). Send frames to the vif's MAC
+(--mac) from elsewhere, or use --promisc to take every frame the host does not
+own an address for.`},
+	{name: "txonly", tx: true,
+		short: "Send prebuilt UDP frames from a vif as fast as it goes",
+		long: `txonly brings up vif0 on the NIC and sends --size byte UDP frames
+(198.18.0.3:9 -> 198.18.0.2:9) to --dst in batches of --batch frames
+(OutputBatch: one kernel kick per batch). The frames are built once:
+nothing is allocated per frame.`},
+	{name: "l2fwd", rx: true, tx: true,
+		short: "Send every received frame back with its MACs swapped",
+		long: `l2fwd brings up vif0 on the NIC; its input handler swaps the source and
+destination MAC of every frame it accepts and sends it back out, gathered in
+batches of --batch frames (OutputBatch) that go when full, or within a
+millisecond when traffic pauses.`},
+}
+
+// benchFlags are the flags of rxdrop, txonly and l2fwd.
+type benchFlags struct {
+	vifFlags
+	size  int
+	dst   string
+	batch int
+	json  bool
+
+	dstMAC net.HardwareAddr
+}
+
+const defaultDst = "02:00:00:00:00:02"
+
+func newBenchCmd(m benchMode) *cobra.Command {
+	var f benchFlags
+	cmd := &cobra.Command{
+		Use:   m.name + " --link xdp:IFNAME[,...] [flags]",
+		Short: m.short,
+		Long: m.long + `
+
+It prints a line per second (to stderr with --json, else stdout) and a
+summary at the end; --json makes the summary one JSON object on stdout.
+Ctrl-C or SIGTERM ends the run early; the vif is destroyed and its XDP
+program taken off the NIC either way.`,
+		Example: fmt.Sprintf(`  virtif-xdp lab up
+  ip netns exec vxlab-h virtif-xdp %s --link xdp:vxlabh --duration 5s
+  virtif-xdp %s --netns vxlab-h --link xdp:vxlabh --json`, m.name, m.name),
+		Args: cobraArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := f.check(true); err != nil {
+				return err
+			}
+			if f.size < trafficgen.MinFrame || f.size > 9018 {
+				return usagef("--size %d: must be %d..9018 bytes", f.size, trafficgen.MinFrame)
+			}
+			if f.batch < 1 || f.batch > 4096 {
+				return usagef("--batch %d: must be 1..4096", f.batch)
+			}
+			hw, err := net.ParseMAC(f.dst)
+			if err != nil || len(hw) != 6 {
+				return usagef("--dst %q: not a 6-byte MAC", f.dst)
+			}
+			f.dstMAC = hw
+			return runBench(cmd, m, &f)
+		},
+	}
+	fs := cmd.Flags()
+	f.register(fs, 10*time.Second, "how long to run (0: until Ctrl-C)")
+	if m.tx && !m.rx {
+		fs.IntVar(&f.size, "size", 64, "frame size in bytes, without the FCS")
+		fs.StringVar(&f.dst, "dst", defaultDst, "destination MAC of the frames sent")
+	} else {
+		f.size = 64
+		f.dst = defaultDst
+	}
+	if m.tx {
+		fs.IntVar(&f.batch, "batch", 64, "frames per OutputBatch call (one kernel kick each)")
+	} else {
+		f.batch = 64
+	}
+	fs.BoolVar(&f.json, "json", false, "print the summary as one JSON object on stdout")
+	return cmd
+}
+
+// benchSummary is the summary a run prints (and --json emits).
+type benchSummary struct {
+	Mode    string  `json:"mode"`
+	Link    string  `json:"link"`
+	Vif     string  `json:"vif"`
+	MAC     string  `json:"mac"`
+	Attach  string  `json:"attach"`
+	Bind    string  `json:"bind"`
+	Queues  []int   `json:"queues"`
+	Seconds float64 `json:"seconds"`
+	// Packets and Bytes are what the mode moved: frames received (rxdrop),
+	// sent (txonly) or forwarded (l2fwd), since the vif came up.
+	Packets   uint64            `json:"packets"`
+	Bytes     uint64            `json:"bytes"`
+	PPS       float64           `json:"pps"`
+	Mbps      float64           `json:"mbps"`
+	RXPackets uint64            `json:"rx_packets"`
+	TXPackets uint64            `json:"tx_packets"`
+	Drops     map[string]uint64 `json:"drops"`
+	Counters  map[string]uint64 `json:"counters"`
+}
+
+func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
+	ctx := cmd.Context()
+	var fwd *forwarder
+	var input virtif.Input = func([]byte, bool) {}
+	if m.rx && m.tx {
+		fwd = newForwarder(f.batch)
+		input = fwd.input
+	}
+	v, err := openVif(vifSetup{link: f.link, netns: f.netns, mac: f.hw, promisc: f.promisc, input: input})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := v.Close(); err != nil {
+			slog.Error("closing the vif", "err", err)
+		}
+	}()
+	stopMetrics, err := startMetrics(f.metrics, m.name, v)
+	if err != nil {
+		return fmt.Errorf("--metrics: %w", err)
+	}
+	defer stopMetrics()
+
+	live := cmd.OutOrStdout()
+	if f.json {
+		live = cmd.ErrOrStderr()
+	}
+	info := v.be.Info()
+	slog.Info("running", "mode", m.name, "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr(), "link", f.link,
+		"attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration)
+
+	start := time.Now()
+	var sendErr error
+	var sender sync.WaitGroup
+	stopSend := make(chan struct{})
+	var stopFlag atomic.Bool
+	if m.tx && !m.rx {
+		sender.Add(1)
+		go func() {
+			defer sender.Done()
+			sendErr = txLoop(v.ifc, f, &stopFlag)
+			if sendErr != nil {
+				close(stopSend)
+			}
+		}()
+	}
+	if fwd != nil {
+		fwd.start(v.ifc)
+	}
+	prev := v.ifc.Stats()
+	prevT := time.Duration(0)
+	err = runFor(ctx, f.duration, v, stopSend, func(el time.Duration) {
+		cur := v.ifc.Stats()
+		printLive(live, m, el, el-prevT, prev, cur)
+		prev, prevT = cur, el
+	})
+	stopFlag.Store(true)
+	sender.Wait()
+	if fwd != nil {
+		fwd.stop()
+	}
+	elapsed := time.Since(start)
+	if err == nil && sendErr != nil {
+		err = sendErr
+	}
+	sum := summarize(m, f, v, elapsed)
+	if f.json {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		if jerr := enc.Encode(sum); jerr != nil {
+			return jerr
+		}
+	} else {
+		printSummary(cmd.OutOrStdout(), sum)
+	}
+	return err
+}
+
+// txLoop sends the prebuilt batch until stop is set. ENOBUFS (no free UMEM
+// frame: the kernel is behind) is back-pressure, counted by the interface.
+func txLoop(ifc *virtif.Interface, f *benchFlags, stop *atomic.Bool) error {
+	src := ifc.HardwareAddr()
+	frames := make([][][]byte, f.batch)
+	for i := range frames {
+		fr := trafficgen.UDPFrame(f.dstMAC, src, netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.2"), 9, 9, f.size)
+		trafficgen.SetSeq(fr, uint64(i))
+		frames[i] = [][]byte{fr}
+	}
+	for !stop.Load() {
+		sent := 0
+		for sent < len(frames) {
+			n, err := ifc.OutputBatch(frames[sent:])
+			sent += n
+			if err == nil {
+				break
+			}
+			if errors.Is(err, unix.ENOBUFS) {
+				sent++ // that frame was counted as dropped; go on
+				continue
+			}
+			if isGone(err) && stop.Load() {
+				return nil
+			}
+			return fmt.Errorf("txonly: %w", err)
+		}
+	}
+	return nil
+}
+
+// forwarder is l2fwd's input handler: it copies each frame with its MACs
+// swapped into a preallocated batch and sends the batch when it is full.
+// A frame is only valid during the input call, so it cannot be queued
+// without a copy; a ticker sends a partial batch when traffic pauses.
+type forwarder struct {
+	mu     sync.Mutex
+	ifc    *virtif.Interface
+	bufs   [][]byte
+	frames [][][]byte
+	n      int
+	errs   atomic.Uint64 // send errors other than back-pressure
+	done   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// maxFwdFrame is the largest frame l2fwd forwards: a 4096-byte UMEM frame.
+const maxFwdFrame = 4096
+
+func newForwarder(batch int) *forwarder {
+	f := &forwarder{bufs: make([][]byte, batch), frames: make([][][]byte, batch), done: make(chan struct{})}
+	mem := make([]byte, batch*maxFwdFrame)
+	for i := range f.bufs {
+		f.bufs[i] = mem[i*maxFwdFrame : (i+1)*maxFwdFrame : (i+1)*maxFwdFrame]
+		f.frames[i] = make([][]byte, 1)
+	}
+	return f
+}
+
+func (f *forwarder) start(ifc *virtif.Interface) {
+	f.mu.Lock()
+	f.ifc = ifc
+	f.mu.Unlock()
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-f.done:
+				return
+			case <-t.C:
+				f.mu.Lock()
+				f.flushLocked()
+				f.mu.Unlock()
+			}
+		}
+	}()
+}
+
+func (f *forwarder) stop() {
+	close(f.done)
+	f.wg.Wait()
+	f.mu.Lock()
+	f.flushLocked()
+	f.ifc = nil
+	f.mu.Unlock()
+}
+
+func (f *forwarder) input(frame []byte, _ bool) {
+	if len(frame) < 14 || len(frame) > maxFwdFrame {
+		return
+	}
+	f.mu.Lock()
+	if f.ifc == nil {
+		f.mu.Unlock()
+		return
+	}
+	b := f.bufs[f.n][:len(frame)]
+	copy(b[0:6], frame[6:12])
+	copy(b[6:12], frame[0:6])
+	copy(b[12:], frame[12:])
+	f.frames[f.n][0] = b
+	f.n++
+	if f.n == len(f.frames) {
+		f.flushLocked()
+	}
+	f.mu.Unlock()
+}
+
+func (f *forwarder) flushLocked() {
+	if f.n == 0 || f.ifc == nil {
+		return
+	}
+	for sent := 0; sent < f.n; {
+		k, err := f.ifc.OutputBatch(f.frames[sent:f.n])
+		sent += k
+		if err == nil {
+			break
+		}
+		sent++ // counted by the interface as an error or drop
+		if !errors.Is(err, unix.ENOBUFS) {
+			f.errs.Add(1)
+		}
+	}
+	f.n = 0
+}
+
+// counterMap flattens the stats into name → value.
+func counterMap(st virtif.Stats) map[string]uint64 {
+	m := map[string]uint64{
+		"ipackets": st.IPackets, "ibytes": st.IBytes, "ierrors": st.IErrors, "idrops": st.IDrops,
+		"ifiltered": st.IFiltered, "inohandler": st.INoHandler, "imcasts": st.IMcasts,
+		"opackets": st.OPackets, "obytes": st.OBytes, "oerrors": st.OErrors, "odrops": st.ODrops,
+		"omcasts": st.OMcasts, "coalesced": st.Coalesced,
+	}
+	for _, s := range st.Backend {
+		m[s.Name] = s.Value
+	}
+	return m
+}
+
+// dropNames are the counters that say a frame was lost, and where.
+var dropNames = []string{
+	"idrops", "ierrors", "oerrors", "odrops",
+	"xsk_rx_dropped", "xsk_rx_ring_full", "xsk_rx_fill_ring_empty", "xsk_rx_invalid_descs", "xsk_tx_invalid_descs",
+	"xdp_nosocket", "rx_unclaimed", "rx_untagged",
+	"tx_ring_full_drops", "tx_no_frame", "tx_too_big", "tx_kick_errors",
+}
+
+func summarize(m benchMode, f *benchFlags, v *vif, elapsed time.Duration) benchSummary {
+	st := v.ifc.Stats()
+	info := v.be.Info()
+	all := counterMap(st)
+	s := benchSummary{
+		Mode: m.name, Link: f.link, Vif: v.ifc.Name(), MAC: v.ifc.HardwareAddr().String(),
+		Attach: info.Attach, Bind: info.Mode, Queues: info.Queues,
+		Seconds:   elapsed.Seconds(),
+		RXPackets: st.IPackets, TXPackets: st.OPackets,
+		Drops: map[string]uint64{}, Counters: all,
+	}
+	if m.tx {
+		s.Packets, s.Bytes = st.OPackets, st.OBytes
+	} else {
+		s.Packets, s.Bytes = st.IPackets, st.IBytes
+	}
+	for _, n := range dropNames {
+		if val, ok := all[n]; ok {
+			s.Drops[n] = val
+		}
+	}
+	if s.Seconds > 0 {
+		s.PPS = float64(s.Packets) / s.Seconds
+		s.Mbps = float64(s.Bytes) * 8 / s.Seconds / 1e6
+	}
+	return s
+}
+
+// printLive prints one line of per-second rates and the drops that grew.
+func printLive(w io.Writer, m benchMode, el, dt time.Duration, prev, cur virtif.Stats) {
+	sec := dt.Seconds()
+	if sec <= 0 {
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%6.1fs", el.Seconds())
+	if m.rx {
+		fmt.Fprintf(&b, "  rx %s pps %8.1f Mbit/s", fmtRate(float64(cur.IPackets-prev.IPackets)/sec),
+			float64(cur.IBytes-prev.IBytes)*8/sec/1e6)
+	}
+	if m.tx {
+		fmt.Fprintf(&b, "  tx %s pps %8.1f Mbit/s", fmtRate(float64(cur.OPackets-prev.OPackets)/sec),
+			float64(cur.OBytes-prev.OBytes)*8/sec/1e6)
+	}
+	pm, cm := counterMap(prev), counterMap(cur)
+	var grew []string
+	for _, n := range dropNames {
+		if d := cm[n] - pm[n]; d > 0 {
+			grew = append(grew, fmt.Sprintf("%s +%d", n, d))
+		}
+	}
+	if len(grew) == 0 {
+		b.WriteString("  drops: none")
+	} else {
+		b.WriteString("  drops: " + strings.Join(grew, ", "))
+	}
+	fmt.Fprintln(w, b.String())
+}
+
+func fmtRate(pps float64) string {
+	switch {
+	case pps >= 1e6:
+		return fmt.Sprintf("%7.3fM", pps/1e6)
+	case pps >= 1e3:
+		return fmt.Sprintf("%7.1fk", pps/1e3)
+	}
+	return fmt.Sprintf("%8.0f", pps)
+}
+
+func printSummary(w io.Writer, s benchSummary) {
+	fmt.Fprintf(w, "%s on %s (%s %s, attach %s, bind %s, queues %s): %d packets, %d bytes in %.2fs = %s pps, %.1f Mbit/s\n",
+		s.Mode, s.Link, s.Vif, s.MAC, s.Attach, s.Bind, intsString(s.Queues), s.Packets, s.Bytes, s.Seconds,
+		strings.TrimSpace(fmtRate(s.PPS)), s.Mbps)
+	fmt.Fprintf(w, "  received %d, sent %d\n", s.RXPackets, s.TXPackets)
+	names := make([]string, 0, len(s.Drops))
+	for n, v := range s.Drops {
+		if v > 0 {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		fmt.Fprintln(w, "  drops: none")
+		return
+	}
+	fmt.Fprint(w, "  drops:")
+	for _, n := range names {
+		fmt.Fprintf(w, " %s %d", n, s.Drops[n])
+	}
+	fmt.Fprintln(w)
+}
