@@ -4,22 +4,39 @@ GO        ?= go
 PKGS      ?= ./...
 FUZZTIME  ?= 5s
 # Debian packages the tests use at run time (tcpdump reads our pcap files,
-# ping and ip drive the labs).
+# ping and ip drive the labs). bench/deps.sh adds the C toolchain and libxdp
+# for the reference programs; bpf/generate.sh adds clang-14 for the BPF check.
 TEST_DEBS := tcpdump iputils-ping iproute2
 
-.PHONY: all build test unit race fuzz vet lint bench deps generate clean
+.PHONY: all build test race fuzz vet lint bench deps generate bpfcheck demo clean
 
 all: build
 
 build:
 	$(GO) build $(PKGS)
+	$(GO) build -o virtif-xdp ./cmd/virtif-xdp
 
+# The main job: builds a veth lab, runs vif0 on it over AF_XDP, checks
+# traffic both ways, prints what happened and tears the lab down.
+demo: build
+	./virtif-xdp demo
+
+# Installs, on a fresh Debian machine, what the tests and benchmarks call.
 deps:
 	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	sh bench/deps.sh
+
+# Regenerates the XDP object from bpf/steer.c (installs clang-14 if missing).
+generate:
+	bpf/generate.sh
+
+# Fails if the committed XDP object is not what bpf/steer.c compiles to.
+bpfcheck:
+	bpf/generate.sh --check
 
 vet:
 	$(GO) vet $(PKGS)
@@ -41,7 +58,7 @@ fuzz:
 		done; \
 	done
 
-test: deps lint race fuzz
+test: deps lint bpfcheck race fuzz
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

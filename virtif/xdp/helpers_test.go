@@ -80,7 +80,7 @@ type testVif struct {
 
 // newVif creates a vif on the lab's host-side veth with link options opts
 // ("" or ",key=value...") and brings it up.
-func newVif(t *testing.T, lab *netlab.Lab, c *virtif.Cloner, opts string) *testVif {
+func newVif(t testing.TB, lab *netlab.Lab, c *virtif.Cloner, opts string) *testVif {
 	t.Helper()
 	if c == nil {
 		var err error
@@ -112,7 +112,7 @@ func newVif(t *testing.T, lab *netlab.Lab, c *virtif.Cloner, opts string) *testV
 // rawSock is an AF_PACKET socket on one side of the lab.
 type rawSock struct{ fd int }
 
-func openRaw(t *testing.T, lab *netlab.Lab, side int) *rawSock {
+func openRaw(t testing.TB, lab *netlab.Lab, side int) *rawSock {
 	t.Helper()
 	var r rawSock
 	err := lab.Do(side, func() error {
