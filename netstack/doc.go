@@ -1,0 +1,69 @@
+// Package netstack puts gVisor's userspace TCP/IP stack (gvisor.dev/gvisor/pkg/tcpip)
+// on a virtif interface, as the rump kernel puts its TCP/IP stack on if_virt:
+// a program gets its own IPv4/IPv6 host on a NIC whose host kernel keeps its
+// own traffic.
+//
+// # Wiring
+//
+// Three layers, each usable alone:
+//
+//	Endpoint  a stack.LinkEndpoint over a *virtif.Interface: Ethernet framing,
+//	          the interface's MTU and MAC, receive through SetInput, send
+//	          through OutputBatch
+//	Stack     a gVisor stack (IPv4, IPv6, ARP, ICMP, TCP, UDP) with one NIC on
+//	          an Endpoint; AddAddress registers each address with the
+//	          interface so the XDP program steers its traffic to the vif
+//	Host      a Stack with addresses, a gateway, a TCP echo and discard
+//	          service and an HTTP status page: what `virtif-xdp run` serves
+//
+// A host on a shared NIC, in the NIC's network namespace:
+//
+//	c, _ := virtif.NewCloner(virtif.ClonerConfig{})
+//	ifc, _ := c.Create()
+//	_ = ifc.SetLinkStr("xdp:eth0")          // import _ ".../virtif/xdp"
+//	h, err := netstack.NewHost(ifc, netstack.HostConfig{
+//		Addrs:    []netip.Prefix{netip.MustParsePrefix("198.18.0.3/24")},
+//		EchoPort: 7, HTTPAddr: ":80",
+//	})
+//	...
+//	h.Close(); c.Close()
+//
+// # Receive: one copy
+//
+// The interface hands a frame up valid only for the duration of the call (on
+// the XDP backend it is a slice of the UMEM, returned to the kernel right
+// after), while a gVisor PacketBuffer must own its bytes. So each frame is
+// copied exactly once, into a pooled gVisor buffer (buffer.MakeWithData), and
+// dispatched on the backend's receive goroutine; nothing else copies it.
+// Sends are not copied here: each packet's views become the segments of one
+// frame in an OutputBatch (the XDP backend then copies them into its UMEM,
+// as the kernel would copy into an skb).
+//
+// # Addresses and neighbour discovery on a shared NIC
+//
+// The XDP program gives the host kernel every frame that is not a vif's.
+// For the stack to be reachable:
+//   - IPv4: AddAddress calls Interface.AddIPv4, so ARP requests for the
+//     address (broadcast frames) are steered to the vif; replies to the stack's
+//     own ARP requests come to its MAC.
+//   - IPv6: AddAddress joins the address's solicited-node group
+//     (33:33:ff + the low 24 bits), where neighbour solicitations are sent.
+//
+// Multicast limitation: the XDP program can steer a multicast MAC to one
+// vif per NIC only, and the host kernel then no longer sees it. Joining a
+// group another vif holds fails with EEXIST: two vifs on one NIC cannot have
+// IPv6 addresses with the same low 24 bits, and the host kernel's own address
+// must not share them either (it would stop hearing its solicitations). For
+// the same reason the all-nodes group (ff02::1) is joined only on request
+// (StackConfig.AllNodes); without it the stack misses router advertisements
+// and unsolicited neighbour advertisements, which a statically configured
+// host does not need.
+//
+// # Checksums on veth
+//
+// A kernel sending through a veth leaves TCP and UDP checksums unfinished
+// (CHECKSUM_PARTIAL), and XDP sees them that way. Either turn transmit
+// checksum offload off on the sending side (ethtool -K PEER tx off) or set
+// EndpointOptions.RXChecksumOffload to make the stack trust received
+// checksums. Real NICs deliver finished checksums.
+package netstack

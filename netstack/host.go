@@ -1,0 +1,285 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/virtif"
+)
+
+// HostConfig shapes a Host.
+type HostConfig struct {
+	// Addrs are the host's addresses, IPv4 and IPv6 (at least one).
+	Addrs []netip.Prefix
+	// Gateway, if valid, is the default route of its family.
+	Gateway netip.Addr
+	// EchoPort, if > 0, runs a TCP echo service (RFC 862) on that port.
+	EchoPort int
+	// DiscardPort, if > 0, runs a TCP discard service (RFC 863) on that
+	// port: a sink for bulk-transfer benchmarks.
+	DiscardPort int
+	// HTTPAddr, if set, serves the status page on it: ":80" listens on every
+	// address, "0.0.0.0:80" on every IPv4 one, "[::]:80" on every address
+	// (gVisor's IPv6 sockets are dual-stack), "198.18.0.3:8080" on one.
+	HTTPAddr string
+	// StatusFunc, if set, adds its text to the status page.
+	StatusFunc func(w io.Writer)
+	// Stack shapes the stack.
+	Stack StackConfig
+}
+
+// Host is a userspace host on a virtif interface: a Stack with its
+// addresses, answering ping (IPv4 and IPv6, the stack does that itself) and
+// running the services HostConfig asks for.
+type Host struct {
+	st  *Stack
+	cfg HostConfig
+
+	lns   []net.Listener // echo and discard
+	srv   *http.Server
+	httpL []net.Listener
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewHost brings ifc up, puts a Stack on it with cfg's addresses and routes,
+// and starts the services. ifc must have its backend (ENXIO otherwise); EINVAL
+// without addresses or for a bad HTTPAddr. Close stops everything and leaves
+// ifc open (and up).
+func NewHost(ifc *virtif.Interface, cfg HostConfig) (h *Host, err error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, fmt.Errorf("netstack: new host: no address: %w", unix.EINVAL)
+	}
+	var httpAPs []netip.AddrPort
+	if cfg.HTTPAddr != "" {
+		if httpAPs, err = parseListenAddr(cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("netstack: new host: http address %q: %w", cfg.HTTPAddr, err)
+		}
+	}
+	st, err := NewStack(ifc, cfg.Stack)
+	if err != nil {
+		return nil, err
+	}
+	host := &Host{st: st, cfg: cfg, conns: map[net.Conn]struct{}{}}
+	defer func() {
+		if err != nil {
+			_ = host.Close()
+		}
+	}()
+	h = host
+	if err := ifc.Up(); err != nil {
+		return nil, fmt.Errorf("netstack: new host: %w", err)
+	}
+	var has6 bool
+	for _, p := range cfg.Addrs {
+		if err := st.AddAddress(p); err != nil {
+			return nil, err
+		}
+		has6 = has6 || p.Addr().Is6() && !p.Addr().Is4In6()
+	}
+	if cfg.Gateway.IsValid() {
+		if err := st.SetGateway(cfg.Gateway); err != nil {
+			return nil, err
+		}
+	}
+	// gVisor's IPv6 sockets are dual-stack: one on [::] serves IPv4 too.
+	unspec := netip.IPv4Unspecified()
+	if has6 {
+		unspec = netip.IPv6Unspecified()
+	}
+	for _, svc := range []struct {
+		port  int
+		serve func(net.Conn)
+	}{{cfg.EchoPort, echo}, {cfg.DiscardPort, discard}} {
+		if svc.port <= 0 {
+			continue
+		}
+		if svc.port > 65535 {
+			return nil, fmt.Errorf("netstack: new host: port %d: %w", svc.port, unix.EINVAL)
+		}
+		l, err := st.ListenTCP(netip.AddrPortFrom(unspec, uint16(svc.port)))
+		if err != nil {
+			return nil, err
+		}
+		h.lns = append(h.lns, l)
+		h.wg.Add(1)
+		go h.acceptLoop(l, svc.serve)
+	}
+	if len(httpAPs) > 0 {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/", h.serveStatus)
+		h.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		for _, ap := range httpAPs {
+			if !ap.Addr().IsValid() {
+				ap = netip.AddrPortFrom(unspec, ap.Port())
+			}
+			l, err := st.ListenTCP(ap)
+			if err != nil {
+				return nil, err
+			}
+			h.httpL = append(h.httpL, l)
+			h.wg.Add(1)
+			go func() {
+				defer h.wg.Done()
+				_ = h.srv.Serve(l) // returns http.ErrServerClosed at Close
+			}()
+		}
+	}
+	return h, nil
+}
+
+// parseListenAddr turns ":80", "0.0.0.0:80", "[::]:80" or "ip:port" into
+// the addresses to listen on.
+func parseListenAddr(s string) ([]netip.AddrPort, error) {
+	hostPart, portPart, err := net.SplitHostPort(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", unix.EINVAL, err)
+	}
+	port, err := strconv.ParseUint(portPart, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("bad port: %w", unix.EINVAL)
+	}
+	if hostPart == "" { // every address: filled in once the families are known
+		return []netip.AddrPort{netip.AddrPortFrom(netip.Addr{}, uint16(port))}, nil
+	}
+	a, err := netip.ParseAddr(hostPart)
+	if err != nil {
+		return nil, fmt.Errorf("bad address: %w", unix.EINVAL)
+	}
+	return []netip.AddrPort{netip.AddrPortFrom(a.Unmap(), uint16(port))}, nil
+}
+
+// Stack is the host's stack.
+func (h *Host) Stack() *Stack { return h.st }
+
+// HTTPAddrs are the addresses the status page is served on.
+func (h *Host) HTTPAddrs() []net.Addr {
+	var out []net.Addr
+	for _, l := range h.httpL {
+		out = append(out, l.Addr())
+	}
+	return out
+}
+
+func (h *Host) acceptLoop(l net.Listener, serve func(net.Conn)) {
+	defer h.wg.Done()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return // the listener was closed
+		}
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		h.conns[c] = struct{}{}
+		h.wg.Add(1)
+		h.mu.Unlock()
+		go func() {
+			defer h.wg.Done()
+			serve(c)
+			_ = c.Close()
+			h.mu.Lock()
+			delete(h.conns, c)
+			h.mu.Unlock()
+		}()
+	}
+}
+
+func echo(c net.Conn)    { _, _ = io.Copy(c, c) }
+func discard(c net.Conn) { _, _ = io.Copy(io.Discard, c) }
+
+// WriteStatus writes the status page's text: the interface, its addresses
+// and counters, and StatusFunc's text.
+func (h *Host) WriteStatus(w io.Writer) {
+	ifc := h.st.Interface()
+	st := ifc.Stats()
+	fmt.Fprintf(w, "interface %s  mac %s  mtu %d  flags %s\n", ifc.Name(), ifc.HardwareAddr(), ifc.MTU(), ifc.Flags())
+	link, _ := ifc.LinkStr()
+	fmt.Fprintf(w, "link %s\n", link)
+	for _, p := range h.st.Addresses() {
+		fmt.Fprintf(w, "inet %s\n", p)
+	}
+	fmt.Fprintf(w, "rx packets %d bytes %d errors %d drops %d multicast %d\n", st.IPackets, st.IBytes, st.IErrors, st.IDrops, st.IMcasts)
+	fmt.Fprintf(w, "tx packets %d bytes %d errors %d drops %d multicast %d\n", st.OPackets, st.OBytes, st.OErrors, st.ODrops, st.OMcasts)
+	for _, b := range st.Backend {
+		fmt.Fprintf(w, "%s %d\n", b.Name, b.Value)
+	}
+	ss := h.st.Netstack().Stats()
+	fmt.Fprintf(w, "tcp active %d passive %d established %d resets-sent %d\n",
+		ss.TCP.ActiveConnectionOpenings.Value(), ss.TCP.PassiveConnectionOpenings.Value(),
+		ss.TCP.CurrentEstablished.Value(), ss.TCP.ResetsSent.Value())
+	fmt.Fprintf(w, "icmp4 echo-requests %d echo-replies-sent %d  icmp6 echo-requests %d echo-replies-sent %d\n",
+		ss.ICMP.V4.PacketsReceived.EchoRequest.Value(), ss.ICMP.V4.PacketsSent.EchoReply.Value(),
+		ss.ICMP.V6.PacketsReceived.EchoRequest.Value(), ss.ICMP.V6.PacketsSent.EchoReply.Value())
+	if h.cfg.StatusFunc != nil {
+		h.cfg.StatusFunc(w)
+	}
+}
+
+func (h *Host) serveStatus(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/" {
+		http.NotFound(w, r)
+		return
+	}
+	var b bytesBuffer
+	h.WriteStatus(&b)
+	if r.URL.Query().Has("text") || r.Header.Get("Accept") == "text/plain" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write(b)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	fmt.Fprintf(w, "<!doctype html><title>virtif-xdp %s</title><pre>%s</pre>\n",
+		html.EscapeString(h.st.Interface().Name()), html.EscapeString(string(b)))
+}
+
+type bytesBuffer []byte
+
+func (b *bytesBuffer) Write(p []byte) (int, error) { *b = append(*b, p...); return len(p), nil }
+
+// Close stops the services (closing their connections), waits for their
+// goroutines and closes the stack. The interface stays open. Calling it twice
+// is fine.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	for c := range h.conns {
+		_ = c.Close()
+	}
+	h.mu.Unlock()
+	var errs []error
+	if h.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := h.srv.Shutdown(ctx); err != nil {
+			_ = h.srv.Close()
+		}
+		cancel()
+	}
+	for _, l := range h.lns {
+		_ = l.Close()
+	}
+	h.wg.Wait()
+	errs = append(errs, h.st.Close())
+	return errors.Join(errs...)
+}
