@@ -1,6 +1,7 @@
 package reftest
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -14,8 +15,9 @@ import (
 // limit with 64-byte frames, interleaved (A B C ... A B C ...), and reports
 // the median pps of each. REF_ROUNDS (default 3) and REF_SECONDS (default 3)
 // set the size of the run; REF_CPUS pins the references (taskset -c) and
-// REF_GEN_CPU the generator. One op is the whole set: run it with
-// -benchtime 1x.
+// REF_GEN_CPU the generator; REF_OUT names a file that gets every run as a
+// JSON line. Progress goes to stdout (benchmark logs are truncated). One op
+// is the whole set: run it with -benchtime 1x.
 func BenchmarkReferences(b *testing.B) {
 	netlab.RequireRoot(b)
 	rounds := envInt("REF_ROUNDS", 3)
@@ -39,6 +41,15 @@ func BenchmarkReferences(b *testing.B) {
 		{"gvisor-txonly", Run{Binary: gv, Mode: "txonly"}},
 		{"afpacket-rxdrop", Run{Binary: afp, Mode: "rxdrop", HostPass: true}},
 	}
+	var out *json.Encoder
+	if name := os.Getenv("REF_OUT"); name != "" {
+		f, err := os.Create(name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		out = json.NewEncoder(f)
+	}
 	for range b.N {
 		pps := make(map[string][]float64)
 		for round := range rounds {
@@ -52,15 +63,21 @@ func BenchmarkReferences(b *testing.B) {
 				if err != nil {
 					b.Fatalf("%s round %d: %v", r.name, round, err)
 				}
-				b.Logf("round %d %-16s %6.3f Mpps  (generator %d, at peer %d) %s",
-					round, r.name, res.PPS/1e6, res.Generated, res.Arrived, drops(res))
+				fmt.Printf("round %d %-16s %6.3f Mpps  (generator %d, veth dropped %d, at peer %d, unaccounted %d)%s\n",
+					round, r.name, res.PPS/1e6, res.Generated, res.VethDropped, res.Arrived, res.Unaccounted(), drops(res))
+				if out != nil {
+					if err := out.Encode(map[string]any{"name": r.name, "round": round, "generated": res.Generated,
+						"veth_dropped": res.VethDropped, "arrived": res.Arrived, "result": res.Extra}); err != nil {
+						b.Fatal(err)
+					}
+				}
 				pps[r.name] = append(pps[r.name], res.PPS)
 			}
 		}
 		for _, r := range runs {
 			v := pps[r.name]
 			slices.Sort(v)
-			b.Logf("%-16s median %6.3f Mpps  min %6.3f  max %6.3f", r.name, v[len(v)/2]/1e6, v[0]/1e6, v[len(v)-1]/1e6)
+			fmt.Printf("%-16s median %6.3f Mpps  min %6.3f  max %6.3f\n", r.name, v[len(v)/2]/1e6, v[0]/1e6, v[len(v)-1]/1e6)
 			b.ReportMetric(v[len(v)/2]/1e6, r.name+"-Mpps")
 		}
 	}

@@ -305,8 +305,8 @@ func Measure(r Run) (res Result, err error) {
 		gen.Wait()
 		var n uint64
 		n, err = hostSink.Count()
-		res = Result{System: "xdp-drop", Mode: "rxdrop", Packets: n, Seconds: genSeconds,
-			PPS: float64(n) / genSeconds, Extra: map[string]any{}}
+		res = Result{System: "xdp-drop", Mode: "rxdrop", Packets: n, Seconds: genSeconds, PPS: float64(n) / genSeconds}
+		res.Extra = map[string]any{"system": res.System, "mode": res.Mode, "packets": n, "seconds": res.Seconds, "pps": res.PPS}
 	} else {
 		<-stderrDone
 		if err = cmd.Wait(); err != nil {
