@@ -147,8 +147,8 @@ func (p *port) run() {
 			if p.dying.Load() {
 				p.rxDying.Add(1)
 			} else {
+				p.rx.Add(1) // before the upcall, whose effects may be observed first
 				p.deliver(fb.b)
-				p.rx.Add(1)
 			}
 			p.free <- fb
 		case <-p.done:
