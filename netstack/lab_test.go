@@ -1,0 +1,208 @@
+package netstack
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/virtif"
+	_ "github.com/virtif-xdp/virtif-xdp/virtif/xdp"
+)
+
+var (
+	labHost4 = netip.MustParseAddr("198.18.0.1")
+	labHost6 = netip.MustParsePrefix("fd00:198:18::1/64")
+	labPeer6 = netip.MustParsePrefix("fd00:198:18::2/64")
+)
+
+// xdpIfc makes a vif on the lab's host-side veth; opts are link-string
+// options (",key=value...").
+func xdpIfc(t testing.TB, lab *netlab.Lab, opts string) *virtif.Interface {
+	t.Helper()
+	c, err := virtif.NewCloner(virtif.ClonerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	var ifc *virtif.Interface
+	err = lab.Do(netlab.Host, func() error {
+		if ifc, err = c.Create(); err != nil {
+			return err
+		}
+		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + opts)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ifc
+}
+
+// addIPv6 gives both veth ends their kernel IPv6 addresses (no DAD, so they
+// are usable at once).
+func addIPv6(t testing.TB, lab *netlab.Lab) {
+	t.Helper()
+	for side, p := range map[int]netip.Prefix{netlab.Host: labHost6, netlab.Peer: labPeer6} {
+		if out, err := lab.Run(side, "ip", "-6", "addr", "add", p.String(), "dev", lab.Link[side], "nodad"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+}
+
+// peerTxChecksumOff makes the peer's kernel finish its checksums before
+// sending: through a veth they would otherwise reach XDP unfinished
+// (CHECKSUM_PARTIAL), and the stack would drop the segments as corrupt.
+func peerTxChecksumOff(t testing.TB, lab *netlab.Lab) {
+	t.Helper()
+	if err := lab.Do(netlab.Peer, func() error { return setTxChecksum(lab.Link[netlab.Peer], false) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// peerDialer dials from inside the peer namespace with the kernel's TCP.
+func peerDialer(lab *netlab.Lab) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = lab.Do(netlab.Peer, func() error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// hostTrafficTap counts received frames that belong to the host kernel's
+// address: IPv4 to or from it, ARP asking for it, IPv6 to it.
+type hostTrafficTap struct{ n atomic.Int64 }
+
+func (h *hostTrafficTap) Tap(f []byte, dir virtif.Direction) {
+	if dir != virtif.In || len(f) < 14 {
+		return
+	}
+	h4 := labHost4.As4()
+	h6 := labHost6.Addr().As16()
+	switch binary.BigEndian.Uint16(f[12:14]) {
+	case 0x0800:
+		if len(f) >= 34 && (string(f[26:30]) == string(h4[:]) || string(f[30:34]) == string(h4[:])) {
+			h.n.Add(1)
+		}
+	case 0x0806:
+		if len(f) >= 42 && string(f[38:42]) == string(h4[:]) {
+			h.n.Add(1)
+		}
+	case 0x86dd:
+		if len(f) >= 54 && string(f[38:54]) == string(h6[:]) {
+			h.n.Add(1)
+		}
+	}
+}
+
+// The userspace stack on an XDP vif shares a veth with the host kernel: from
+// the peer namespace the kernel's own clients reach both, and the host's
+// traffic never reaches the vif.
+func TestIntegrationXDPHost(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	addIPv6(t, lab)
+	peerTxChecksumOff(t, lab)
+	ifc := xdpIfc(t, lab, "")
+	var tap hostTrafficTap
+	if err := ifc.AddTap(&tap); err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHost(ifc, HostConfig{
+		Addrs:    []netip.Prefix{srv4, srv6},
+		EchoPort: 7, HTTPAddr: ":80",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+
+	t.Run("ping", func(t *testing.T) {
+		for _, dst := range []string{"198.18.0.3", "198.18.0.1", "fd00:198:18::3", "fd00:198:18::1"} {
+			if out, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "5", dst); err != nil {
+				t.Errorf("ping %s from the peer: %v\n%s", dst, err, out)
+			}
+		}
+		ss := h.Stack().Netstack().Stats().ICMP
+		if v4, v6 := ss.V4.PacketsSent.EchoReply.Value(), ss.V6.PacketsSent.EchoReply.Value(); v4 != 3 || v6 != 3 {
+			t.Errorf("userspace stack sent %d ICMPv4 and %d ICMPv6 echo replies, want 3 each", v4, v6)
+		}
+	})
+	t.Run("tcp echo", func(t *testing.T) {
+		for _, dst := range []string{"198.18.0.3:7", "[fd00:198:18::3]:7"} {
+			c, err := peerDialer(lab)(testCtx(t), "tcp", dst)
+			if err != nil {
+				t.Fatalf("dial %s from the peer: %v (tcp checksum errors %d)", dst, err, h.Stack().Netstack().Stats().TCP.ChecksumErrors.Value())
+			}
+			echoCheck(t, c, 200000)
+			c.Close()
+		}
+	})
+	t.Run("http", func(t *testing.T) {
+		body := httpGet(t, peerDialer(lab), "http://198.18.0.3/?text")
+		if !strings.Contains(body, "interface "+ifc.Name()) || !strings.Contains(body, "xdp_") {
+			t.Errorf("status page:\n%s", body)
+		}
+	})
+	t.Run("stack pings the peer", func(t *testing.T) {
+		for _, dst := range []netip.Addr{netip.MustParseAddr("198.18.0.2"), labPeer6.Addr()} {
+			if _, err := h.Stack().Ping(testCtx(t), dst, []byte("from userspace")); err != nil {
+				t.Errorf("ping %s: %v", dst, err)
+			}
+		}
+	})
+	if n := tap.n.Load(); n != 0 {
+		t.Errorf("the vif received %d frames of the host kernel's traffic", n)
+	}
+	st := ifc.Stats()
+	if st.IPackets == 0 || st.OPackets == 0 || st.OErrors != 0 {
+		t.Errorf("vif counters: %+v", st)
+	}
+}
+
+// With the peer's checksum offload left on, segments reach the vif with
+// unfinished checksums: the stack drops them unless told to trust them
+// (EndpointOptions.RXChecksumOffload).
+func TestIntegrationXDPChecksumOffload(t *testing.T) {
+	netlab.RequireRoot(t)
+	for _, trust := range []bool{false, true} {
+		lab := netlab.NewT(t, netlab.Options{})
+		h, err := NewHost(xdpIfc(t, lab, ""), HostConfig{
+			Addrs: []netip.Prefix{srv4}, EchoPort: 7,
+			Stack: StackConfig{Endpoint: EndpointOptions{RXChecksumOffload: trust}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Only the failing case is bounded short: its retransmissions would
+		// go on for minutes.
+		wait := 10 * time.Second
+		if !trust {
+			wait = time.Second
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		c, err := peerDialer(lab)(ctx, "tcp", "198.18.0.3:7")
+		cancel()
+		bad := h.Stack().Netstack().Stats().TCP.ChecksumErrors.Value()
+		switch {
+		case trust && err != nil:
+			t.Errorf("RXChecksumOffload: dial: %v", err)
+		case !trust && (err == nil || bad == 0):
+			t.Errorf("without RXChecksumOffload: dial %v with %d checksum errors; want a failure on bad checksums", err, bad)
+		}
+		if err == nil {
+			echoCheck(t, c, 10000)
+			c.Close()
+		}
+		if err := h.Close(); err != nil {
+			t.Error(err)
+		}
+	}
+}
