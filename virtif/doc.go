@@ -53,6 +53,10 @@
 // beyond it frames are dropped with ENOBUFS. Frames are never copied except
 // to coalesce a tail beyond MaxSegments segments.
 //
+// A backend must not call Deliver from inside Send: the send lock is held
+// there and an input handler that answers (Output) would wait for itself.
+// Deliver from the backend's own goroutines, as package mem does.
+//
 // # Errors
 //
 // Errors keep the seed's errno, so errors.Is(err, unix.EBUSY) works, and

@@ -15,10 +15,10 @@ import (
 
 // reserve takes up to n send-queue slots and returns how many it got.
 func (i *Interface) reserve(n int) int {
-	max := int32(i.cloner.cfg.SendQueueLen)
+	limit := int32(i.cloner.cfg.SendQueueLen)
 	for {
 		cur := i.pending.Load()
-		k := max - cur
+		k := limit - cur
 		if k <= 0 {
 			return 0
 		}

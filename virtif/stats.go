@@ -68,12 +68,10 @@ type counters struct {
 	hint   sync.Pool
 }
 
+// init makes two shards per P, so that a writer preempted while holding
+// one never leaves the others short of a free shard.
 func (c *counters) init() {
-	n := runtime.GOMAXPROCS(0)
-	if n < 2 {
-		n = 2
-	}
-	c.shards = make([]shard, n)
+	c.shards = make([]shard, max(4, 2*runtime.GOMAXPROCS(0)))
 }
 
 // acquire returns a locked shard; the caller updates s.c and calls release.
