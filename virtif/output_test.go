@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -228,4 +229,30 @@ func TestOutputConcurrent(t *testing.T) {
 	if st.OPackets+st.ODrops != G*N || st.OPackets != uint64(len(b.frames)) || st.OBytes != st.OPackets*64 {
 		t.Errorf("stats %+v, backend %d frames; want %d frames accounted", st, len(b.frames), G*N)
 	}
+}
+
+// Mirrors virtif_stop: once Down returns no frame is inside the backend's
+// Send, and later Output fails with ENETDOWN.
+func TestDownWaitsForSend(t *testing.T) {
+	ifp, b := newRec(t, "", true)
+	b.entered, b.block = make(chan bool), make(chan bool)
+	var sendDone atomic.Bool
+	go func() {
+		_ = ifp.Output([][]byte{frameTo(bcast, 60)})
+	}()
+	<-b.entered
+	downOK := make(chan bool)
+	go func() {
+		_ = ifp.Down()
+		downOK <- sendDone.Load()
+	}()
+	// Down now waits for the send lock (or has not started yet); either
+	// way it must not finish before Send returns.
+	sendDone.Store(true)
+	b.block <- true
+	if !<-downOK {
+		t.Error("Down returned while the backend was still sending")
+	}
+	b.entered, b.block = nil, nil
+	wantErrno(t, "Output after Down", ifp.Output([][]byte{frameTo(bcast, 60)}), unix.ENETDOWN)
 }

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Taps are bpf_mtap's listeners: attached and detached at any time, each
+// seeing the frames of both directions.
 func TestTapAddRemove(t *testing.T) {
 	ifp, b := newRec(t, "", true)
 	ifp.SetInput(func([]byte, bool) {})
