@@ -164,7 +164,7 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 		live = cmd.ErrOrStderr()
 	}
 	info := v.be.Info()
-	slog.Info("running", "mode", m.name, "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr(), "link", f.link,
+	slog.Info("running", "mode", m.name, "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr().String(), "link", f.link,
 		"attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration)
 
 	start := time.Now()
@@ -176,7 +176,7 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 		sender.Add(1)
 		go func() {
 			defer sender.Done()
-			sendErr = txLoop(v.ifc, f, &stopFlag)
+			sendErr = txLoop(v.ifc, txFrames(v.ifc.HardwareAddr(), f), &stopFlag, 0)
 			if sendErr != nil {
 				close(stopSend)
 			}
@@ -202,6 +202,10 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 		err = sendErr
 	}
 	sum := summarize(m, f, v, elapsed)
+	if fwd != nil {
+		sum.Drops["fwd_skipped"] = fwd.skipped.Load()
+		sum.Drops["fwd_send_errors"] = fwd.errs.Load()
+	}
 	if f.json {
 		enc := json.NewEncoder(cmd.OutOrStdout())
 		if jerr := enc.Encode(sum); jerr != nil {
@@ -213,17 +217,22 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 	return err
 }
 
-// txLoop sends the prebuilt batch until stop is set. ENOBUFS (no free UMEM
-// frame: the kernel is behind) is back-pressure, counted by the interface.
-func txLoop(ifc *virtif.Interface, f *benchFlags, stop *atomic.Bool) error {
-	src := ifc.HardwareAddr()
+// txFrames builds txonly's batch once: --batch frames of --size bytes.
+func txFrames(src []byte, f *benchFlags) [][][]byte {
 	frames := make([][][]byte, f.batch)
 	for i := range frames {
 		fr := trafficgen.UDPFrame(f.dstMAC, src, netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.2"), 9, 9, f.size)
 		trafficgen.SetSeq(fr, uint64(i))
 		frames[i] = [][]byte{fr}
 	}
-	for !stop.Load() {
+	return frames
+}
+
+// txLoop sends the batch of frames over and over until stop is set or, when
+// rounds > 0, that many times. ENOBUFS (no free UMEM frame: the kernel is
+// behind) is back-pressure, counted by the interface.
+func txLoop(ifc *virtif.Interface, frames [][][]byte, stop *atomic.Bool, rounds int) error {
+	for r := 0; !stop.Load() && (rounds == 0 || r < rounds); r++ {
 		sent := 0
 		for sent < len(frames) {
 			n, err := ifc.OutputBatch(frames[sent:])
@@ -249,14 +258,15 @@ func txLoop(ifc *virtif.Interface, f *benchFlags, stop *atomic.Bool) error {
 // A frame is only valid during the input call, so it cannot be queued
 // without a copy; a ticker sends a partial batch when traffic pauses.
 type forwarder struct {
-	mu     sync.Mutex
-	ifc    *virtif.Interface
-	bufs   [][]byte
-	frames [][][]byte
-	n      int
-	errs   atomic.Uint64 // send errors other than back-pressure
-	done   chan struct{}
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	ifc     *virtif.Interface
+	bufs    [][]byte
+	frames  [][][]byte
+	n       int
+	errs    atomic.Uint64 // send errors other than back-pressure
+	skipped atomic.Uint64 // frames received but not forwarded: too big, or outside the run
+	done    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // maxFwdFrame is the largest frame l2fwd forwards: a 4096-byte UMEM frame.
@@ -305,11 +315,13 @@ func (f *forwarder) stop() {
 
 func (f *forwarder) input(frame []byte, _ bool) {
 	if len(frame) < 14 || len(frame) > maxFwdFrame {
+		f.skipped.Add(1)
 		return
 	}
 	f.mu.Lock()
 	if f.ifc == nil {
 		f.mu.Unlock()
+		f.skipped.Add(1)
 		return
 	}
 	b := f.bufs[f.n][:len(frame)]

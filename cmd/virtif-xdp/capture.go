@@ -95,7 +95,7 @@ func runCapture(cmd *cobra.Command, f *vifFlags, file string, count uint64, snap
 		return fmt.Errorf("--metrics: %w", err)
 	}
 	defer stopMetrics()
-	slog.Info("capturing", "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr(), "link", f.link, "file", file,
+	slog.Info("running", "mode", "capture", "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr().String(), "link", f.link, "file", file,
 		"promisc", f.promisc, "count", count)
 
 	err = runFor(cmd.Context(), f.duration, v, lt.reached, nil)

@@ -142,7 +142,7 @@ func openVif(setup vifSetup) (*vif, error) {
 		return nil, withRootHint(err)
 	}
 	info := v.be.Info()
-	slog.Debug("vif up", "vif", v.ifc.Name(), "link", setup.link, "mac", v.ifc.HardwareAddr(),
+	slog.Debug("vif up", "vif", v.ifc.Name(), "link", setup.link, "mac", v.ifc.HardwareAddr().String(),
 		"attach", info.Attach, "bind", info.Mode, "queues", info.Queues)
 	return v, nil
 }

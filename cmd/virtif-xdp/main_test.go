@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+)
+
+// The commands are run in-process through execute, one at a time: they set
+// the default slog logger.
+
+// syncBuffer is a bytes.Buffer safe to read while a command writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// result is a finished command.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runCmd(t *testing.T, args ...string) result {
+	t.Helper()
+	var out, errb syncBuffer
+	code := execute(context.Background(), args, &out, &errb)
+	return result{code, out.String(), errb.String()}
+}
+
+// running is a command started in the background.
+type running struct {
+	out, err syncBuffer
+	cancel   context.CancelFunc
+	done     chan int
+}
+
+func startCmd(t *testing.T, args ...string) *running {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cancel: cancel, done: make(chan int, 1)}
+	go func() { r.done <- execute(ctx, args, &r.out, &r.err) }()
+	t.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+// waitRunning waits until the command logged that its vif is up.
+func (r *running) waitRunning(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(r.err.String(), "msg=running") {
+		select {
+		case code := <-r.done:
+			r.done <- code
+			t.Fatalf("command ended with %d before running:\n%s", code, r.err.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("command not running after 10s:\n%s", r.err.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// wait waits for the command to end and returns its result.
+func (r *running) wait(t *testing.T) result {
+	t.Helper()
+	select {
+	case code := <-r.done:
+		r.done <- code
+		return result{code, r.out.String(), r.err.String()}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("command did not end:\n%s", r.err.String())
+		return result{}
+	}
+}
+
+// metricsURL is the address the command logged for --metrics.
+func (r *running) metricsURL(t *testing.T) string {
+	t.Helper()
+	m := regexp.MustCompile(`url=(http://\S+/metrics)`).FindStringSubmatch(r.err.String())
+	if m == nil {
+		t.Fatalf("no metrics URL logged:\n%s", r.err.String())
+	}
+	return m[1]
+}
+
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scrape %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+// metricValue finds one sample in a scrape: the metric's name with labels
+// containing each of labels.
+func metricValue(scraped, name string, labels ...string) (float64, bool) {
+	for _, line := range strings.Split(scraped, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(line, l)
+		}
+		if !ok {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v); err == nil {
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"--bogus"},
+		{"demo", "--bogus"},
+		{"demo", "extra"},
+		{"demo", "--frames", "0"},
+		{"demo", "--keep", "--link", "xdp:eth0"},
+		{"demo", "--promisc"},
+		{"lab"},
+		{"lab", "sideways"},
+		{"lab", "up", "extra"},
+		{"rxdrop"},
+		{"rxdrop", "--link", "tap:x"},
+		{"rxdrop", "--link", "xdp:eth0,bogus=1"},
+		{"rxdrop", "--link", "xdp:eth0", "--mac", "01:00:5e:00:00:01"},
+		{"rxdrop", "--link", "xdp:eth0", "--mac", "nonsense"},
+		{"rxdrop", "--link", "xdp:eth0", "--duration", "-1s"},
+		{"txonly", "--link", "xdp:eth0", "--size", "10"},
+		{"txonly", "--link", "xdp:eth0", "--dst", "zz"},
+		{"l2fwd", "--link", "xdp:eth0", "--batch", "0"},
+		{"capture", "--link", "xdp:eth0"},
+		{"capture", "-w", "/dev/null"},
+	} {
+		r := runCmd(t, args...)
+		if r.code != exitUsage {
+			t.Errorf("%q: exit %d, want %d; stderr:\n%s", args, r.code, exitUsage, r.stderr)
+			continue
+		}
+		if !strings.Contains(r.stderr, "virtif-xdp: ") || !strings.Contains(r.stderr, "--help") {
+			t.Errorf("%q: stderr does not say what went wrong and where help is:\n%s", args, r.stderr)
+		}
+	}
+}
+
+func TestHelpEverywhere(t *testing.T) {
+	root := newRoot(io.Discard)
+	var paths [][]string
+	for _, c := range root.Commands() {
+		paths = append(paths, []string{c.Name()})
+		for _, sub := range c.Commands() {
+			paths = append(paths, []string{c.Name(), sub.Name()})
+		}
+	}
+	if len(paths) < 8 {
+		t.Fatalf("only %d subcommands: %v", len(paths), paths)
+	}
+	for _, p := range paths {
+		r := runCmd(t, append(p, "--help")...)
+		if r.code != exitOK || !strings.Contains(r.stdout, "Usage:") {
+			t.Errorf("%v --help: exit %d, stdout:\n%s", p, r.code, r.stdout)
+		}
+	}
+}
+
+func TestIntegrationDemo(t *testing.T) {
+	netlab.RequireRoot(t)
+	before, err := netlab.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runCmd(t, "demo")
+	if r.code != exitOK {
+		t.Fatalf("demo exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{
+		"the host kernel answers",
+		"frames to the host's MAC reach the host kernel, not vif0",
+		"frames to vif0's MAC reach vif0, not the host kernel",
+		"frames to an unrelated MAC go to the host kernel, not vif0",
+		"frames vif0 sends reach the peer",
+		"ARP request for 198.18.0.3 reaches vif0",
+		"vif0 answers in userspace",
+		"no XDP program left",
+		"attach native, bind copy",
+		"XDP PROGRAM: frames steered to vif0, per rule",
+		"KERNEL XDP SOCKET STATISTICS",
+		"all 8 checks passed",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("demo output lacks %q", want)
+		}
+	}
+	if n := strings.Count(r.stdout, " PASS "); n != 8 || strings.Contains(r.stdout, "FAIL") {
+		t.Errorf("%d checks passed, want 8:\n%s", n, r.stdout)
+	}
+	// The lab it made is gone.
+	m := regexp.MustCompile(`lab (vx[0-9a-f]{6}),`).FindStringSubmatch(r.stdout)
+	if m == nil {
+		t.Fatalf("demo output names no lab:\n%s", r.stdout)
+	}
+	after, _ := netlab.List()
+	for _, n := range after {
+		if n == m[1] {
+			t.Errorf("lab %s left behind (before: %v)", n, before)
+		}
+	}
+	if t.Failed() {
+		t.Logf("stdout:\n%s", r.stdout)
+	}
+}
+
+func TestIntegrationLabCommands(t *testing.T) {
+	netlab.RequireRoot(t)
+	name := fmt.Sprintf("vxt%05d", os.Getpid()%100000)
+	t.Cleanup(func() {
+		if l, err := netlab.Open(name); err == nil {
+			l.Close()
+		}
+	})
+	r := runCmd(t, "lab", "up", "--name", name)
+	if r.code != exitOK || !strings.Contains(r.stdout, "ip netns exec "+name+"-h") {
+		t.Fatalf("lab up: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCmd(t, "lab", "up", "--name", name); r.code != exitFailure || !strings.Contains(r.stderr, "lab down") {
+		t.Fatalf("second lab up: %d, want %d with a hint:\n%s", r.code, exitFailure, r.stderr)
+	}
+	if r := runCmd(t, "lab", "status", "--name", name); r.code != exitOK || !strings.Contains(r.stdout, name+"h") {
+		t.Fatalf("lab status: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCmd(t, "lab", "status"); r.code != exitOK || !strings.Contains(r.stdout, "lab "+name) {
+		t.Fatalf("lab status (all): %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCmd(t, "lab", "down", "--name", name); r.code != exitOK {
+		t.Fatalf("lab down: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := netlab.Open(name); err == nil {
+		t.Fatal("lab still there after lab down")
+	}
+	if r := runCmd(t, "lab", "down", "--name", name); r.code != exitFailure {
+		t.Fatalf("lab down of a missing lab: %d, want %d", r.code, exitFailure)
+	}
+}
+
+// summaryJSON parses the one JSON object a --json run prints.
+func summaryJSON(t *testing.T, r result) benchSummary {
+	t.Helper()
+	var s benchSummary
+	dec := json.NewDecoder(strings.NewReader(r.stdout))
+	if err := dec.Decode(&s); err != nil {
+		t.Fatalf("stdout is not a JSON object: %v\n%s", err, r.stdout)
+	}
+	if dec.More() {
+		t.Fatalf("stdout holds more than one JSON value:\n%s", r.stdout)
+	}
+	return s
+}
+
+// binary builds the command once for the tests that signal a real process.
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+func commandBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "virtif-xdp-test")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "virtif-xdp")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildOnce.path != "" {
+		os.RemoveAll(filepath.Dir(buildOnce.path))
+	}
+	os.Exit(code)
+}
+
+// SIGTERM ends a long run cleanly: exit 0, the summary printed, the vif
+// destroyed and its XDP program gone from the NIC.
+func TestIntegrationSIGTERM(t *testing.T) {
+	netlab.RequireRoot(t)
+	bin := commandBinary(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	cmd := exec.Command(bin, "rxdrop", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--duration", "0", "--json")
+	var out, errb syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(errb.String(), "msg=running") {
+		if time.Now().After(deadline) {
+			t.Fatalf("not running:\n%s", errb.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if attached, err := xdpAttached(lab); err != nil || !attached {
+		t.Fatalf("no XDP program on the NIC while rxdrop runs (%v)", err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGTERM: %v\n%s", err, errb.String())
+	}
+	s := summaryJSON(t, result{stdout: out.String()})
+	if s.Mode != "rxdrop" || s.Attach == "" {
+		t.Fatalf("summary after SIGTERM: %+v", s)
+	}
+	if attached, err := xdpAttached(lab); err != nil || attached {
+		t.Fatalf("XDP program left on the NIC after SIGTERM (attached %v, %v)", attached, err)
+	}
+}
