@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -335,5 +336,43 @@ func TestEndpointCloseDetaches(t *testing.T) {
 	}
 	if st := a.Stats(); st.INoHandler == 0 {
 		t.Errorf("frames after Close should count as INoHandler: %+v", st)
+	}
+}
+
+// Adding an IPv4 address on an up interface announces it (gratuitous ARP),
+// so a neighbour that cached an older MAC for it moves to this one.
+func TestGratuitousARP(t *testing.T) {
+	c, err := virtif.NewCloner(virtif.ClonerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	seg := segName(t)
+	ifc, watcher := memIfc(t, c, seg), memIfc(t, c, seg)
+	got := make(chan []byte, 16)
+	watcher.SetInput(func(f []byte, _ bool) {
+		if len(f) >= 42 && f[12] == 0x08 && f[13] == 0x06 {
+			got <- append([]byte(nil), f...)
+		}
+	})
+	if err := watcher.Up(); err != nil {
+		t.Fatal(err)
+	}
+	h, err := NewHost(ifc, HostConfig{Addrs: []netip.Prefix{srv4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var f []byte
+	select {
+	case f = <-got:
+	case <-testCtx(t).Done():
+		t.Fatal("no ARP announcement")
+	}
+	mac, a := ifc.HardwareAddr(), srv4.Addr().As4()
+	want := slices.Concat([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac, []byte{8, 6, 0, 1, 8, 0, 6, 4, 0, 1},
+		mac, a[:], make([]byte, 6), a[:])
+	if !bytes.Equal(f, want) {
+		t.Errorf("announcement\n got % x\nwant % x", f, want)
 	}
 }
