@@ -111,11 +111,7 @@ func benchBulk(b *testing.B, c net.Conn) {
 // BenchmarkTCPMem: TCP bulk transfer between two userspace stacks on the
 // in-memory backend (both stacks' cost in one process).
 func BenchmarkTCPMem(b *testing.B) {
-	c, err := virtif.NewCloner(virtif.ClonerConfig{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c := newCloner(b)
 	seg := segName(b)
 	var sts [2]*Stack
 	for i, p := range []netip.Prefix{srv4, cli4} {
@@ -123,9 +119,11 @@ func BenchmarkTCPMem(b *testing.B) {
 		if err := ifc.Up(); err != nil {
 			b.Fatal(err)
 		}
-		if sts[i], err = NewStack(ifc, StackConfig{}); err != nil {
+		st, err := NewStack(ifc, StackConfig{})
+		if err != nil {
 			b.Fatal(err)
 		}
+		sts[i] = st
 		defer sts[i].Close()
 		if err := sts[i].AddAddress(p); err != nil {
 			b.Fatal(err)

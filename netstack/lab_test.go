@@ -25,13 +25,9 @@ var (
 // options (",key=value...").
 func xdpIfc(t testing.TB, lab *netlab.Lab, opts string) *virtif.Interface {
 	t.Helper()
-	c, err := virtif.NewCloner(virtif.ClonerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c := newCloner(t)
 	var ifc *virtif.Interface
-	err = lab.Do(netlab.Host, func() error {
+	err := lab.Do(netlab.Host, func() (err error) {
 		if ifc, err = c.Create(); err != nil {
 			return err
 		}

@@ -28,6 +28,17 @@ var (
 	cli6 = netip.MustParsePrefix("fd00:198:18::4/64")
 )
 
+// newCloner makes a cloner closed when the test ends.
+func newCloner(t testing.TB) *virtif.Cloner {
+	t.Helper()
+	c, err := virtif.NewCloner(virtif.ClonerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // memIfc makes an interface on the in-memory segment seg.
 func memIfc(t testing.TB, c *virtif.Cloner, seg string) *virtif.Interface {
 	t.Helper()
@@ -208,11 +219,7 @@ func TestMemHosts(t *testing.T) {
 // AddAddress registers IPv4 addresses and IPv6 solicited-node groups with the
 // interface, and Close takes them back.
 func TestAddressRegistration(t *testing.T) {
-	c, err := virtif.NewCloner(virtif.ClonerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCloner(t)
 	ifc := memIfc(t, c, segName(t))
 	st, err := NewStack(ifc, StackConfig{AllNodes: true})
 	if err != nil {
@@ -268,11 +275,7 @@ func TestAddressRegistration(t *testing.T) {
 }
 
 func TestNewErrors(t *testing.T) {
-	c, err := virtif.NewCloner(virtif.ClonerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCloner(t)
 	bare, err := c.Create()
 	if err != nil {
 		t.Fatal(err)
@@ -304,11 +307,7 @@ func TestNewErrors(t *testing.T) {
 // A frame handed up after Close reaches no stack, and Close waits for one in
 // flight.
 func TestEndpointCloseDetaches(t *testing.T) {
-	c, err := virtif.NewCloner(virtif.ClonerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCloner(t)
 	seg := segName(t)
 	a, b := memIfc(t, c, seg), memIfc(t, c, seg)
 	ha, err := NewHost(a, HostConfig{Addrs: []netip.Prefix{srv4}})
@@ -342,11 +341,7 @@ func TestEndpointCloseDetaches(t *testing.T) {
 // Adding an IPv4 address on an up interface announces it (gratuitous ARP),
 // so a neighbour that cached an older MAC for it moves to this one.
 func TestGratuitousARP(t *testing.T) {
-	c, err := virtif.NewCloner(virtif.ClonerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCloner(t)
 	seg := segName(t)
 	ifc, watcher := memIfc(t, c, seg), memIfc(t, c, seg)
 	got := make(chan []byte, 16)
