@@ -71,7 +71,8 @@ func (r Result) Unaccounted() int64 {
 	return int64(r.Generated) - received - num("drops") - int64(r.VethDropped)
 }
 
-// ParseResult reads the last non-empty line of out as a reference's JSON.
+// ParseResult reads the last non-empty line of out as a reference's JSON;
+// it needs at least "packets" and a positive "seconds".
 func ParseResult(out []byte) (Result, error) {
 	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
 	last := lines[len(lines)-1]
@@ -82,7 +83,7 @@ func ParseResult(out []byte) (Result, error) {
 	if err := json.Unmarshal(last, &r.Extra); err != nil {
 		return r, fmt.Errorf("reftest: parse %q: %w", last, err)
 	}
-	if r.System == "" || r.Mode == "" || r.Seconds <= 0 {
+	if _, ok := r.Extra["packets"]; !ok || r.Seconds <= 0 {
 		return r, fmt.Errorf("reftest: incomplete result %q", last)
 	}
 	return r, nil
@@ -147,6 +148,25 @@ type Run struct {
 	// GenCPU, if set, pins the generator (and so the receiving veth's
 	// NAPI) to that CPU (e.g. "0").
 	GenCPU string
+
+	// Argv, if set, builds the command line in place of the references'
+	// flags, so another program (virtif-xdp's own rxdrop/txonly/l2fwd) is
+	// measured the same way. Its last stdout line must be a JSON object
+	// with at least packets and seconds; System names it in the result.
+	Argv   func(Args) []string
+	System string
+	// WaitXDP starts the generator once an XDP program is attached to the
+	// host end, for programs that do not print "ready:" on stderr.
+	WaitXDP bool
+}
+
+// Args is what Run.Argv gets to build a command line from.
+type Args struct {
+	Ifname   string           // the host end, where the program runs
+	Mode     string           // rxdrop, txonly, l2fwd
+	Seconds  float64          // how long the program should run
+	Size     int              // frame size for sending modes
+	Dst, Src net.HardwareAddr // the peer's and the host end's MAC
 }
 
 // Measure builds a lab, starts the reference on the host end (and the live
@@ -201,11 +221,13 @@ func Measure(r Run) (res Result, err error) {
 	// it is ready; only then does the generator start, so no frame goes
 	// where nothing counts it.
 	ready := make(chan struct{})
+	var readyOnce sync.Once
+	markReady := func() { readyOnce.Do(func() { close(ready) }) }
 	var cmd *exec.Cmd
 	var stdout, stderr bytes.Buffer
 	var stderrDone chan struct{}
 	if r.Binary == "" {
-		close(ready)
+		markReady()
 	} else {
 		// A receiving reference runs on after the generator stops, so all
 		// frames are counted before it reports.
@@ -213,10 +235,17 @@ func Measure(r Run) (res Result, err error) {
 		if rx {
 			secs += settleSeconds
 		}
-		args := append([]string{"-i", lab.Link[netlab.Host], "-m", r.Mode,
-			"-d", strconv.FormatFloat(secs, 'f', -1, 64),
-			"-s", strconv.Itoa(r.Size),
-			"--dst", lab.MAC[netlab.Peer].String(), "--src", lab.MAC[netlab.Host].String()}, r.Args...)
+		var args []string
+		if r.Argv != nil {
+			args = r.Argv(Args{Ifname: lab.Link[netlab.Host], Mode: r.Mode, Seconds: secs, Size: r.Size,
+				Dst: lab.MAC[netlab.Peer], Src: lab.MAC[netlab.Host]})
+		} else {
+			args = []string{"-i", lab.Link[netlab.Host], "-m", r.Mode,
+				"-d", strconv.FormatFloat(secs, 'f', -1, 64),
+				"-s", strconv.Itoa(r.Size),
+				"--dst", lab.MAC[netlab.Peer].String(), "--src", lab.MAC[netlab.Host].String()}
+		}
+		args = append(args, r.Args...)
 		cmd = lab.Command(netlab.Host, r.Binary, args...)
 		if r.CPUs != "" {
 			cmd = exec.Command("taskset", append([]string{"-c", r.CPUs}, cmd.Args...)...)
@@ -229,17 +258,20 @@ func Measure(r Run) (res Result, err error) {
 		if err := cmd.Start(); err != nil {
 			return res, fmt.Errorf("reftest: start %s: %w", r.Binary, err)
 		}
+		if r.WaitXDP {
+			go func() {
+				if waitXDP(ctx, lab) == nil {
+					markReady()
+				}
+			}()
+		}
 		stderrDone = make(chan struct{})
 		go func() {
 			defer close(stderrDone)
 			sc := bufio.NewScanner(pipe)
 			for sc.Scan() {
 				if bytes.HasPrefix(sc.Bytes(), []byte("ready:")) {
-					select {
-					case <-ready:
-					default:
-						close(ready)
-					}
+					markReady()
 					continue
 				}
 				stderr.Write(sc.Bytes())
@@ -313,6 +345,12 @@ func Measure(r Run) (res Result, err error) {
 			err = fmt.Errorf("reftest: %s: %w: %s", strings.Join(cmd.Args, " "), err, stderr.Bytes())
 		} else {
 			res, err = ParseResult(stdout.Bytes())
+			if res.System == "" {
+				res.System = r.System
+			}
+			if res.Mode == "" {
+				res.Mode = r.Mode
+			}
 		}
 	}
 	cancel()
@@ -379,6 +417,26 @@ func pinThread(cpu string) error {
 		return fmt.Errorf("reftest: pin generator to CPU %d: %w", n, os.NewSyscallError("sched_setaffinity", err))
 	}
 	return nil
+}
+
+// waitXDP waits until the host end of the lab has an XDP program attached.
+func waitXDP(ctx context.Context, lab *netlab.Lab) error {
+	for ctx.Err() == nil {
+		attached := false
+		err := lab.Do(netlab.Host, func() error {
+			l, err := netlink.LinkByIndex(lab.Index[netlab.Host])
+			if err != nil {
+				return err
+			}
+			attached = l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
+			return nil
+		})
+		if err != nil || attached {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return ctx.Err()
 }
 
 // rxDropped reads the host end's rx_dropped, where veth counts the frames

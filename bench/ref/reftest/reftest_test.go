@@ -2,6 +2,7 @@ package reftest
 
 import (
 	"errors"
+	"strconv"
 	"testing"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
@@ -55,6 +56,13 @@ func TestIntegrationXskC(t *testing.T) {
 	for _, mode := range []string{"rxdrop", "txonly", "l2fwd"} {
 		t.Run(mode, func(t *testing.T) { smoke(t, Run{Binary: bin, Mode: mode}) })
 	}
+	// The way another program (virtif-xdp) is measured: its own command
+	// line, started on XDP attach rather than a ready line.
+	t.Run("argv", func(t *testing.T) {
+		smoke(t, Run{Binary: bin, Mode: "rxdrop", WaitXDP: true, Argv: func(a Args) []string {
+			return []string{"--interface", a.Ifname, "--mode", a.Mode, "--duration", strconv.FormatFloat(a.Seconds, 'f', 1, 64)}
+		}})
+	})
 }
 
 func TestIntegrationGvisor(t *testing.T) {
