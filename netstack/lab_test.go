@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -106,7 +107,18 @@ func TestIntegrationXDPHost(t *testing.T) {
 	lab := netlab.NewT(t, netlab.Options{})
 	addIPv6(t, lab)
 	peerTxChecksumOff(t, lab)
-	ifc := xdpIfc(t, lab, "")
+	before := runtime.NumGoroutine()
+	c := newCloner(t)
+	var ifc *virtif.Interface
+	err := lab.Do(netlab.Host, func() (err error) {
+		if ifc, err = c.Create(); err != nil {
+			return err
+		}
+		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var tap hostTrafficTap
 	if err := ifc.AddTap(&tap); err != nil {
 		t.Fatal(err)
@@ -160,6 +172,17 @@ func TestIntegrationXDPHost(t *testing.T) {
 	st := ifc.Stats()
 	if st.IPackets == 0 || st.OPackets == 0 || st.OErrors != 0 {
 		t.Errorf("vif counters: %+v", st)
+	}
+	// Host and cloner close down to the goroutines there were before.
+	if err := h.Close(); err != nil {
+		t.Error(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Error(err)
+	}
+	if g := waitGoroutines(before); g > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines before, %d after Close:\n%s", before, g, buf[:runtime.Stack(buf, true)])
 	}
 }
 

@@ -148,7 +148,9 @@ func TestMemHosts(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer srv.Close()
-		cli, err := NewHost(cliIfc, HostConfig{Addrs: []netip.Prefix{cli4, cli6}})
+		// The client sends through gVisor's FIFO queueing discipline, the
+		// server straight from the producing goroutine.
+		cli, err := NewHost(cliIfc, HostConfig{Addrs: []netip.Prefix{cli4, cli6}, Stack: StackConfig{SendQueues: 2}})
 		if err != nil {
 			t.Fatal(err)
 		}
