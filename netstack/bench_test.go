@@ -190,7 +190,7 @@ func openXDPSink(lab *netlab.Lab) (func(context.Context) (net.Conn, error), func
 		_ = c.Close()
 		return nil, nil, err
 	}
-	st, err := NewStack(ifc, StackConfig{})
+	st, err := NewStack(ifc, StackConfig{SendQueues: envInt("TCP_SENDQ", 0)})
 	if err != nil {
 		_ = c.Close()
 		return nil, nil, err
@@ -301,7 +301,8 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // sends TCP_BYTES (default 256 MiB); TCP_ROUNDS (default 3) rounds; the
 // medians are reported in Gbit/s. The peer computes its checksums (tx
 // offload off) for every receiver, as a real wire needs. One op is the whole
-// set: run it with -benchtime 1x.
+// set: run it with -benchtime 1x. TCP_SENDQ sets StackConfig.SendQueues of
+// the XDP receiver.
 func BenchmarkTCPCompare(b *testing.B) {
 	netlab.RequireRoot(b)
 	rounds := envInt("TCP_ROUNDS", 3)
