@@ -97,7 +97,8 @@ type Socket struct {
 	mode               Mode
 	needWakeup         bool // bound with XDP_USE_NEED_WAKEUP
 	busyPoll           bool
-	bindRetries        int // EBUSY answers before bind succeeded (tests look)
+	bindRetries        int  // EBUSY answers before bind succeeded (tests look)
+	syscallKick        bool // kick through Syscall6 instead (BenchmarkKick)
 
 	umem      []byte
 	frameSize uint64

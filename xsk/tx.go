@@ -71,7 +71,13 @@ func (s *Socket) kick() error {
 	if s.needWakeup && !s.tx.needWakeup() {
 		return nil
 	}
-	switch e := kickTX(s.fd); e {
+	var e unix.Errno
+	if s.syscallKick {
+		e = kickTXSyscall(s.fd)
+	} else {
+		e = kickTX(s.fd)
+	}
+	switch e {
 	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS:
 		return nil
 	default:
