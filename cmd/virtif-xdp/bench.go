@@ -72,6 +72,7 @@ func newBenchCmd(m benchMode) *cobra.Command {
 
 It prints a line per second (to stderr with --json, else stdout) and a
 summary at the end; --json makes the summary one JSON object on stdout.
+A line "ready: virtif-xdp MODE" on stderr tells a harness the vif is up.
 Ctrl-C or SIGTERM ends the run early; the vif is destroyed and its XDP
 program taken off the NIC either way.`,
 		Example: fmt.Sprintf(`  virtif-xdp lab up
@@ -98,32 +99,31 @@ program taken off the NIC either way.`,
 	}
 	fs := cmd.Flags()
 	f.register(fs, 10*time.Second, "how long to run (0: until Ctrl-C)")
-	if m.tx && !m.rx {
-		fs.IntVar(&f.size, "size", 64, "frame size in bytes, without the FCS")
-		fs.StringVar(&f.dst, "dst", defaultDst, "destination MAC of the frames sent")
-	} else {
-		f.size = 64
-		f.dst = defaultDst
-	}
-	if m.tx {
-		fs.IntVar(&f.batch, "batch", 64, "frames per OutputBatch call (one kernel kick each)")
-	} else {
-		f.batch = 64
-	}
+	// Every mode takes every flag, so a harness can pass one set; the help
+	// says which mode uses it.
+	fs.IntVar(&f.size, "size", 64, "txonly: frame size in bytes, without the FCS")
+	fs.StringVar(&f.dst, "dst", defaultDst, "txonly: destination MAC of the frames sent")
+	fs.IntVar(&f.batch, "batch", 64, "txonly, l2fwd: frames per OutputBatch call (one kernel kick each)")
 	fs.BoolVar(&f.json, "json", false, "print the summary as one JSON object on stdout")
 	return cmd
 }
 
 // benchSummary is the summary a run prints (and --json emits).
 type benchSummary struct {
-	Mode    string  `json:"mode"`
-	Link    string  `json:"link"`
-	Vif     string  `json:"vif"`
-	MAC     string  `json:"mac"`
-	Attach  string  `json:"attach"`
-	Bind    string  `json:"bind"`
-	Queues  []int   `json:"queues"`
-	Seconds float64 `json:"seconds"`
+	Mode   string `json:"mode"`
+	Link   string `json:"link"`
+	Vif    string `json:"vif"`
+	MAC    string `json:"mac"`
+	Attach string `json:"attach"`
+	Bind   string `json:"bind"`
+	Queues []int  `json:"queues"`
+	// Seconds is the time the rate is over: for the receiving modes from
+	// the first to the last frame received (to a millisecond), as the
+	// reference programs in bench/ref count it, so neither start-up nor a
+	// quiet tail dilutes the rate; for txonly the whole run. WallSeconds is
+	// the whole run.
+	Seconds     float64 `json:"seconds"`
+	WallSeconds float64 `json:"wall_seconds"`
 	// Packets and Bytes are what the mode moved: frames received (rxdrop),
 	// sent (txonly) or forwarded (l2fwd), since the vif came up.
 	Packets   uint64            `json:"packets"`
@@ -139,9 +139,12 @@ type benchSummary struct {
 func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 	ctx := cmd.Context()
 	var fwd *forwarder
-	var input virtif.Input = func([]byte, bool) {}
+	act := newActivity()
+	defer act.stop()
+	var input virtif.Input = func([]byte, bool) { act.touch() }
 	if m.rx && m.tx {
 		fwd = newForwarder(f.batch)
+		fwd.act = act
 		input = fwd.input
 	}
 	v, err := openVif(vifSetup{link: f.link, netns: f.netns, mac: f.hw, promisc: f.promisc, input: input})
@@ -167,6 +170,8 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 	slog.Info("running", "mode", m.name, "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr().String(), "link", f.link,
 		"attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration)
 
+	// For benchmark harnesses (as bench/ref's programs do): traffic may start.
+	fmt.Fprintf(cmd.ErrOrStderr(), "ready: virtif-xdp %s\n", m.name)
 	start := time.Now()
 	var sendErr error
 	var sender sync.WaitGroup
@@ -202,6 +207,12 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 		err = sendErr
 	}
 	sum := summarize(m, f, v, elapsed)
+	if m.rx {
+		if active, ok := act.span(); ok && sum.Packets > 1 {
+			sum.Seconds = active.Seconds()
+		}
+		sum.rate()
+	}
 	if fwd != nil {
 		sum.Drops["fwd_skipped"] = fwd.skipped.Load()
 		sum.Drops["fwd_send_errors"] = fwd.errs.Load()
@@ -263,6 +274,7 @@ type forwarder struct {
 	bufs    [][]byte
 	frames  [][][]byte
 	n       int
+	act     *activity
 	errs    atomic.Uint64 // send errors other than back-pressure
 	skipped atomic.Uint64 // frames received but not forwarded: too big, or outside the run
 	done    chan struct{}
@@ -314,6 +326,9 @@ func (f *forwarder) stop() {
 }
 
 func (f *forwarder) input(frame []byte, _ bool) {
+	if f.act != nil {
+		f.act.touch()
+	}
 	if len(frame) < 14 || len(frame) > maxFwdFrame {
 		f.skipped.Add(1)
 		return
@@ -383,7 +398,7 @@ func summarize(m benchMode, f *benchFlags, v *vif, elapsed time.Duration) benchS
 	s := benchSummary{
 		Mode: m.name, Link: f.link, Vif: v.ifc.Name(), MAC: v.ifc.HardwareAddr().String(),
 		Attach: info.Attach, Bind: info.Mode, Queues: info.Queues,
-		Seconds:   elapsed.Seconds(),
+		Seconds: elapsed.Seconds(), WallSeconds: elapsed.Seconds(),
 		RXPackets: st.IPackets, TXPackets: st.OPackets,
 		Drops: map[string]uint64{}, Counters: all,
 	}
@@ -397,12 +412,62 @@ func summarize(m benchMode, f *benchFlags, v *vif, elapsed time.Duration) benchS
 			s.Drops[n] = val
 		}
 	}
+	s.rate()
+	return s
+}
+
+func (s *benchSummary) rate() {
 	if s.Seconds > 0 {
 		s.PPS = float64(s.Packets) / s.Seconds
 		s.Mbps = float64(s.Bytes) * 8 / s.Seconds / 1e6
 	}
-	return s
 }
+
+// activity notes when the first and the last frame arrived, to a
+// millisecond, for a few nanoseconds a frame: a ticker keeps a coarse
+// clock and the input handler copies it only when it moved.
+type activity struct {
+	clock, first, last atomic.Int64 // ms since start, +1 (0: unset)
+	done               chan struct{}
+	start              time.Time
+}
+
+func newActivity() *activity {
+	a := &activity{done: make(chan struct{}), start: time.Now()}
+	a.clock.Store(1)
+	go func() {
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-a.done:
+				return
+			case now := <-t.C:
+				a.clock.Store(int64(now.Sub(a.start)/time.Millisecond) + 1)
+			}
+		}
+	}()
+	return a
+}
+
+func (a *activity) touch() {
+	if t := a.clock.Load(); a.last.Load() != t {
+		a.first.CompareAndSwap(0, t)
+		a.last.Store(t)
+	}
+}
+
+// span is the time from the first to the last frame, when there were
+// frames over more than a millisecond.
+func (a *activity) span() (time.Duration, bool) {
+	f, l := a.first.Load(), a.last.Load()
+	if f == 0 || l <= f {
+		return 0, false
+	}
+	return time.Duration(l-f) * time.Millisecond, true
+}
+
+func (a *activity) stop() { close(a.done) }
 
 // printLive prints one line of per-second rates and the drops that grew.
 func printLive(w io.Writer, m benchMode, el, dt time.Duration, prev, cur virtif.Stats) {
