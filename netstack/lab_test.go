@@ -3,6 +3,7 @@ package netstack
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"runtime"
@@ -102,9 +103,16 @@ func (h *hostTrafficTap) Tap(f []byte, dir virtif.Direction) {
 // The userspace stack on an XDP vif shares a veth with the host kernel: from
 // the peer namespace the kernel's own clients reach both, and the host's
 // traffic never reaches the vif.
+// With two queues the vif's frames arrive on two RX goroutines at once.
 func TestIntegrationXDPHost(t *testing.T) {
 	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	for _, q := range []int{1, 2} {
+		t.Run(fmt.Sprintf("queues=%d", q), func(t *testing.T) { testXDPHost(t, q) })
+	}
+}
+
+func testXDPHost(t *testing.T, queues int) {
+	lab := netlab.NewT(t, netlab.Options{Queues: queues})
 	addIPv6(t, lab)
 	peerTxChecksumOff(t, lab)
 	before := runtime.NumGoroutine()
@@ -172,6 +180,17 @@ func TestIntegrationXDPHost(t *testing.T) {
 	st := ifc.Stats()
 	if st.IPackets == 0 || st.OPackets == 0 || st.OErrors != 0 {
 		t.Errorf("vif counters: %+v", st)
+	}
+	// The check above can fail: a promiscuous vif takes the host's traffic.
+	if err := ifc.SetPromisc(true); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = lab.Run(netlab.Peer, "ping", "-n", "-c", "1", "-W", "1", "198.18.0.1")
+	if err := ifc.SetPromisc(false); err != nil {
+		t.Fatal(err)
+	}
+	if tap.n.Load() == 0 {
+		t.Error("a promiscuous vif did not see the host's traffic: the tap misses it")
 	}
 	// Host and cloner close down to the goroutines there were before.
 	if err := h.Close(); err != nil {
