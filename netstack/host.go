@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -49,6 +50,9 @@ type Host struct {
 	lns   []net.Listener // echo and discard
 	srv   *http.Server
 	httpL []net.Listener
+
+	httpRequests atomic.Uint64
+	echoConns    atomic.Uint64
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -104,7 +108,7 @@ func NewHost(ifc *virtif.Interface, cfg HostConfig) (h *Host, err error) {
 	for _, svc := range []struct {
 		port  int
 		serve func(net.Conn)
-	}{{cfg.EchoPort, echo}, {cfg.DiscardPort, discard}} {
+	}{{cfg.EchoPort, h.echo}, {cfg.DiscardPort, discard}} {
 		if svc.port <= 0 {
 			continue
 		}
@@ -202,8 +206,34 @@ func (h *Host) acceptLoop(l net.Listener, serve func(net.Conn)) {
 	}
 }
 
-func echo(c net.Conn)    { _, _ = io.Copy(c, c) }
+func (h *Host) echo(c net.Conn) {
+	h.echoConns.Add(1)
+	_, _ = io.Copy(c, c)
+}
+
 func discard(c net.Conn) { _, _ = io.Copy(io.Discard, c) }
+
+// Counters are what a Host has answered, to tell which path a request took
+// (the userspace stack, or the host kernel sharing the NIC).
+type Counters struct {
+	EchoRepliesV4 uint64 // ICMP echo replies sent
+	EchoRepliesV6 uint64 // ICMPv6 echo replies sent
+	TCPAccepted   uint64 // TCP connections accepted (any service)
+	EchoConns     uint64 // connections to the echo service
+	HTTPRequests  uint64 // requests to the status page
+}
+
+// Counters returns the host's counters.
+func (h *Host) Counters() Counters {
+	ss := h.st.Netstack().Stats()
+	return Counters{
+		EchoRepliesV4: ss.ICMP.V4.PacketsSent.EchoReply.Value(),
+		EchoRepliesV6: ss.ICMP.V6.PacketsSent.EchoReply.Value(),
+		TCPAccepted:   ss.TCP.PassiveConnectionOpenings.Value(),
+		EchoConns:     h.echoConns.Load(),
+		HTTPRequests:  h.httpRequests.Load(),
+	}
+}
 
 // WriteStatus writes the status page's text: the interface, its addresses
 // and counters, and StatusFunc's text.
@@ -234,6 +264,7 @@ func (h *Host) WriteStatus(w io.Writer) {
 }
 
 func (h *Host) serveStatus(w http.ResponseWriter, r *http.Request) {
+	h.httpRequests.Add(1)
 	if r.URL.Path != "/" {
 		http.NotFound(w, r)
 		return

@@ -174,6 +174,9 @@ func testXDPHost(t *testing.T, queues int) {
 			}
 		}
 	})
+	if got, want := h.Counters(), (Counters{EchoRepliesV4: 3, EchoRepliesV6: 3, TCPAccepted: 3, EchoConns: 2, HTTPRequests: 1}); got != want {
+		t.Errorf("host counters %+v, want %+v", got, want)
+	}
 	if n := tap.n.Load(); n != 0 {
 		t.Errorf("the vif received %d frames of the host kernel's traffic", n)
 	}
