@@ -152,6 +152,7 @@ func (c *Cloner) destroy(ifp *Interface) error {
 	ifp.stopLocked()
 	ifp.sendMu.Lock() // wait for a virtif_start in progress
 	ifp.backend, ifp.tx, ifp.flusher = nil, nil, nil
+	clear(ifp.iov[:])
 	ifp.destroyed = true
 	ifp.sendMu.Unlock()
 	delete(c.ifs, ifp.unit)

@@ -279,6 +279,7 @@ func (i *Interface) Down() error {
 	i.stopLocked()
 	// Wait for a virtif_start in progress; later ones see !RUNNING.
 	i.sendMu.Lock()
+	clear(i.iov[:]) // drop references to the callers' last segments
 	i.sendMu.Unlock()
 
 	return nil
