@@ -49,7 +49,6 @@ type Endpoint struct {
 	closed bool // under inMu
 
 	mu      sync.Mutex
-	mtu     uint32
 	onClose func()
 
 	// wmu guards the send scratch, reused so that WritePackets allocates
@@ -72,7 +71,7 @@ func NewEndpoint(ifc *virtif.Interface, opts EndpointOptions) (*Endpoint, error)
 	if ifc.Backend() == nil {
 		return nil, fmt.Errorf("netstack: new endpoint on %s: no link string set: %w", ifc.Name(), unix.ENXIO)
 	}
-	e := &Endpoint{ifc: ifc, caps: stack.CapabilityResolutionRequired, mtu: uint32(ifc.MTU())}
+	e := &Endpoint{ifc: ifc, caps: stack.CapabilityResolutionRequired}
 	if opts.RXChecksumOffload {
 		e.caps |= stack.CapabilityRXChecksumOffload
 	}
@@ -191,22 +190,13 @@ func translate(err error) tcpip.Error {
 	return &tcpip.ErrAborted{}
 }
 
-// MTU is the interface's MTU, or what SetMTU set.
-func (e *Endpoint) MTU() uint32 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.mtu
-}
+// MTU is the interface's MTU.
+func (e *Endpoint) MTU() uint32 { return uint32(e.ifc.MTU()) }
 
-// SetMTU changes the endpoint's MTU and tries the interface's (which may
-// refuse it, e.g. above the backend's MaxMTU; then only the endpoint's
-// changes, as gVisor's interface has no way to report the error).
-func (e *Endpoint) SetMTU(mtu uint32) {
-	e.mu.Lock()
-	e.mtu = mtu
-	e.mu.Unlock()
-	_ = e.ifc.SetMTU(int(mtu))
-}
+// SetMTU sets the interface's MTU. The interface may refuse it (e.g. above
+// the backend's MaxMTU); gVisor's interface has no way to report that, and
+// MTU keeps telling the truth.
+func (e *Endpoint) SetMTU(mtu uint32) { _ = e.ifc.SetMTU(int(mtu)) }
 
 // MaxHeaderLength is the Ethernet header.
 func (*Endpoint) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }

@@ -200,3 +200,25 @@ func BenchmarkEndpointWritePackets(b *testing.B) {
 		}
 	}
 }
+
+// MTU and MAC are the interface's, and follow it.
+func TestEndpointMTUAndMAC(t *testing.T) {
+	p := newMemPair(t, false)
+	if got := p.ep.MTU(); got != uint32(p.ifc.MTU()) || got != virtif.DefaultMTU {
+		t.Errorf("MTU %d, interface %d", got, p.ifc.MTU())
+	}
+	p.ep.SetMTU(9000)
+	if got := p.ifc.MTU(); got != 9000 || p.ep.MTU() != 9000 {
+		t.Errorf("after SetMTU(9000): interface %d, endpoint %d", got, p.ep.MTU())
+	}
+	p.ep.SetMTU(1 << 20) // refused by the interface
+	if got := p.ep.MTU(); got != 9000 {
+		t.Errorf("after a refused SetMTU: %d, want 9000", got)
+	}
+	if got := p.ep.LinkAddress(); string(got) != string(p.ifc.HardwareAddr()) {
+		t.Errorf("link address %s, interface %s", got, p.ifc.HardwareAddr())
+	}
+	if p.ep.ARPHardwareType() != header.ARPHardwareEther || p.ep.MaxHeaderLength() != header.EthernetMinimumSize {
+		t.Error("not an Ethernet endpoint")
+	}
+}

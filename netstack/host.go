@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"html"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/netip"
@@ -126,7 +127,8 @@ func NewHost(ifc *virtif.Interface, cfg HostConfig) (h *Host, err error) {
 	if len(httpAPs) > 0 {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/", h.serveStatus)
-		h.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		h.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: log.New(io.Discard, "", 0)} // a library does not log
 		for _, ap := range httpAPs {
 			if !ap.Addr().IsValid() {
 				ap = netip.AddrPortFrom(unspec, ap.Port())
