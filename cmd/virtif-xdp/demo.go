@@ -691,6 +691,8 @@ func runLinkDemo(cmd *cobra.Command, f *demoFlags) error {
 	}
 	defer stopMetrics()
 	info := v.be.Info()
+	slog.Info("running", "mode", "demo", "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr().String(), "link", f.link,
+		"attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration)
 	fmt.Fprintf(w, "vif0 (mac %s%s) on %s: attach %s, bind %s, queues %s; Ctrl-C stops\n",
 		v.ifc.HardwareAddr(), map[bool]string{true: ", answering ARP and ping for " + f.ip}[f.ip != ""],
 		f.link, info.Attach, info.Mode, intsString(info.Queues))
