@@ -21,17 +21,37 @@ var txBudget = 0
 // consumer side. One op is one batch.
 func BenchmarkRing(b *testing.B) {
 	p, c := ringPair[Desc](b, 2048, 0)
+	src := make([]Desc, benchBatch)
+	for j := range src {
+		src[j] = Desc{Addr: uint64(j) * 2048, Len: 64}
+	}
+	dst := make([]Desc, benchBatch)
 	b.ReportAllocs()
+	for b.Loop() {
+		idx, n := p.reserve(benchBatch)
+		p.put(idx, src[:n])
+		p.submit()
+		idx, n = c.peek(benchBatch)
+		c.get(idx, dst[:n])
+		c.release()
+	}
+}
+
+// BenchmarkRingAddrs is BenchmarkRing for a fill/completion ring written
+// and read one address at a time, as Release and Complete do.
+func BenchmarkRingAddrs(b *testing.B) {
+	p, c := ringPair[uint64](b, 2048, 0)
 	var sum uint64
-	for i := 0; b.Loop(); i++ {
+	b.ReportAllocs()
+	for b.Loop() {
 		idx, n := p.reserve(benchBatch)
 		for j := range n {
-			*p.at(idx + j) = Desc{Addr: uint64(j) * 2048, Len: 64}
+			*p.at(idx + j) = uint64(j) * 2048
 		}
 		p.submit()
 		idx, n = c.peek(benchBatch)
 		for j := range n {
-			sum += c.at(idx + j).Addr
+			sum += *c.at(idx + j)
 		}
 		c.release()
 	}
@@ -104,6 +124,26 @@ func benchRXDrop(b *testing.B, size int) {
 	b.ReportMetric(float64(b.N)/el.Seconds(), "pps")
 	dropped := (after.RXDropped - before.RXDropped) + (after.RXRingFull - before.RXRingFull)
 	b.ReportMetric(float64(dropped)/float64(b.N), "kdrops/op")
+}
+
+// BenchmarkKick measures one TX kick on an empty ring, i.e. the cost of the
+// system call itself, through RawSyscall6 (what kickTX uses) and Syscall6.
+func BenchmarkKick(b *testing.B) {
+	l := newXSKLab(b, netlab.Options{})
+	s := l.open(b, 0, nil)
+	for _, k := range []struct {
+		name string
+		kick func(int) unix.Errno
+	}{{"raw", kickTX}, {"syscall", kickTXSyscall}} {
+		b.Run(k.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if e := k.kick(s.fd); e != 0 {
+					b.Fatal(e)
+				}
+			}
+		})
+	}
 }
 
 // BenchmarkTXOnly transmits 64-byte frames to an XDP_DROP sink on the peer;

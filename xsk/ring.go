@@ -78,6 +78,21 @@ func (r *ring[T]) reserve(n uint32) (idx, got uint32) {
 // at returns the slot for index idx.
 func (r *ring[T]) at(idx uint32) *T { return &r.slots[idx&r.mask] }
 
+// put copies src into the slots from index idx on, wrapping at the end of
+// the array: one or two memmoves instead of a bounds check per slot.
+func (r *ring[T]) put(idx uint32, src []T) {
+	i := idx & r.mask
+	n := copy(r.slots[i:], src)
+	copy(r.slots, src[n:])
+}
+
+// get copies the slots from index idx on into dst, wrapping likewise.
+func (r *ring[T]) get(idx uint32, dst []T) {
+	i := idx & r.mask
+	n := copy(dst, r.slots[i:])
+	copy(dst[n:], r.slots)
+}
+
 // submit publishes everything reserved so far.
 func (r *ring[T]) submit() {
 	if r.pub != r.prod {
@@ -120,7 +135,7 @@ func (r *ring[T]) needWakeup() bool {
 }
 
 // outstanding is, for a producer, how many published or reserved slots the
-// consumer has not taken yet (as last seen).
+// consumer has not taken yet.
 func (r *ring[T]) outstanding() uint32 {
 	r.cons = r.consumer.Load()
 	return r.prod - r.cons

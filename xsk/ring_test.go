@@ -192,3 +192,31 @@ func TestRingConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// put and get split a batch that crosses the end of the slot array.
+func TestRingPutGetAcrossEnd(t *testing.T) {
+	p, c := ringPair[Desc](t, 8, 5)
+	src := make([]Desc, 6)
+	for i := range src {
+		src[i] = Desc{Addr: uint64(i + 1)}
+	}
+	idx, n := p.reserve(6)
+	if n != 6 || idx&p.mask != 5 {
+		t.Fatalf("reserve at slot %d, %d", idx&p.mask, n)
+	}
+	p.put(idx, src)
+	p.submit()
+	for i, want := range src {
+		if got := *c.at(idx + uint32(i)); got != want {
+			t.Fatalf("slot for %d: %+v, want %+v", i, got, want)
+		}
+	}
+	dst := make([]Desc, 6)
+	idx, n = c.peek(6)
+	c.get(idx, dst[:n])
+	for i := range src {
+		if dst[i] != src[i] {
+			t.Fatalf("get %d: %+v, want %+v", i, dst[i], src[i])
+		}
+	}
+}

@@ -26,9 +26,7 @@ func (s *Socket) Receive(descs []Desc) int {
 		}
 		return 0
 	}
-	for i := range n {
-		descs[i] = *s.rx.at(idx + i)
-	}
+	s.rx.get(idx, descs[:n])
 	// The descriptors are copied out; the frames stay ours until Release.
 	s.rx.release()
 	return int(n)

@@ -231,3 +231,51 @@ func waitStats(t *testing.T, s *Socket, ok func(Stats) bool) Stats {
 	t.Fatalf("counters did not move: %+v", st)
 	return st
 }
+
+// Busy polling and binding without need_wakeup both still carry frames
+// both ways.
+func TestIntegrationOptions(t *testing.T) {
+	for _, cfg := range []*Config{
+		{BusyPoll: 20, BusyPollBudget: 16},
+		{DisableNeedWakeup: true},
+		{UMEM: UMEMConfig{FrameSize: 4096, NumFrames: 512, FillSize: 256, CompletionSize: 256, Headroom: 64}, RXSize: 256, TXSize: 256},
+	} {
+		l := newXSKLab(t, netlab.Options{})
+		s := l.open(t, 0, cfg)
+		p := l.packet(t, netlab.Peer)
+		want := testFrame(l.MAC[netlab.Host], l.MAC[netlab.Peer], 1, 200)
+		p.send(t, want)
+		if got := receiveOne(t, s); !bytes.Equal(got, want) {
+			t.Fatalf("%+v: received %x", cfg, got)
+		}
+		want = testFrame(l.MAC[netlab.Peer], l.MAC[netlab.Host], 2, 200)
+		addr, buf, ok := s.NextFrame()
+		if !ok || len(buf) != s.FrameSize() {
+			t.Fatalf("%+v: NextFrame %v, %d bytes", cfg, ok, len(buf))
+		}
+		n := copy(buf, want)
+		if sent, err := s.Transmit([]Desc{{Addr: addr, Len: uint32(n)}}); sent != 1 || err != nil {
+			t.Fatalf("%+v: Transmit %d, %v", cfg, sent, err)
+		}
+		if got := p.recv(t, make([]byte, 4096)); !bytes.Equal(got, want) {
+			t.Fatalf("%+v: peer received %x", cfg, got)
+		}
+	}
+}
+
+// Descriptors that do not belong to the UMEM are refused without a panic.
+func TestIntegrationForeignDescriptors(t *testing.T) {
+	l := newXSKLab(t, netlab.Options{})
+	s := l.open(t, 0, &Config{UMEM: UMEMConfig{NumFrames: 64, FillSize: 32}})
+	for _, d := range []Desc{{Addr: 1 << 40, Len: 10}, {Addr: 64*2048 - 5, Len: 10}, {Addr: 64*2048 + 5, Len: 1}, {Addr: ^uint64(0), Len: 2}} {
+		if f := s.Frame(d); f != nil {
+			t.Errorf("Frame(%+v) = %d bytes", d, len(f))
+		}
+		if d.Addr >= 64*2048 {
+			s.FreeFrame(d.Addr)
+		}
+	}
+	if s.FreeFrames() != 32 {
+		t.Errorf("FreeFrame accepted foreign addresses: %d free", s.FreeFrames())
+	}
+}

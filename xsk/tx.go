@@ -14,6 +14,9 @@ import (
 // completions first; ok is false when no frame is free even then (all are in
 // flight: back-pressure).
 func (s *Socket) NextFrame() (addr uint64, buf []byte, ok bool) {
+	if s.closed.Load() {
+		return 0, nil, false
+	}
 	if len(s.free) == 0 {
 		if s.Complete() == 0 {
 			return 0, nil, false
@@ -25,7 +28,9 @@ func (s *Socket) NextFrame() (addr uint64, buf []byte, ok bool) {
 	return addr, s.umem[addr:end:end], true
 }
 
-// FreeFrame returns a frame taken by NextFrame but not transmitted.
+// FreeFrame returns a frame taken by NextFrame but not transmitted. An
+// address outside the UMEM is ignored; a frame that is already free, or
+// still on a ring, must not be given (it would be handed out twice).
 func (s *Socket) FreeFrame(addr uint64) {
 	if len(s.free) < cap(s.free) && addr < uint64(len(s.umem)) {
 		s.free = append(s.free, addr&s.frameMask)
@@ -48,9 +53,7 @@ func (s *Socket) Transmit(descs []Desc) (n int, err error) {
 		return 0, net.ErrClosed
 	}
 	idx, got := s.tx.reserve(uint32(len(descs)))
-	for i := range got {
-		*s.tx.at(idx + i) = descs[i]
-	}
+	s.tx.put(idx, descs[:got])
 	s.tx.submit()
 	s.inFlight += int(got)
 	// Kick even when nothing fit: a full ring only drains when kicked.
