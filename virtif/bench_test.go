@@ -58,15 +58,23 @@ func BenchmarkOutputBatch(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(frames)), "ns/frame")
 }
 
+// BenchmarkDeliver: the receive filter through Deliver and through a
+// NewDeliver function ("own"), on one goroutine and on all Ps at once.
 func BenchmarkDeliver(b *testing.B) {
 	for _, mode := range []string{"accept", "filter", "promisc"} {
-		b.Run(mode, func(b *testing.B) { benchDeliver(b, mode, false) })
-		b.Run(mode+"-parallel", func(b *testing.B) { benchDeliver(b, mode, true) })
+		b.Run(mode, func(b *testing.B) { benchDeliver(b, mode, false, false) })
+		b.Run(mode+"-own", func(b *testing.B) { benchDeliver(b, mode, false, true) })
+		b.Run(mode+"-parallel", func(b *testing.B) { benchDeliver(b, mode, true, false) })
+		b.Run(mode+"-parallel-own", func(b *testing.B) { benchDeliver(b, mode, true, true) })
 	}
 }
 
-func benchDeliver(b *testing.B, mode string, parallel bool) {
+func benchDeliver(b *testing.B, mode string, parallel, own bool) {
 	ifp, deliver := newBench(b)
+	newDeliver := ifp.Backend().(*bareBackend).cfg.NewDeliver
+	if own {
+		deliver = newDeliver()
+	}
 	ifp.SetInput(func([]byte, bool) {})
 	dst := ifp.HardwareAddr()
 	switch mode {
@@ -83,6 +91,10 @@ func benchDeliver(b *testing.B, mode string, parallel bool) {
 	if parallel {
 		b.RunParallel(func(pb *testing.PB) {
 			f := frameTo(dst, 64)
+			deliver := deliver
+			if own {
+				deliver = newDeliver() // one per receiving goroutine
+			}
 			for pb.Next() {
 				deliver(f)
 			}
@@ -112,6 +124,7 @@ func TestZeroAllocs(t *testing.T) {
 		t.Skip("the race detector changes allocation behaviour (sync.Pool drops items)")
 	}
 	ifp, deliver := newBench(t)
+	ownDeliver := ifp.Backend().(*bareBackend).cfg.NewDeliver()
 	ifp.SetInput(func([]byte, bool) {})
 	own, other := frameTo(ifp.HardwareAddr(), 64), frameTo(net.HardwareAddr{2, 9, 9, 9, 9, 9}, 64)
 	long := split(frameTo(bcast, 1500), 100, true)
@@ -123,6 +136,8 @@ func TestZeroAllocs(t *testing.T) {
 		{"deliver accept", func() { deliver(own) }},
 		{"deliver filter", func() { deliver(other) }},
 		{"deliver runt", func() { deliver(own[:10]) }},
+		{"NewDeliver accept", func() { ownDeliver(own) }},
+		{"NewDeliver filter", func() { ownDeliver(other) }},
 		{"output 1 segment", func() { _ = ifp.Output([][]byte{own}) }},
 		{"output 100 segments (coalesced)", func() { _ = ifp.Output(long) }},
 		{"output batch", func() { _, _ = ifp.OutputBatch([][][]byte{{own}, {own}}) }},

@@ -46,69 +46,80 @@ func TestDeliver(t *testing.T) {
 		{"no handler", true, false, true, func(m net.HardwareAddr) []byte { return frameTo(m, 60) },
 			false, false, Stats{IDrops: 1, INoHandler: 1}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ifp, b := newRec(t, "", tc.running)
-			if tc.promisc {
-				_ = ifp.SetPromisc(true)
-			}
-			var got [][]byte
-			var marks []bool
-			if !tc.noHandler {
-				ifp.SetInput(func(f []byte, promisc bool) {
-					got = append(got, bytes.Clone(f))
-					marks = append(marks, promisc)
-				})
-			}
-			var tapped int
-			_ = ifp.AddTap(tapFunc(func(f []byte, d Direction) {
-				if d == In {
-					tapped++
+		for _, kind := range []string{"Deliver", "NewDeliver"} {
+			t.Run(tc.name+"/"+kind, func(t *testing.T) {
+				ifp, b := newRec(t, "", tc.running)
+				deliver := b.cfg.Deliver
+				if kind == "NewDeliver" {
+					deliver = b.cfg.NewDeliver()
 				}
-			}))
-			f := tc.frame(ifp.HardwareAddr())
-			b.cfg.Deliver(f)
-			if tc.delivered != (len(got) == 1) {
-				t.Fatalf("delivered %d frames, want delivered=%v", len(got), tc.delivered)
-			}
-			if tc.delivered && (!bytes.Equal(got[0], f) || marks[0] != tc.markedPromisc) {
-				t.Errorf("handler got %x promisc=%v, want %x promisc=%v", got[0], marks[0], f, tc.markedPromisc)
-			}
-			// Taps see what passed the filter, handler or not.
-			wantTapped := 0
-			if tc.delivered || tc.noHandler {
-				wantTapped = 1
-			}
-			if tapped != wantTapped {
-				t.Errorf("tap saw %d frames, want %d", tapped, wantTapped)
-			}
-			st := ifp.Stats()
-			st.Backend = nil
-			if fmt.Sprint(st) != fmt.Sprint(tc.want) {
-				t.Errorf("stats %+v, want %+v", st, tc.want)
-			}
-			_ = ifp.Down()
-		})
+				if tc.promisc {
+					_ = ifp.SetPromisc(true)
+				}
+				var got [][]byte
+				var marks []bool
+				if !tc.noHandler {
+					ifp.SetInput(func(f []byte, promisc bool) {
+						got = append(got, bytes.Clone(f))
+						marks = append(marks, promisc)
+					})
+				}
+				var tapped int
+				_ = ifp.AddTap(tapFunc(func(f []byte, d Direction) {
+					if d == In {
+						tapped++
+					}
+				}))
+				f := tc.frame(ifp.HardwareAddr())
+				deliver(f)
+				if tc.delivered != (len(got) == 1) {
+					t.Fatalf("delivered %d frames, want delivered=%v", len(got), tc.delivered)
+				}
+				if tc.delivered && (!bytes.Equal(got[0], f) || marks[0] != tc.markedPromisc) {
+					t.Errorf("handler got %x promisc=%v, want %x promisc=%v", got[0], marks[0], f, tc.markedPromisc)
+				}
+				// Taps see what passed the filter, handler or not.
+				wantTapped := 0
+				if tc.delivered || tc.noHandler {
+					wantTapped = 1
+				}
+				if tapped != wantTapped {
+					t.Errorf("tap saw %d frames, want %d", tapped, wantTapped)
+				}
+				st := ifp.Stats()
+				st.Backend = nil
+				if fmt.Sprint(st) != fmt.Sprint(tc.want) {
+					t.Errorf("stats %+v, want %+v", st, tc.want)
+				}
+				_ = ifp.Down()
+			})
+		}
 	}
 }
 
-// Stats is one consistent snapshot while several goroutines deliver: every
-// read has IBytes == IPackets*len and counts never go backwards.
+// Stats is one consistent snapshot while several goroutines deliver (half
+// through Deliver, half through their own NewDeliver): every read has
+// IBytes == IPackets*len and counts never go backwards.
 func TestStatsConsistentUnderLoad(t *testing.T) {
 	ifp, b := newRec(t, "", true)
 	ifp.SetInput(func([]byte, bool) {})
 	const G, N, L = 4, 20000, 100
 	var wg sync.WaitGroup
-	for range G {
+	for g := range G {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			f := frameTo(ifp.HardwareAddr(), L)
 			m := frameTo(bcast, L)
+			deliver := b.cfg.Deliver
+			if g%2 == 1 {
+				deliver = b.cfg.NewDeliver()
+			}
 			for k := range N {
 				if k%2 == 0 {
-					b.cfg.Deliver(f)
+					deliver(f)
 				} else {
-					b.cfg.Deliver(m)
+					deliver(m)
 				}
 			}
 		}()

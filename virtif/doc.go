@@ -43,7 +43,9 @@
 // valid only during the call: one that keeps a frame copies it. The path
 // takes no lock and allocates nothing: flags and MAC are atomics, counters
 // live in per-P shards (see Stats), taps cost one atomic load when none is
-// attached.
+// attached. A backend with long-lived receiving goroutines (one per NIC
+// queue) takes one BackendConfig.NewDeliver function per goroutine, whose
+// counters are its own: no per-P lookup at all.
 //
 // # Send path
 //

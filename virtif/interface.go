@@ -209,7 +209,7 @@ func (i *Interface) createLocked(s string) error {
 		return opErr(i.name, fmt.Sprintf("set link string: no backend for scheme %q", scheme), unix.ENXIO)
 	}
 	mac := net.HardwareAddr{0xb2, 0x0a, byte(rand.Uint32()), 0x0b, 0x0e, byte(i.unit)}
-	b, err := open(BackendConfig{Name: i.name, Link: link, MAC: mac, Deliver: i.deliver})
+	b, err := open(BackendConfig{Name: i.name, Link: link, MAC: mac, Deliver: i.deliver, NewDeliver: i.newDeliver})
 	if err != nil {
 		return opErr(i.name, fmt.Sprintf("create %s backend", scheme), err)
 	}

@@ -43,7 +43,7 @@ func (i *Interface) reserve(n int) int {
 // segs may be reused by the caller once Output returns.
 func (i *Interface) Output(segs [][]byte) error {
 	if i.reserve(1) == 0 {
-		i.ctr.add1(cODrops)
+		i.ctr.add1(nil, cODrops)
 		return i.errs.nobufs
 	}
 	i.sendMu.Lock()
@@ -69,7 +69,7 @@ func (i *Interface) OutputBatch(frames [][][]byte) (int, error) {
 	for sent < len(frames) {
 		k := i.reserve(len(frames) - sent)
 		if k == 0 {
-			i.ctr.add1(cODrops)
+			i.ctr.add1(nil, cODrops)
 			return sent, i.errs.nobufs
 		}
 		i.sendMu.Lock()

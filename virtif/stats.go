@@ -66,6 +66,11 @@ type counters struct {
 	shards []shard
 	next   atomic.Uint32 // fallback round robin when the pool has no hint
 	hint   sync.Pool
+
+	// owned are shards of single receiving goroutines (NewDeliver): no
+	// pool lookup, and only a reader can make their lock wait.
+	mu    sync.Mutex
+	owned atomic.Pointer[[]*shard]
 }
 
 // init makes two shards per P, so that a writer preempted while holding
@@ -97,25 +102,67 @@ func (c *counters) release(s *shard) {
 	c.hint.Put(s)
 }
 
-// add1 counts one event under a shard lock.
-func (c *counters) add1(idx int) {
-	s := c.acquire()
+// newOwned adds a shard for one goroutine.
+func (c *counters) newOwned() *shard {
+	s := new(shard)
+	c.mu.Lock()
+	var l []*shard
+	if p := c.owned.Load(); p != nil {
+		l = *p
+	}
+	l = append(l[:len(l):len(l)], s)
+	c.owned.Store(&l)
+	c.mu.Unlock()
+	return s
+}
+
+// get locks own if given (waiting only for a reader), else any shard.
+func (c *counters) get(own *shard) *shard {
+	if own == nil {
+		return c.acquire()
+	}
+	for !own.lock.CompareAndSwap(0, 1) {
+		runtime.Gosched()
+	}
+	return own
+}
+
+// put unlocks what get returned.
+func (c *counters) put(own, s *shard) {
+	if own == nil {
+		c.release(s)
+		return
+	}
+	s.lock.Store(0)
+}
+
+// add1 counts one event.
+func (c *counters) add1(own *shard, idx int) {
+	s := c.get(own)
 	s.c[idx]++
-	c.release(s)
+	c.put(own, s)
 }
 
 // snapshot sums all shards into dst.
 func (c *counters) snapshot(dst *[nCounters]uint64) {
 	for k := range c.shards {
-		s := &c.shards[k]
-		for !s.lock.CompareAndSwap(0, 1) {
-			runtime.Gosched()
-		}
-		for j, v := range s.c {
-			dst[j] += v
-		}
-		s.lock.Store(0)
+		c.sum(&c.shards[k], dst)
 	}
+	if p := c.owned.Load(); p != nil {
+		for _, s := range *p {
+			c.sum(s, dst)
+		}
+	}
+}
+
+func (c *counters) sum(s *shard, dst *[nCounters]uint64) {
+	for !s.lock.CompareAndSwap(0, 1) {
+		runtime.Gosched()
+	}
+	for j, v := range s.c {
+		dst[j] += v
+	}
+	s.lock.Store(0)
 }
 
 // Stats returns a snapshot of the interface counters, safe to call while
