@@ -83,9 +83,13 @@ func Open(cfg virtif.BackendConfig) (virtif.Backend, error) {
 	if cfg.Deliver == nil {
 		return nil, fmt.Errorf("mem: %s: no deliver function: %w", cfg.Name, unix.EINVAL)
 	}
+	deliver := cfg.Deliver
+	if cfg.NewDeliver != nil {
+		deliver = cfg.NewDeliver() // one receiving goroutine: counters of its own
+	}
 	p := &port{
 		name:    cfg.Name,
-		deliver: cfg.Deliver,
+		deliver: deliver,
 		free:    make(chan *frameBuf, queue),
 		ready:   make(chan *frameBuf, queue),
 		done:    make(chan struct{}),
