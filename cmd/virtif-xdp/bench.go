@@ -139,9 +139,15 @@ type benchSummary struct {
 func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 	ctx := cmd.Context()
 	var fwd *forwarder
-	act := newActivity()
-	defer act.stop()
-	var input virtif.Input = func([]byte, bool) { act.touch() }
+	var act *activity // not for txonly: its ticker would only cost wakeups
+	var input virtif.Input
+	if m.rx {
+		act = newActivity()
+		defer act.stop()
+		input = func([]byte, bool) { act.touch() }
+	} else {
+		input = func([]byte, bool) {}
+	}
 	if m.rx && m.tx {
 		fwd = newForwarder(f.batch)
 		fwd.act = act

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -134,6 +135,9 @@ func openVif(setup vifSetup) (*vif, error) {
 	}
 	if setup.netns != "" {
 		err = netlab.DoIn(setup.netns, create)
+		if errors.Is(err, os.ErrNotExist) && v.ifc == nil {
+			err = fmt.Errorf("%w ('ip netns list' shows the namespaces; 'virtif-xdp lab up' makes vxlab-h)", err)
+		}
 	} else {
 		err = create()
 	}
