@@ -194,3 +194,26 @@ func TestDetach(t *testing.T) {
 	wantErrno(t, "Create after Detach", err, unix.ENXIO)
 	wantErrno(t, "Close after Detach", c.Close(), 0)
 }
+
+// The zero Interface (not from a cloner) answers ENXIO, never panics.
+func TestZeroInterface(t *testing.T) {
+	var i Interface
+	g := []byte{1, 0, 0x5e, 0, 0, 1}
+	for name, err := range map[string]error{
+		"SetLinkStr":    i.SetLinkStr("rec:x"),
+		"Up":            i.Up(),
+		"Output":        i.Output([][]byte{make([]byte, 60)}),
+		"OutputBatch":   func() error { _, err := i.OutputBatch([][][]byte{{make([]byte, 60)}}); return err }(),
+		"SetMTU":        i.SetMTU(1500),
+		"JoinMulticast": i.JoinMulticast(g),
+		"Close":         i.Close(),
+	} {
+		wantErrno(t, name, err, unix.ENXIO)
+	}
+	_ = i.Down()
+	_ = i.Stats()
+	_ = i.Flags()
+	if _, err := NewPcapWriter(nil, PcapOptions{}); !isErrno(err, unix.EINVAL) {
+		t.Errorf("NewPcapWriter(nil): %v", err)
+	}
+}

@@ -43,10 +43,15 @@ type Input func(frame []byte, promisc bool)
 
 // Interface is one virtual interface (struct virtif_sc with its ifnet).
 // It is safe for concurrent use.
+//
+// Interfaces come from a Cloner; the zero value fails every operation that
+// needs one with ENXIO rather than panicking.
 type Interface struct {
-	cloner *Cloner
-	name   string
-	unit   int
+	cloner        *Cloner
+	name          string
+	unit          int
+	defaultScheme string // the cloner's DefaultScheme
+	queueLen      int32  // the cloner's SendQueueLen
 
 	// Read on the hot paths without locks.
 	flags atomic.Uint32 // Flags
@@ -79,7 +84,10 @@ type Interface struct {
 }
 
 func newInterface(c *Cloner, name string, unit int) *Interface {
-	i := &Interface{cloner: c, name: name, unit: unit, errs: newSendErrors(name)}
+	i := &Interface{
+		cloner: c, name: name, unit: unit, errs: newSendErrors(name),
+		defaultScheme: c.cfg.DefaultScheme, queueLen: int32(c.cfg.SendQueueLen),
+	}
 	i.flags.Store(uint32(FlagBroadcast | FlagSimplex | FlagMulticast))
 	i.mtu.Store(DefaultMTU)
 	i.ctr.init()
@@ -138,7 +146,7 @@ func (i *Interface) SetLinkStr(s string) error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	switch {
-	case i.destroyed:
+	case i.destroyed || i.cloner == nil:
 		return opErr(i.name, "set link string", unix.ENXIO)
 	case i.flags.Load()&uint32(FlagUp) != 0:
 		return opErr(i.name, "set link string: interface up", unix.EBUSY)
@@ -185,7 +193,7 @@ func (i *Interface) LinkStrLen() (int, error) {
 func (i *Interface) splitLink(s string) (scheme, link string, err error) {
 	scheme, _, ok := strings.Cut(s, ":")
 	if !ok {
-		scheme = i.cloner.cfg.DefaultScheme
+		scheme = i.defaultScheme
 		if scheme == "" {
 			return "", "", opErr(i.name, fmt.Sprintf("set link string %q: no scheme and no default scheme", s), unix.ENXIO)
 		}
@@ -296,6 +304,9 @@ func (i *Interface) Close() error {
 	i.mu.Unlock()
 	if gone {
 		return nil
+	}
+	if i.cloner == nil {
+		return opErr(i.name, "close: not from a cloner", unix.ENXIO)
 	}
 	_ = i.Down()
 	err := i.cloner.destroy(i)

@@ -2,6 +2,8 @@ package virtif
 
 import (
 	"fmt"
+
+	"golang.org/x/sys/unix"
 )
 
 // The send queue. NetBSD queues mbufs on if_snd and virtif_start drains it.
@@ -15,7 +17,7 @@ import (
 
 // reserve takes up to n send-queue slots and returns how many it got.
 func (i *Interface) reserve(n int) int {
-	limit := int32(i.cloner.cfg.SendQueueLen)
+	limit := i.queueLen
 	for {
 		cur := i.pending.Load()
 		k := limit - cur
@@ -43,6 +45,9 @@ func (i *Interface) reserve(n int) int {
 // segs may be reused by the caller once Output returns.
 func (i *Interface) Output(segs [][]byte) error {
 	if i.reserve(1) == 0 {
+		if i.queueLen == 0 { // the zero Interface
+			return opErr(i.name, "output", unix.ENXIO)
+		}
 		i.ctr.add1(nil, cODrops)
 		return i.errs.nobufs
 	}
@@ -68,6 +73,9 @@ func (i *Interface) OutputBatch(frames [][][]byte) (int, error) {
 	sent := 0
 	for sent < len(frames) {
 		k := i.reserve(len(frames) - sent)
+		if k == 0 && i.queueLen == 0 {
+			return 0, opErr(i.name, "output", unix.ENXIO)
+		}
 		if k == 0 {
 			i.ctr.add1(nil, cODrops)
 			return sent, i.errs.nobufs

@@ -128,6 +128,9 @@ type PcapOptions struct {
 
 // NewPcapWriter writes the pcap file header to w and returns the tap.
 func NewPcapWriter(w io.Writer, opts PcapOptions) (*PcapWriter, error) {
+	if w == nil {
+		return nil, opErr("pcap", "new writer: nil io.Writer", unix.EINVAL)
+	}
 	if opts.Snaplen <= 0 {
 		opts.Snaplen = 65535
 	}
