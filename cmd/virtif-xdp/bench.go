@@ -34,8 +34,8 @@ var benchModes = []benchMode{
 		short: "Receive on a vif and drop: the receive path's rate",
 		long: `rxdrop brings up vif0 on the NIC; its input handler drops every frame the
 vif accepts (the interface counts it first). Send frames to the vif's MAC
-(--mac) from elsewhere, or use --promisc to take every frame the host does not
-own an address for.`},
+(--mac) from elsewhere, or use --promisc to take every frame no other vif
+claims: the host's own traffic too, which its kernel then no longer sees.`},
 	{name: "txonly", tx: true,
 		short: "Send prebuilt UDP frames from a vif as fast as it goes",
 		long: `txonly brings up vif0 on the NIC and sends --size byte UDP frames

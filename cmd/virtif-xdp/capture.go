@@ -22,12 +22,13 @@ func newCaptureCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "capture --link xdp:IFNAME[,...] -w FILE.pcap [flags]",
 		Short: "Write the frames a vif receives to a pcap file (tcpdump -r and Wireshark read it)",
-		Long: `capture brings up vif0 on the NIC and writes every frame the vif accepts
-(its MAC, broadcast and its multicast groups; everything the host does not
-own with --promisc) to a classic pcap file through the interface's tap, as
-bpf_mtap shows frames to tcpdump on NetBSD. It stops after --count frames,
-after --duration, or on Ctrl-C / SIGTERM. The frames captured are taken from
-the host kernel, which does not see them.`,
+		Long: `capture brings up vif0 on the NIC and writes every frame the XDP program
+steers to it (frames to its MAC; with --promisc every frame no other vif
+claims) to a classic pcap file through the interface's tap, as bpf_mtap shows
+frames to tcpdump on NetBSD. It stops after --count frames, after --duration,
+or on Ctrl-C / SIGTERM. The frames captured are taken from the host kernel,
+which does not see them: with --promisc the host is cut off from the NIC
+while capture runs.`,
 		Example: `  ip netns exec vxlab-h virtif-xdp capture --link xdp:vxlabh --promisc -w /tmp/vif.pcap --count 100
   tcpdump -nr /tmp/vif.pcap`,
 		Args: cobraArgs(cobra.NoArgs),
