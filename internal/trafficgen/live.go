@@ -23,6 +23,8 @@ const (
 	// liveMaxFrame: live mode takes at most a page less XDP headroom and
 	// skb_shared_info; 3 KiB fits every 4 KiB-page kernel.
 	liveMaxFrame = 3072
+	// vethRing is the size of a veth receive queue's XDP ring (VETH_RING_SIZE).
+	vethRing = 256
 )
 
 // progRunAttr is the BPF_PROG_RUN member of union bpf_attr (80 bytes).
@@ -227,14 +229,16 @@ func (l *Live) run(frame []byte, count int) (int, error) {
 }
 
 // paced sends in runs sized to keep the average rate at pps, checked each
-// millisecond.
+// millisecond. A run is at most vethRing frames, so a receiving veth whose
+// NAPI falls behind for a moment (deferred to ksoftirqd on a busy machine)
+// still has room for the whole run.
 func (l *Live) paced(frame []byte, count, pps int) (int, error) {
 	start := time.Now()
 	sent := 0
 	for sent < count {
 		due := int(float64(pps) * time.Since(start).Seconds())
 		if due > sent {
-			n, err := l.run(frame, min(due-sent, count-sent))
+			n, err := l.run(frame, min(due-sent, count-sent, vethRing))
 			sent += n
 			if err != nil {
 				return sent, err
