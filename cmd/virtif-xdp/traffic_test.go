@@ -292,3 +292,21 @@ func TestIntegrationCapture(t *testing.T) {
 		t.Fatalf("XDP program left on the NIC (attached %v, %v)", attached, err)
 	}
 }
+
+// The NIC deleted under a running rxdrop: it ends at once with exit 1 and an
+// error that says why, instead of running on deaf.
+func TestIntegrationNICDeleted(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	r := startCmd(t, "rxdrop", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--duration", "0", "--json")
+	r.waitRunning(t)
+	if out, err := lab.Run(netlab.Host, "ip", "link", "del", lab.Link[netlab.Host]); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	res := r.wait(t)
+	if res.code != exitFailure || !strings.Contains(res.stderr, "stopped receiving") {
+		t.Fatalf("rxdrop after its NIC went: exit %d, want %d with the reason:\n%s", res.code, exitFailure, res.stderr)
+	}
+	summaryJSON(t, res) // the summary still comes
+	t.Logf("stderr: %s", res.stderr[strings.LastIndex(res.stderr, "virtif-xdp: "):])
+}
