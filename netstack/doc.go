@@ -49,6 +49,11 @@
 //   - IPv6: AddAddress joins the address's solicited-node group
 //     (33:33:ff + the low 24 bits), where neighbour solicitations are sent.
 //
+// A vif's MAC is random per run, so AddAddress also announces each address
+// (a gratuitous ARP, an unsolicited neighbour advertisement with the override
+// flag): neighbours that cached the previous run's MAC switch at once instead
+// of probing the old one for several seconds.
+//
 // Multicast limitation: the XDP program can steer a multicast MAC to one
 // vif per NIC only, and the host kernel then no longer sees it. Joining a
 // group another vif holds fails with EEXIST: two vifs on one NIC cannot have

@@ -247,3 +247,52 @@ func TestIntegrationXDPChecksumOffload(t *testing.T) {
 		}
 	}
 }
+
+// A host that comes back with another MAC (a vif's MAC is random, and here
+// the unit differs too) is reachable at once: its announcements (gratuitous
+// ARP, unsolicited neighbour advertisement) update the peer's neighbour cache,
+// which would otherwise keep the old MAC for tens of seconds.
+func TestIntegrationXDPRestartAnnounces(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	addIPv6(t, lab)
+	var macs []string
+	for unit := range 2 {
+		c := newCloner(t)
+		var ifc *virtif.Interface
+		err := lab.Do(netlab.Host, func() (err error) {
+			if ifc, err = c.CreateUnit(unit); err != nil {
+				return err
+			}
+			return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host])
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := NewHost(ifc, HostConfig{Addrs: []netip.Prefix{srv4, srv6}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		macs = append(macs, ifc.HardwareAddr().String())
+		// One echo each, with a short wait: a stale neighbour entry would
+		// need several seconds of probing before it recovers.
+		for _, dst := range []string{"198.18.0.3", "fd00:198:18::3"} {
+			if out, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "1", "-W", "1", dst); err != nil {
+				neigh, _ := lab.Run(netlab.Peer, "ip", "neigh")
+				t.Errorf("run %d (MAC %s): ping %s: %v\n%s\nneighbours:\n%s", unit, ifc.HardwareAddr(), dst, err, out, neigh)
+			}
+		}
+		if err := h.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// Linux ignores an ARP update within a second (locktime) of the
+		// last one.
+		time.Sleep(1100 * time.Millisecond)
+	}
+	if macs[0] == macs[1] {
+		t.Fatalf("both runs had MAC %s: the test shows nothing", macs[0])
+	}
+}

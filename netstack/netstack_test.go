@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 	_ "github.com/virtif-xdp/virtif-xdp/virtif/mem"
@@ -340,36 +341,61 @@ func TestEndpointCloseDetaches(t *testing.T) {
 	}
 }
 
-// Adding an IPv4 address on an up interface announces it (gratuitous ARP),
-// so a neighbour that cached an older MAC for it moves to this one.
-func TestGratuitousARP(t *testing.T) {
+// Adding addresses on an up interface announces them: a gratuitous ARP for
+// IPv4, an unsolicited neighbour advertisement (override flag, target
+// link-layer address) to all nodes for IPv6.
+func TestAnnouncements(t *testing.T) {
 	c := newCloner(t)
 	seg := segName(t)
 	ifc, watcher := memIfc(t, c, seg), memIfc(t, c, seg)
 	got := make(chan []byte, 16)
-	watcher.SetInput(func(f []byte, _ bool) {
-		if len(f) >= 42 && f[12] == 0x08 && f[13] == 0x06 {
-			got <- append([]byte(nil), f...)
-		}
-	})
+	watcher.SetInput(func(f []byte, _ bool) { got <- append([]byte(nil), f...) })
 	if err := watcher.Up(); err != nil {
 		t.Fatal(err)
 	}
-	h, err := NewHost(ifc, HostConfig{Addrs: []netip.Prefix{srv4}})
+	h, err := NewHost(ifc, HostConfig{Addrs: []netip.Prefix{srv4, srv6}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	var f []byte
-	select {
-	case f = <-got:
-	case <-testCtx(t).Done():
-		t.Fatal("no ARP announcement")
+	var arp, na []byte
+	for arp == nil || na == nil {
+		select {
+		case f := <-got:
+			switch {
+			case len(f) >= 42 && f[12] == 0x08 && f[13] == 0x06:
+				arp = f
+			case len(f) >= 54+header.ICMPv6NeighborAdvertMinimumSize && f[12] == 0x86 && f[13] == 0xdd && f[54] == byte(header.ICMPv6NeighborAdvert):
+				na = f
+			}
+		case <-testCtx(t).Done():
+			t.Fatalf("announcements: ARP %v, NA %v", arp != nil, na != nil)
+		}
 	}
 	mac, a := ifc.HardwareAddr(), srv4.Addr().As4()
 	want := slices.Concat([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac, []byte{8, 6, 0, 1, 8, 0, 6, 4, 0, 1},
 		mac, a[:], make([]byte, 6), a[:])
-	if !bytes.Equal(f, want) {
-		t.Errorf("announcement\n got % x\nwant % x", f, want)
+	if !bytes.Equal(arp, want) {
+		t.Errorf("ARP announcement\n got % x\nwant % x", arp, want)
+	}
+
+	if !bytes.Equal(na[:6], AllNodesMAC) || !bytes.Equal(na[6:12], mac) {
+		t.Errorf("NA Ethernet header % x", na[:14])
+	}
+	ip := header.IPv6(na[14:])
+	src, dst := ip.SourceAddress(), ip.DestinationAddress()
+	if src.String() != srv6.Addr().String() || dst != header.IPv6AllNodesMulticastAddress || ip.HopLimit() != 255 {
+		t.Errorf("NA IPv6 header: %s -> %s hop limit %d", src, dst, ip.HopLimit())
+	}
+	icmp := header.ICMPv6(ip.Payload())
+	if sum := header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: icmp, Src: src, Dst: dst}); sum != icmp.Checksum() {
+		t.Errorf("NA checksum %#x, want %#x", icmp.Checksum(), sum)
+	}
+	body := header.NDPNeighborAdvert(icmp.MessageBody())
+	if !body.OverrideFlag() || body.SolicitedFlag() || body.TargetAddress().String() != srv6.Addr().String() {
+		t.Errorf("NA body: override %v solicited %v target %s", body.OverrideFlag(), body.SolicitedFlag(), body.TargetAddress())
+	}
+	if opt := body[header.NDPNAMinimumSize:]; len(opt) < 8 || opt[0] != 2 || opt[1] != 1 || !bytes.Equal(opt[2:8], mac) {
+		t.Errorf("NA target link-layer option % x", opt)
 	}
 }

@@ -115,12 +115,14 @@ func (s *Stack) Interface() *virtif.Interface { return s.ifc }
 
 // AddAddress adds an address with its subnet route. An IPv4 address is
 // registered with the interface (AddIPv4: the XDP backend then steers ARP
-// requests for it) and announced with a gratuitous ARP if the interface is
-// up; an IPv6 address makes the interface join its
+// requests for it); an IPv6 address makes the interface join its
 // solicited-node group 33:33:ff:XX:YY:ZZ, so neighbour solicitations reach the
 // stack, not the host kernel. EEXIST if the address is there already, EINVAL
 // for an invalid prefix; the interface's errors pass through (EEXIST from
-// JoinMulticast means another vif on the NIC holds the group).
+// JoinMulticast means another vif on the NIC holds the group). If the
+// interface is up, the address is announced (gratuitous ARP, unsolicited
+// neighbour advertisement) so that neighbours which cached another MAC for
+// it, such as a previous run's (a vif's MAC is random), switch at once.
 func (s *Stack) AddAddress(p netip.Prefix) error {
 	if !p.IsValid() || p.Addr().Zone() != "" {
 		return fmt.Errorf("netstack: add address %s: %w", p, unix.EINVAL)
@@ -184,6 +186,8 @@ func (s *Stack) AddAddress(p netip.Prefix) error {
 	s.addrs = append(s.addrs, p)
 	if addr.Is4() {
 		s.announce(addr)
+	} else {
+		s.announce6(addr)
 	}
 	return nil
 }
@@ -380,6 +384,44 @@ func (s *Stack) Close() error {
 		return fmt.Errorf("netstack: close: %w", first)
 	}
 	return nil
+}
+
+// announce6 sends an unsolicited neighbour advertisement for addr to all
+// nodes with the override flag (RFC 4861 section 7.2.6), the IPv6 side of
+// announce. Best effort, as announce.
+func (s *Stack) announce6(addr netip.Addr) {
+	mac := s.ifc.HardwareAddr()
+	if len(mac) != 6 {
+		return
+	}
+	const optLen = 8 // target link-layer address option: type, length, MAC
+	icmpLen := header.ICMPv6NeighborAdvertMinimumSize + optLen
+	f := make([]byte, header.EthernetMinimumSize+header.IPv6MinimumSize+icmpLen)
+	allNodes := header.IPv6AllNodesMulticastAddress
+	src := tcpip.AddrFrom16(addr.As16())
+	header.Ethernet(f).Encode(&header.EthernetFields{
+		SrcAddr: tcpip.LinkAddress(mac),
+		DstAddr: tcpip.LinkAddress(AllNodesMAC),
+		Type:    header.IPv6ProtocolNumber,
+	})
+	ip := header.IPv6(f[header.EthernetMinimumSize:])
+	ip.Encode(&header.IPv6Fields{
+		PayloadLength:     uint16(icmpLen),
+		TransportProtocol: header.ICMPv6ProtocolNumber,
+		HopLimit:          header.NDPHopLimit,
+		SrcAddr:           src,
+		DstAddr:           allNodes,
+	})
+	icmp := header.ICMPv6(ip[header.IPv6MinimumSize:])
+	icmp.SetType(header.ICMPv6NeighborAdvert)
+	na := header.NDPNeighborAdvert(icmp.MessageBody())
+	na.SetOverrideFlag(true)
+	na.SetTargetAddress(src)
+	opt := na[header.NDPNAMinimumSize:]
+	opt[0], opt[1] = 2, 1 // target link-layer address, 8 bytes
+	copy(opt[2:], mac)
+	icmp.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: icmp, Src: src, Dst: allNodes}))
+	_ = s.ifc.Output([][]byte{f})
 }
 
 // SolicitedNodeMAC is the Ethernet group of addr's solicited-node multicast
