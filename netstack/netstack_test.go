@@ -399,3 +399,39 @@ func TestAnnouncements(t *testing.T) {
 		t.Errorf("NA target link-layer option % x", opt)
 	}
 }
+
+// With a gateway, traffic off the subnet goes to the gateway's MAC.
+func TestGateway(t *testing.T) {
+	c := newCloner(t)
+	seg := segName(t)
+	gw, err := NewHost(memIfc(t, c, seg), HostConfig{Addrs: []netip.Prefix{srv4, srv6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	cli, err := NewHost(memIfc(t, c, seg), HostConfig{Addrs: []netip.Prefix{cli4, cli6}, Gateway: srv4.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	if err := cli.Stack().SetGateway(srv6.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.Stack().SetGateway(netip.Addr{}); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("invalid gateway: %v, want EINVAL", err)
+	}
+	// Nobody answers (the gateway does not forward), but the gateway gets them.
+	for _, dst := range []string{"198.19.0.9", "fd00:1::9"} {
+		short, cancel := context.WithTimeout(testCtx(t), 300*time.Millisecond)
+		_, _ = cli.Stack().Ping(short, netip.MustParseAddr(dst), nil)
+		cancel()
+	}
+	ctx := testCtx(t)
+	stat := gw.Stack().Netstack().Stats().IP.InvalidDestinationAddressesReceived
+	for stat.Value() < 2 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := stat.Value(); got != 2 {
+		t.Errorf("the gateway received %d packets for other hosts, want 2", got)
+	}
+}
