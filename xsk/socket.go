@@ -98,7 +98,7 @@ type Socket struct {
 	needWakeup         bool // bound with XDP_USE_NEED_WAKEUP
 	busyPoll           bool
 	bindRetries        int  // EBUSY answers before bind succeeded (tests look)
-	syscallKick        bool // kick through Syscall6 instead (BenchmarkKick)
+	rawKick            bool // kick through RawSyscall6 (BenchmarkTXOnlyRawKick)
 
 	umem      []byte
 	frameSize uint64
