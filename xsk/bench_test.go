@@ -156,6 +156,13 @@ func BenchmarkTXOnly(b *testing.B) { benchTXOnly(b, 64, false) }
 // instead of Syscall6.
 func BenchmarkTXOnlyRawKick(b *testing.B) { benchTXOnly(b, 64, true) }
 
+// BenchmarkTXOneByOne transmits and kicks one frame at a time, where the
+// cost of the kick system call weighs most.
+func BenchmarkTXOneByOne(b *testing.B) {
+	b.Run("syscall", func(b *testing.B) { benchTX(b, 64, 1, false) })
+	b.Run("raw", func(b *testing.B) { benchTX(b, 64, 1, true) })
+}
+
 // BenchmarkTXOnlyBudget raises how many frames one copy-mode kick may send
 // (XDP_MAX_TX_SKB_BUDGET, default 32).
 func BenchmarkTXOnlyBudget(b *testing.B) {
@@ -166,7 +173,9 @@ func BenchmarkTXOnlyBudget(b *testing.B) {
 
 func BenchmarkTXOnly1500(b *testing.B) { benchTXOnly(b, 1500, false) }
 
-func benchTXOnly(b *testing.B, size int, rawKick bool) {
+func benchTXOnly(b *testing.B, size int, rawKick bool) { benchTX(b, size, benchBatch, rawKick) }
+
+func benchTX(b *testing.B, size, batch int, rawKick bool) {
 	l := newXSKLab(b, netlab.Options{})
 	s := l.open(b, 0, nil)
 	s.rawKick = rawKick
@@ -228,7 +237,7 @@ func benchTXOnly(b *testing.B, size int, rawKick bool) {
 				queued, b.N, s.InFlight(), s.FreeFrames(), kickTX(s.fd), s.tx.needWakeup(), st)
 		}
 		n := 0
-		for n < min(benchBatch, b.N-queued) {
+		for n < min(batch, b.N-queued) {
 			addr, _, ok := s.NextFrame()
 			if !ok {
 				break
