@@ -279,3 +279,28 @@ func TestIntegrationForeignDescriptors(t *testing.T) {
 		t.Errorf("FreeFrame accepted foreign addresses: %d free", s.FreeFrames())
 	}
 }
+
+// When the interface goes away the kernel unbinds the socket; Wait then
+// reports the socket's error instead of blocking on a silent descriptor.
+func TestIntegrationInterfaceDeleted(t *testing.T) {
+	l := newXSKLab(t, netlab.Options{})
+	s := l.open(t, 0, nil)
+	if _, err := l.Run(netlab.Peer, "ip", "link", "del", l.Link[netlab.Peer]); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	for range 100 {
+		if _, err = s.Wait(20 * time.Millisecond); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, unix.ENETDOWN) {
+		t.Fatalf("Wait after the interface was deleted: %v, want ENETDOWN", err)
+	}
+	if _, err := s.Transmit(nil); !errors.Is(err, unix.ENXIO) {
+		t.Errorf("Transmit after the interface was deleted: %v, want ENXIO", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
