@@ -71,4 +71,11 @@
 // checksum offload off on the sending side (ethtool -K PEER tx off) or set
 // EndpointOptions.RXChecksumOffload to make the stack trust received
 // checksums. Real NICs deliver finished checksums.
+//
+// # Requirements
+//
+// The package makes no system call of its own: it needs what the interface's
+// backend needs (for "xdp:", root or CAP_NET_ADMIN + CAP_BPF + CAP_NET_RAW and
+// a kernel with AF_XDP and bpf_link for XDP, 5.9+); over "mem:" it needs
+// nothing.
 package netstack
