@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -49,13 +50,17 @@ const txBatch = 64
 
 // Backend is one vif's hold on a NIC.
 type Backend struct {
-	nic     *nic
-	slot    int
-	name    string
-	mac     net.HardwareAddr
-	deliver func([]byte)
-	dying   atomic.Bool
-	closed  atomic.Bool
+	nic  *nic
+	slot int
+	name string
+	mac  net.HardwareAddr
+	// delivers[i] is the deliver function of the RX goroutine of the NIC's
+	// i-th queue, with counters of its own (virtif's NewDeliver).
+	delivers   []func([]byte)
+	newDeliver func() func([]byte)
+	deliver    func([]byte)
+	dying      atomic.Bool
+	closed     atomic.Bool
 
 	// What this vif registered with the program, to undo at Close.
 	regMu   sync.Mutex
@@ -68,8 +73,8 @@ type Backend struct {
 	pending [txBatch]xsk.Desc
 	npend   int
 
-	rx                      atomic.Uint64 // frames handed to deliver
-	txRingFull, txTooBig    atomic.Uint64 // frames dropped on the way out
+	rxq                     []paddedCounter // frames handed to delivers[i]
+	txRingFull, txTooBig    atomic.Uint64   // frames dropped on the way out
 	txNoFrame, txKickErrors atomic.Uint64
 }
 
@@ -96,7 +101,7 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 	if bc.Deliver == nil {
 		return nil, fmt.Errorf("xdp: %s: no deliver function: %w", bc.Name, unix.EINVAL)
 	}
-	b := &Backend{name: bc.Name, mac: append(net.HardwareAddr(nil), bc.MAC...), deliver: bc.Deliver}
+	b := &Backend{name: bc.Name, mac: append(net.HardwareAddr(nil), bc.MAC...), deliver: bc.Deliver, newDeliver: bc.NewDeliver}
 	n, slot, err := acquireNIC(c, b)
 	if err != nil {
 		return nil, withPrivilegeHint(err)
@@ -165,10 +170,29 @@ func (b *Backend) Send(segs [][]byte) error {
 
 // Flush puts the frames Send gathered on the TX ring and kicks the kernel
 // until it has taken them all.
+//
+// Called while an RX goroutine of the NIC is delivering a batch — typically
+// from an input handler that answers or forwards — it returns at once and
+// the RX goroutine flushes at the end of its batch: one kick per batch, not
+// per frame. A failure there is counted (tx_kick_errors), not returned.
 func (b *Backend) Flush() error {
 	if b.closed.Load() {
 		return net.ErrClosed
 	}
+	n := b.nic
+	if b.slot < 64 {
+		n.flushBits.Or(1 << b.slot)
+		if n.rxDepth.Load() > 0 {
+			return nil
+		}
+		if n.flushBits.And(^(uint64(1)<<b.slot))&(1<<b.slot) == 0 {
+			return nil // an RX goroutine took it meanwhile
+		}
+	}
+	return b.flushNow()
+}
+
+func (b *Backend) flushNow() error {
 	b.txq.txMu.Lock()
 	defer b.txq.txMu.Unlock()
 	return b.transmitLocked(true)
@@ -395,8 +419,15 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 		add("xdp_host_runt", c.Runt)
 	}
 	var ks xsk.Stats
-	for _, q := range n.queues {
+	for i, q := range n.queues {
 		if s, err := q.sock.Stats(); err == nil {
+			if len(n.queues) > 1 {
+				pfx := "q" + strconv.Itoa(q.id) + "_"
+				add(pfx+"rx_frames", b.rxq[i].n.Load())
+				add(pfx+"xsk_rx_dropped", s.RXDropped)
+				add(pfx+"xsk_rx_ring_full", s.RXRingFull)
+				add(pfx+"xsk_rx_fill_ring_empty", s.RXFillRingEmptyDescs)
+			}
 			ks.RXDropped += s.RXDropped
 			ks.RXInvalidDescs += s.RXInvalidDescs
 			ks.TXInvalidDescs += s.TXInvalidDescs
@@ -411,7 +442,11 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	add("xsk_rx_ring_full", ks.RXRingFull)
 	add("xsk_rx_fill_ring_empty", ks.RXFillRingEmptyDescs)
 	add("xsk_tx_ring_empty", ks.TXRingEmptyDescs)
-	add("rx_frames", b.rx.Load())
+	var rx uint64
+	for i := range b.rxq {
+		rx += b.rxq[i].n.Load()
+	}
+	add("rx_frames", rx)
 	add("rx_untagged", n.untagged.Load())
 	add("rx_unclaimed", n.unclaimed.Load())
 	add("tx_ring_full_drops", b.txRingFull.Load())
@@ -419,4 +454,25 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	add("tx_too_big", b.txTooBig.Load())
 	add("tx_kick_errors", b.txKickErrors.Load())
 	return dst
+}
+
+// paddedCounter is a counter alone on its cache line: each RX goroutine
+// bumps its own.
+type paddedCounter struct {
+	n atomic.Uint64
+	_ [56]byte
+}
+
+// bindQueues gives b a deliver function and a counter per NIC queue, before
+// any RX goroutine can see b.
+func (b *Backend) bindQueues(nq int) {
+	b.delivers = make([]func([]byte), nq)
+	for i := range b.delivers {
+		if b.newDeliver != nil {
+			b.delivers[i] = b.newDeliver()
+		} else {
+			b.delivers[i] = b.deliver
+		}
+	}
+	b.rxq = make([]paddedCounter, nq)
 }

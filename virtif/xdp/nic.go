@@ -3,6 +3,7 @@ package xdp
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"net"
 	"os"
 	"runtime"
@@ -44,6 +45,16 @@ type nic struct {
 	err   error // why the RX goroutines ended early, e.g. the NIC went away
 
 	untagged, unclaimed atomic.Uint64 // frames no vif could be found for
+
+	// Sends from inside an RX batch (a forwarder or a TCP stack answering in
+	// its input handler) are kicked once at the end of the batch rather than
+	// once per frame: Flush sets the vif's bit in flushBits while rxDepth
+	// says a batch is running, and the RX goroutine flushes those vifs after
+	// its batch. Flush sets the bit before it reads rxDepth and the RX
+	// goroutine lowers rxDepth before it takes the bits, so either Flush
+	// sees no batch running and flushes itself, or a batch end sees the bit.
+	rxDepth   atomic.Int32
+	flushBits atomic.Uint64
 }
 
 type nicKey struct {
@@ -54,6 +65,7 @@ type nicKey struct {
 // queue is one NIC queue: its socket and the goroutine draining it.
 type queue struct {
 	id   int
+	idx  int // position in nic.queues
 	sock *xsk.Socket
 	// batch is odd while the RX goroutine is delivering a batch: detaching a
 	// vif waits for it to move on, so no frame reaches a closed vif.
@@ -109,6 +121,7 @@ func acquireNIC(c *Config, b *Backend) (*nic, int, error) {
 		return nil, 0, fmt.Errorf("xdp: %s: all %d vif slots in use: %w", c.Ifname, len(n.vifs), unix.ENOSPC)
 	}
 	n.refs++
+	b.bindQueues(len(n.queues))
 	n.vifs[slot].Store(b)
 	n.updateSolo()
 	return n, slot, nil
@@ -209,7 +222,7 @@ func newNIC(key nicKey, c *Config) (n *nic, err error) {
 			}
 			return nil, fmt.Errorf("xdp: %s queue %d: %w", c.Ifname, q, err)
 		}
-		n.queues = append(n.queues, &queue{id: q, sock: sock})
+		n.queues = append(n.queues, &queue{id: q, idx: len(n.queues), sock: sock})
 		n.mode = sock.Mode()
 	}
 	for _, q := range n.queues {
@@ -250,6 +263,7 @@ func (n *nic) rxLoop(q *queue) {
 			continue
 		}
 		q.batch.Add(1)
+		n.rxDepth.Add(1)
 		solo := n.solo.Load()
 		for i := range got {
 			frame := q.sock.Frame(descs[i])
@@ -264,11 +278,16 @@ func (n *nic) rxLoop(q *queue) {
 				n.untagged.Add(1)
 				continue
 			}
-			b.rx.Add(1)
-			b.deliver(frame)
+			c := &b.rxq[q.idx].n
+			c.Store(c.Load() + 1) // one writer: no locked add
+			b.delivers[q.idx](frame)
 		}
 		q.batch.Add(1)
 		q.sock.Release(descs[:got])
+		n.rxDepth.Add(-1)
+		if set := n.flushBits.Swap(0); set != 0 {
+			n.flushDeferred(set)
+		}
 	}
 }
 
@@ -343,4 +362,15 @@ func (n *nic) shutdown() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// flushDeferred flushes the vifs whose Flush came during an RX batch.
+func (n *nic) flushDeferred(set uint64) {
+	for set != 0 {
+		slot := bits.TrailingZeros64(set)
+		set &^= 1 << slot
+		if b := n.vifs[slot].Load(); b != nil {
+			_ = b.flushNow() // failures are counted in tx_kick_errors
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
@@ -273,3 +274,34 @@ func TestIntegrationAttachModes(t *testing.T) {
 }
 
 var _ = virtif.MaxSegments
+
+// Frames sent from inside the input handler (a forwarder, a stack that
+// answers) are flushed at the end of the RX batch: none stays behind.
+func TestIntegrationSendFromInput(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{})
+	v := newVif(t, lab, nil, "")
+	var errs []error
+	var mu sync.Mutex
+	v.ifc.SetInput(func(f []byte, _ bool) {
+		out := make([]byte, len(f))
+		copy(out, f)
+		copy(out[0:6], f[6:12])
+		copy(out[6:12], f[0:6])
+		if err := v.ifc.Output([][]byte{out}); err != nil {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+	})
+	peer := openRaw(t, lab, netlab.Peer)
+	const n = 500
+	for i := range n {
+		peer.send(t, frame(lab, v.ifc.HardwareAddr(), fmt.Sprintf("ECHO%03d", i), 100))
+	}
+	got := peer.collect([]byte("ECHO"), n, 5e9)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != n || len(errs) != 0 {
+		t.Fatalf("peer got %d of %d answers; send errors %v; counters %+v", len(got), n, errs, v.ifc.Stats())
+	}
+}
