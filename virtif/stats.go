@@ -48,8 +48,9 @@ const (
 	nCounters
 )
 
-// shard is one set of counters guarded by a try-lock. Writers never wait:
-// a busy shard sends them to the next one. Readers take the lock briefly,
+// shard is one set of counters guarded by a try-lock. Writers on the
+// common shards never wait: a busy shard sends them to the next one (an
+// owned shard waits, for a reader only). Readers take the lock briefly,
 // so each shard is read whole; a frame's counters land in one shard
 // together, so sums over shards never see half of a frame.
 type shard struct {
