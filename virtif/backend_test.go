@@ -251,8 +251,11 @@ func wantErrno(t testing.TB, what string, err error, want unix.Errno) {
 	}
 }
 
+var regRuns atomic.Int32
+
 func TestRegisterBackend(t *testing.T) {
 	open := func(BackendConfig) (Backend, error) { return nil, unix.EIO }
+	fresh := fmt.Sprintf("regtest%d", regRuns.Add(1)) // the registry is global: -count, -cpu rerun
 	for _, tc := range []struct {
 		scheme string
 		fn     OpenFunc
@@ -263,16 +266,16 @@ func TestRegisterBackend(t *testing.T) {
 		{"a,b", open, unix.EINVAL},
 		{"nilfn", nil, unix.EINVAL},
 		{"rec", open, unix.EEXIST},
-		{"regtest", open, 0},
-		{"regtest", open, unix.EEXIST},
+		{fresh, open, 0},
+		{fresh, open, unix.EEXIST},
 	} {
 		wantErrno(t, fmt.Sprintf("RegisterBackend(%q)", tc.scheme), RegisterBackend(tc.scheme, tc.fn), tc.want)
 	}
 	found := false
 	for _, s := range Backends() {
-		found = found || s == "regtest"
+		found = found || s == fresh
 	}
 	if !found {
-		t.Errorf("Backends() = %v, lacks regtest", Backends())
+		t.Errorf("Backends() = %v, lacks %s", Backends(), fresh)
 	}
 }
