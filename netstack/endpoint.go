@@ -61,7 +61,7 @@ type Endpoint struct {
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
 
 // NewEndpoint makes a link endpoint over ifc and becomes its input handler
-// (SetInput). ifc must have its backend (link string set): ENXIO otherwise.
+// (SetInput), replacing any other: one endpoint per interface. ifc must have its backend (link string set): ENXIO otherwise.
 // Bring the interface up before traffic is expected; frames arriving while no
 // stack is attached are dropped.
 func NewEndpoint(ifc *virtif.Interface, opts EndpointOptions) (*Endpoint, error) {

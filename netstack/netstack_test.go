@@ -237,8 +237,10 @@ func TestAddressRegistration(t *testing.T) {
 	if err := st.AddAddress(srv4); !errors.Is(err, unix.EEXIST) {
 		t.Errorf("adding an address twice: %v, want EEXIST", err)
 	}
-	if err := st.AddAddress(netip.Prefix{}); !errors.Is(err, unix.EINVAL) {
-		t.Errorf("adding an invalid prefix: %v, want EINVAL", err)
+	for _, bad := range []netip.Prefix{{}, netip.MustParsePrefix("::ffff:198.18.0.9/120")} {
+		if err := st.AddAddress(bad); !errors.Is(err, unix.EINVAL) {
+			t.Errorf("adding %s: %v, want EINVAL", bad, err)
+		}
 	}
 	if got := ifc.IPv4(); len(got) != 1 || got[0] != srv4.Addr() {
 		t.Errorf("interface IPv4 %v, want [%s]", got, srv4.Addr())

@@ -119,15 +119,15 @@ func (s *Stack) Interface() *virtif.Interface { return s.ifc }
 // solicited-node group 33:33:ff:XX:YY:ZZ, so neighbour solicitations reach the
 // stack, not the host kernel. EEXIST if the address is there already, EINVAL
 // for an invalid prefix; the interface's errors pass through (EEXIST from
-// JoinMulticast means another vif on the NIC holds the group). If the
+// JoinMulticast means another vif on the NIC holds the group). EINVAL for an
+// IPv4-mapped IPv6 address (give the IPv4 address). If the
 // interface is up, the address is announced (gratuitous ARP, unsolicited
 // neighbour advertisement) so that neighbours which cached another MAC for
 // it, such as a previous run's (a vif's MAC is random), switch at once.
 func (s *Stack) AddAddress(p netip.Prefix) error {
-	if !p.IsValid() || p.Addr().Zone() != "" {
+	if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
 		return fmt.Errorf("netstack: add address %s: %w", p, unix.EINVAL)
 	}
-	p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
