@@ -270,3 +270,63 @@ func BenchmarkHub(b *testing.B) {
 		}
 	}
 }
+
+// Members come and go while others send: no race, no panic, no frame
+// delivered to a destroyed interface, and the segment ends empty.
+func TestChurn(t *testing.T) {
+	c := newCloner(t)
+	a, b := attach(t, c, "mem:churn"), attach(t, c, "mem:churn")
+	for _, m := range []*member{a, b} {
+		m.ifp.SetInput(func([]byte, bool) {})
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 2)
+	for _, m := range []*member{a, b} {
+		go func() {
+			segs := frame(bcast, m.ifp.HardwareAddr(), "churn")
+			for {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
+				}
+				if err := m.ifp.Output(segs); err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+	}
+	for range 50 {
+		ifp, err := c.Create()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var closed atomic.Bool
+		ifp.SetInput(func([]byte, bool) {
+			if closed.Load() {
+				t.Error("frame delivered after Close")
+			}
+		})
+		if err := ifp.SetLinkStr("mem:churn"); err != nil {
+			t.Fatal(err)
+		}
+		_ = ifp.Up()
+		if err := ifp.Close(); err != nil {
+			t.Fatal(err)
+		}
+		closed.Store(true)
+	}
+	close(stop)
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+	_ = a.ifp.Close()
+	_ = b.ifp.Close()
+	if n := mem.Members("churn"); n != 0 {
+		t.Errorf("%d members left", n)
+	}
+}
