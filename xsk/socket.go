@@ -51,7 +51,8 @@ type UMEMConfig struct {
 	// (default 2048 each).
 	FillSize, CompletionSize int
 	// Headroom is space the kernel leaves free before each received packet,
-	// on top of XDP_PACKET_HEADROOM (default 0).
+	// on top of XDP_PACKET_HEADROOM (default 0). It does not apply to TX:
+	// a transmitted packet starts at the address given in its Desc.
 	Headroom int
 }
 
@@ -98,7 +99,7 @@ type Socket struct {
 	needWakeup         bool // bound with XDP_USE_NEED_WAKEUP
 	busyPoll           bool
 	bindRetries        int  // EBUSY answers before bind succeeded (tests look)
-	rawKick            bool // kick through RawSyscall6 (BenchmarkTXOnlyRawKick)
+	syscallKick        bool // kick through Syscall6 (BenchmarkTXOnlySyscallKick)
 
 	umem      []byte
 	frameSize uint64

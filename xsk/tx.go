@@ -75,8 +75,8 @@ func (s *Socket) kick() error {
 		return nil
 	}
 	var e unix.Errno
-	if s.rawKick {
-		e = kickTXRaw(s.fd)
+	if s.syscallKick {
+		e = kickTXSyscall(s.fd)
 	} else {
 		e = kickTX(s.fd)
 	}

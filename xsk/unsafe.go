@@ -114,23 +114,23 @@ func statistics(fd int) (unix.XDPStatistics, error) {
 }
 
 // kickTX asks the kernel to process the TX ring: sendto(fd, NULL, 0,
-// MSG_DONTWAIT, NULL, 0). In copy mode the kernel builds and sends up to a
-// budget of frames (32) inside this call, tens of microseconds of work. It
-// goes through Syscall6, which tells the scheduler, rather than RawSyscall6,
-// which would hold the P for all that time: BenchmarkTXOnly against
-// BenchmarkTXOnlyRawKick and BenchmarkKick found no difference outside the
-// noise here (6.18, veth, copy mode: ~900 CPU-ns a frame either way, ~400 ns
-// a kick on an empty ring either way), so the cheaper-looking raw call buys
-// nothing and would stall other goroutines sharing the P.
+// MSG_DONTWAIT, NULL, 0). MSG_DONTWAIT means it never sleeps, so it may go
+// through RawSyscall6, which skips the scheduler's entersyscall/exitsyscall:
+// BenchmarkKick measured ~250 ns a kick against ~325 ns with Syscall6 here
+// (6.18, veth, copy mode). The cost: in copy mode the kernel builds and sends
+// up to a budget of frames (32) inside the call, tens of microseconds during
+// which this P runs no other goroutine. Whole-path txonly figures could not
+// tell the two apart on this shared VM (BenchmarkTXOnly vs
+// BenchmarkTXOnlyRawKick: ~0.7-1 CPU-us a frame either way).
 func kickTX(fd int) unix.Errno {
-	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	return e
 }
 
-// kickTXRaw is kickTX through RawSyscall6, kept for the benchmarks that
+// kickTXSyscall is kickTX through Syscall6, kept for the benchmarks that
 // justify the choice.
-func kickTXRaw(fd int) unix.Errno {
-	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+func kickTXSyscall(fd int) unix.Errno {
+	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	return e
 }
 
