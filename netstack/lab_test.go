@@ -57,7 +57,7 @@ func addIPv6(t testing.TB, lab *netlab.Lab) {
 // (CHECKSUM_PARTIAL), and the stack would drop the segments as corrupt.
 func peerTxChecksumOff(t testing.TB, lab *netlab.Lab) {
 	t.Helper()
-	if err := lab.Do(netlab.Peer, func() error { return setTxChecksum(lab.Link[netlab.Peer], false) }); err != nil {
+	if err := lab.SetTxChecksum(netlab.Peer, false); err != nil {
 		t.Fatal(err)
 	}
 }
