@@ -25,7 +25,7 @@
 // The RX half (Wait, Receive, Frame, Release) and the TX half (NextFrame,
 // Transmit, Kick, Complete, FreeFrame) touch disjoint rings and state, so
 // each may run on its own goroutine, but neither half is safe for concurrent
-// use by itself. Wakeup may be called from anywhere; Close interrupts a Wait
+// use by itself. Wakeup and Stats may be called from anywhere; Close interrupts a Wait
 // and must otherwise not race with the data path: stop the users first.
 //
 // All unsafe code (mmap pointer arithmetic, getsockopt on structs, the kick)

@@ -142,8 +142,8 @@ func (s *Socket) pendingError() error {
 // Wakeup makes a Wait in progress (or the next one) return false, nil. It is
 // safe to call from any goroutine.
 func (s *Socket) Wakeup() error {
-	s.wakeMu.RLock()
-	defer s.wakeMu.RUnlock()
+	s.fdMu.RLock()
+	defer s.fdMu.RUnlock()
 	if s.wakeFd < 0 {
 		return net.ErrClosed
 	}

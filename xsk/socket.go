@@ -117,7 +117,7 @@ type Socket struct {
 	inFlight int      // frames given to the kernel by Transmit, not completed yet
 
 	wakeFd   int          // eventfd: Wakeup and Close interrupt Wait through it
-	wakeMu   sync.RWMutex // guards wakeFd against Close
+	fdMu     sync.RWMutex // Stats and Wakeup read the descriptors under it; Close closes them under it
 	waitMu   sync.Mutex   // held by Wait; Close takes it before unmapping
 	drainBuf [8]byte
 	closed   atomic.Bool
@@ -379,7 +379,7 @@ func (s *Socket) bind(c *Config) error {
 func (s *Socket) Mode() Mode { return s.mode }
 
 // FD is the socket's descriptor, e.g. for an XSKMAP entry. It stays owned by
-// the Socket.
+// the Socket; after Close it is -1.
 func (s *Socket) FD() int { return s.fd }
 
 // Queue is the queue the socket is bound to.
@@ -393,9 +393,12 @@ func (s *Socket) Ifindex() int { return s.ifindex }
 func (s *Socket) FrameSize() int { return int(s.frameSize) }
 
 // Stats reads the kernel's counters for the socket (XDP_STATISTICS; the
-// last three need 5.9 and read 0 before).
+// last three need 5.9 and read 0 before). It is safe to call from any
+// goroutine, also concurrently with Close (then it returns net.ErrClosed).
 func (s *Socket) Stats() (Stats, error) {
-	if s.closed.Load() {
+	s.fdMu.RLock()
+	defer s.fdMu.RUnlock()
+	if s.fd < 0 {
 		return Stats{}, net.ErrClosed
 	}
 	st, err := statistics(s.fd)
@@ -433,12 +436,14 @@ func (s *Socket) Close() error {
 	}
 	s.fill, s.comp = ring[uint64]{}, ring[uint64]{}
 	s.rx, s.tx = ring[Desc]{}, ring[Desc]{}
+	s.fdMu.Lock()
 	if s.fd >= 0 {
 		if err := unix.Close(s.fd); err != nil {
 			errs = append(errs, os.NewSyscallError("close", err))
 		}
 		s.fd = -1
 	}
+	s.fdMu.Unlock()
 	// The kernel pinned the UMEM pages at registration, so unmapping after
 	// close cannot pull them from under a socket still being torn down.
 	if s.umem != nil {
@@ -447,14 +452,14 @@ func (s *Socket) Close() error {
 		}
 		s.umem = nil
 	}
-	s.wakeMu.Lock()
+	s.fdMu.Lock()
 	if s.wakeFd >= 0 {
 		if err := unix.Close(s.wakeFd); err != nil {
 			errs = append(errs, os.NewSyscallError("close eventfd", err))
 		}
 		s.wakeFd = -1
 	}
-	s.wakeMu.Unlock()
+	s.fdMu.Unlock()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("xsk: close: %w", err)
 	}

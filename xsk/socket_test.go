@@ -97,6 +97,39 @@ func TestIntegrationCloseTwice(t *testing.T) {
 	if n := s.Receive(make([]Desc, 4)); n != 0 {
 		t.Fatalf("Receive after Close: %d", n)
 	}
+	if _, _, ok := s.NextFrame(); ok {
+		t.Fatal("NextFrame after Close")
+	}
+	if _, err := s.Transmit([]Desc{{}}); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Transmit after Close: %v", err)
+	}
+}
+
+// Stats and Wakeup may race with Close (run with -race).
+func TestIntegrationStatsDuringClose(t *testing.T) {
+	l := newXSKLab(t, netlab.Options{})
+	for range 20 {
+		s := l.open(t, 0, &Config{UMEM: UMEMConfig{NumFrames: 128, FillSize: 64, CompletionSize: 64}, RXSize: 64, TXSize: 64})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				_, err := s.Stats()
+				_ = s.Wakeup()
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		<-done
+	}
 }
 
 // The kernel frees a closed socket's hold on its queue asynchronously; an
