@@ -711,3 +711,32 @@ func runLinkDemo(cmd *cobra.Command, f *demoFlags) error {
 	}
 	return err
 }
+
+// The lab's IPv6 addresses: the host kernel's and the peer's, beside
+// demoVifIP6 of the userspace stack. Their low 24 bits differ, so their
+// solicited-node groups do too (the XDP program steers vif0's to vif0).
+var (
+	demoHostIP6 = netip.MustParsePrefix("fd00:198:18::1/64")
+	demoPeerIP6 = netip.MustParsePrefix("fd00:198:18::2/64")
+)
+
+// addLabIPv6 gives the lab's veth ends their IPv6 addresses, without
+// duplicate address detection so they are usable at once.
+func addLabIPv6(lab *netlab.Lab) error {
+	for side, p := range [2]netip.Prefix{demoHostIP6, demoPeerIP6} {
+		err := lab.Do(side, func() error {
+			l, err := netlink.LinkByIndex(lab.Index[side])
+			if err != nil {
+				return err
+			}
+			return netlink.AddrAdd(l, &netlink.Addr{
+				IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 128)},
+				Flags: unix.IFA_F_NODAD,
+			})
+		})
+		if err != nil {
+			return fmt.Errorf("IPv6 address %s on %s: %w", p, lab.Link[side], err)
+		}
+	}
+	return nil
+}

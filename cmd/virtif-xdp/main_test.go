@@ -172,6 +172,21 @@ func TestUsageErrors(t *testing.T) {
 		{"l2fwd", "--link", "xdp:eth0", "--batch", "0"},
 		{"capture", "--link", "xdp:eth0"},
 		{"capture", "-w", "/dev/null"},
+		{"run"},
+		{"run", "--link", "xdp:eth0"},
+		{"run", "--addr", "198.18.0.3/24"},
+		{"run", "--link", "xdp:eth0", "--addr", "198.18.0.3"},
+		{"run", "--link", "xdp:eth0", "--addr", "nonsense"},
+		{"run", "--link", "xdp:eth0", "--addr", "::ffff:198.18.0.3/120"},
+		{"run", "--link", "xdp:eth0", "--addr", "224.0.0.1/24"},
+		{"run", "--link", "xdp:eth0", "--addr", "198.18.0.3/24", "--addr", "198.18.0.3/16"},
+		{"run", "--link", "xdp:eth0", "--addr", "198.18.0.3/24", "--gateway", "fd00::1"},
+		{"run", "--link", "xdp:eth0", "--addr", "198.18.0.3/24", "--gateway", "gw"},
+		{"run", "--link", "xdp:eth0", "--addr", "198.18.0.3/24", "--echo", "70000"},
+		{"run", "--link", "xdp:eth0", "--addr", "198.18.0.3/24", "--http", "80"},
+		{"run", "--link", "xdp:eth0", "--addr", "198.18.0.3/24", "--http", "example.com:80"},
+		{"run", "--link", "xdp:eth0", "--addr", "198.18.0.3/24", "--http", ":7"},
+		{"run", "--link", "xdp:eth0", "--addr", "198.18.0.3/24", "extra"},
 	} {
 		r := runCmd(t, args...)
 		if r.code != exitUsage {

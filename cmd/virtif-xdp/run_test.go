@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+)
+
+// peerDial dials from inside the lab's peer namespace with the kernel's TCP.
+func peerDial(lab *netlab.Lab) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = lab.Do(netlab.Peer, func() error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+}
+
+// testCtx bounds a failing exchange; it measures nothing.
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// echoCheck sends n random bytes through an echo connection and checks they
+// come back unchanged.
+func echoCheck(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	want := make([]byte, n)
+	rand.Read(want)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(want)
+		werr <- err
+	}()
+	got := make([]byte, n)
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("echo from %s: %v", c.RemoteAddr(), err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("write to %s: %v", c.RemoteAddr(), err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("echo from %s: %d bytes came back different", c.RemoteAddr(), n)
+	}
+}
+
+// httpGet fetches url through dial and returns the body of a 200 answer.
+func httpGet(t *testing.T, dial func(context.Context, string, string) (net.Conn, error), url string) string {
+	t.Helper()
+	client := &http.Client{
+		Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true},
+		Timeout:   10 * time.Second,
+	}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	return string(b)
+}
+
+// run serves a userspace host on the lab's host-side veth. From the peer
+// namespace, the kernel's ping reaches both it and the host kernel's own
+// addresses on the same veth, over IPv4 and IPv6; Go's TCP reaches its echo
+// service and status page. The host kernel's traffic never reaches the vif,
+// and a cancel (Ctrl-C) ends it with exit 0 and no XDP program left.
+// The peer's checksum offload stays on: --trust-rx-checksum copes with it.
+func TestIntegrationRun(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	if err := addLabIPv6(lab); err != nil {
+		t.Fatal(err)
+	}
+	r := startCmd(t, "run", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host],
+		"--addr", "198.18.0.3/24", "--addr", "fd00:198:18::3/64", "--trust-rx-checksum", "--metrics", "127.0.0.1:0")
+	r.waitRunning(t)
+	if attached, err := xdpAttached(lab); err != nil || !attached {
+		t.Fatalf("no XDP program on the NIC while run runs (%v)", err)
+	}
+	if !strings.Contains(r.out.String(), "status http://198.18.0.3:80/ http://[fd00:198:18::3]:80/") {
+		t.Errorf("banner lacks the status page URLs:\n%s", r.out.String())
+	}
+	ping := func(dst string) {
+		t.Helper()
+		if out, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "2", "-i", "0.2", "-W", "5", dst); err != nil {
+			t.Errorf("ping %s from the peer: %v\n%s", dst, err, out)
+		}
+	}
+
+	// The host kernel's addresses first, while nothing else is in flight:
+	// the vif receives nothing, the XDP program passes it all to the kernel.
+	url := r.metricsURL(t)
+	m0 := scrape(t, url)
+	ping("198.18.0.1")
+	ping("fd00:198:18::1")
+	m1 := scrape(t, url)
+	rx0, ok0 := metricValue(m0, "virtif_rx_packets_total")
+	rx1, ok1 := metricValue(m1, "virtif_rx_packets_total")
+	pass0, _ := metricValue(m0, "virtif_xdp_host_frames_total", `rule="pass"`)
+	pass1, _ := metricValue(m1, "virtif_xdp_host_frames_total", `rule="pass"`)
+	if !ok0 || !ok1 || rx1 != rx0 {
+		t.Errorf("the vif received %v frames while the peer pinged the host kernel (found %v %v)", rx1-rx0, ok0, ok1)
+	}
+	if pass1-pass0 < 4 {
+		t.Errorf("the XDP program passed %v frames to the host kernel, want >= 4 echo requests", pass1-pass0)
+	}
+
+	ping("198.18.0.3")
+	ping("fd00:198:18::3")
+	for _, dst := range []string{"198.18.0.3:7", "[fd00:198:18::3]:7"} {
+		c, err := peerDial(lab)(testCtx(t), "tcp", dst)
+		if err != nil {
+			t.Fatalf("dial %s from the peer: %v", dst, err)
+		}
+		echoCheck(t, c, 100000)
+		c.Close()
+	}
+	for _, u := range []string{"http://198.18.0.3/?text", "http://[fd00:198:18::3]/?text"} {
+		body := httpGet(t, peerDial(lab), u)
+		for _, want := range []string{"interface vif0", "inet fd00:198:18::3/64", "rx packets", "xdp_unicast", "served by virtif-xdp run"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("status page at %s lacks %q:\n%s", u, want, body)
+			}
+		}
+	}
+
+	r.cancel()
+	res := r.wait(t)
+	if res.code != exitOK {
+		t.Fatalf("run after cancel: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if want := "answered: ping 2, ping6 2, tcp connections 4 (echo 2), http requests 2"; !strings.Contains(res.stdout, want) {
+		t.Errorf("summary lacks %q:\n%s", want, res.stdout)
+	}
+	if attached, err := xdpAttached(lab); err != nil || attached {
+		t.Errorf("XDP program left on the NIC after run (attached %v, %v)", attached, err)
+	}
+	// The host kernel is alone on the NIC again and still answers.
+	ping("198.18.0.1")
+}
+
+// SIGTERM ends run like Ctrl-C: exit 0, the vif and its XDP program gone.
+func TestIntegrationRunSIGTERM(t *testing.T) {
+	netlab.RequireRoot(t)
+	bin := commandBinary(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	cmd := exec.Command(bin, "run", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--addr", "198.18.0.3/24")
+	var out, errb syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errb.String(), "msg=running"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not running:\n%s", errb.String())
+		}
+	}
+	if o, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "1", "-W", "5", "198.18.0.3"); err != nil {
+		t.Fatalf("ping the userspace host: %v\n%s", err, o)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("after SIGTERM: %v\n%s", err, errb.String())
+	}
+	if !strings.Contains(out.String(), "answered: ping 1,") {
+		t.Errorf("summary after SIGTERM:\n%s", out.String())
+	}
+	if attached, err := xdpAttached(lab); err != nil || attached {
+		t.Fatalf("XDP program left on the NIC after SIGTERM (attached %v, %v)", attached, err)
+	}
+}
+
+func TestStatusURLs(t *testing.T) {
+	p := []netip.Prefix{netip.MustParsePrefix("198.18.0.3/24"), netip.MustParsePrefix("fd00::3/64")}
+	for _, c := range []struct {
+		http string
+		want string
+	}{
+		{":80", "http://198.18.0.3:80/ http://[fd00::3]:80/"},
+		{"[::]:8080", "http://198.18.0.3:8080/ http://[fd00::3]:8080/"},
+		{"0.0.0.0:80", "http://198.18.0.3:80/"},
+		{"198.18.0.3:81", "http://198.18.0.3:81/"},
+		{"[fd00::3]:81", "http://[fd00::3]:81/"},
+	} {
+		if got := strings.Join(statusURLs(c.http, p), " "); got != c.want {
+			t.Errorf("statusURLs(%q) = %q, want %q", c.http, got, c.want)
+		}
+	}
+}
