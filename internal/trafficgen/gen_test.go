@@ -99,17 +99,46 @@ func TestIntegrationLiveArrives(t *testing.T) {
 	}
 }
 
-// At a sustainable rate nothing is lost.
+// At a sustainable rate nothing is lost, and the pace is kept.
 func TestIntegrationLivePaced(t *testing.T) {
 	_, sink, live, frame := liveLab(t, SinkDrop)
-	const n = 20_000
-	sent, err := live.SendPaced(frame, n, 200_000)
-	if err != nil || sent != n {
-		t.Fatalf("SendPaced = %d, %v; want %d", sent, err, n)
+	for _, tc := range []struct{ n, pps int }{{20_000, 200_000}, {100, 1_000}} {
+		before, err := sink.Count()
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		sent, err := live.SendPaced(frame, tc.n, tc.pps)
+		took := time.Since(start)
+		if err != nil || sent != tc.n {
+			t.Fatalf("SendPaced(%d at %d/s) = %d, %v", tc.n, tc.pps, sent, err)
+		}
+		if got := waitCount(t, sink, before+uint64(tc.n)) - before; got != uint64(tc.n) {
+			t.Fatalf("sink counted %d frames, generator sent %d", got, tc.n)
+		}
+		// Not a speed check: a pacer that ignored the rate would be done
+		// in microseconds.
+		if min := time.Duration(tc.n-64) * time.Second / time.Duration(tc.pps); took < min {
+			t.Errorf("%d frames at %d/s took %v, less than %v", tc.n, tc.pps, took, min)
+		}
 	}
-	if got := waitCount(t, sink, n); got != n {
-		t.Fatalf("sink counted %d frames, generator sent %d", got, n)
+}
+
+func TestIntegrationLiveSendFor(t *testing.T) {
+	_, sink, live, frame := liveLab(t, SinkDrop)
+	start := time.Now()
+	sent, err := live.SendFor(frame, 300*time.Millisecond)
+	took := time.Since(start)
+	if err != nil || sent == 0 {
+		t.Fatalf("SendFor = %d, %v", sent, err)
 	}
+	if took < 300*time.Millisecond {
+		t.Errorf("SendFor(300ms) returned after %v", took)
+	}
+	if got := waitCount(t, sink, uint64(sent)); got != uint64(sent) {
+		t.Errorf("sink counted %d, generator sent %d", got, sent)
+	}
+	t.Logf("%d frames in %v", sent, took)
 }
 
 func TestIntegrationLiveErrors(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -17,14 +18,14 @@ const (
 	bpfProgTestRun       = 10
 	bpfFTestXDPLiveFrame = 1 << 1 // BPF_F_TEST_XDP_LIVE_FRAMES, Linux 5.18
 
-	// liveChunk bounds one BPF_PROG_RUN call (~0.13 s at the 8 Mpps seen
-	// here), so Close and signals are answered promptly.
-	liveChunk = 1 << 20
+	// liveChunk bounds one BPF_PROG_RUN call (~2 s at the 8 Mpps seen
+	// here). Each call costs ~25-45 ms of set-up and tear-down here (the
+	// run's page pool), so calls must be long; timed and paced runs are
+	// ended by a signal instead.
+	liveChunk = 1 << 24
 	// liveMaxFrame: live mode takes at most a page less XDP headroom and
 	// skb_shared_info; 3 KiB fits every 4 KiB-page kernel.
 	liveMaxFrame = 3072
-	// vethRing is the size of a veth receive queue's XDP ring (VETH_RING_SIZE).
-	vethRing = 256
 )
 
 // progRunAttr is the BPF_PROG_RUN member of union bpf_attr (80 bytes).
@@ -72,7 +73,9 @@ type xdpMD struct {
 type Live struct {
 	mu      sync.Mutex // serialises Send, SendPaced and Close
 	c       *counted
+	pace    *pacer
 	ifindex int
+	tid     int // the worker thread, for the signal that ends a run
 	req     chan liveReq
 	res     chan liveRes
 	closed  bool
@@ -85,6 +88,7 @@ type Live struct {
 type liveReq struct {
 	frame []byte
 	count int
+	dur   time.Duration // > 0: send for this long instead of count frames
 	pps   int
 	cpu   int // >= 0: pin the worker thread instead of sending
 }
@@ -109,11 +113,18 @@ func NewLive(ifindex int) (*Live, error) {
 		unix.Close(nsfd)
 		return nil, err
 	}
-	l := &Live{c: c, ifindex: ifindex, req: make(chan liveReq), res: make(chan liveRes)}
+	pace, err := loadPacer()
+	if err != nil {
+		unix.Close(nsfd)
+		c.close()
+		return nil, err
+	}
+	l := &Live{c: c, pace: pace, ifindex: ifindex, req: make(chan liveReq), res: make(chan liveRes)}
 	started := make(chan error, 1)
 	go l.worker(nsfd, started)
 	if err := <-started; err != nil {
 		c.close()
+		pace.close()
 		return nil, err
 	}
 	return l, nil
@@ -129,6 +140,7 @@ func (l *Live) worker(nsfd int, started chan<- error) {
 		started <- fmt.Errorf("trafficgen: enter network namespace: %w", os.NewSyscallError("setns", err))
 		return
 	}
+	l.tid = unix.Gettid()
 	started <- nil
 	for r := range l.req {
 		var res liveRes
@@ -141,9 +153,12 @@ func (l *Live) worker(nsfd int, started chan<- error) {
 			l.res <- res
 			continue
 		}
-		if r.pps > 0 {
+		switch {
+		case r.pps > 0:
 			res.n, res.err = l.paced(r.frame, r.count, r.pps)
-		} else {
+		case r.dur > 0:
+			res.n, res.err = l.timed(r.frame, r.dur)
+		default:
 			res.n, res.err = l.run(r.frame, r.count)
 		}
 		l.res <- res
@@ -169,11 +184,23 @@ func (l *Live) Pin(cpu int) error {
 	return l.call(liveReq{cpu: cpu}).err
 }
 
-// SendPaced transmits count copies of frame at about pps frames a second,
-// in small runs every millisecond, so a receiver that keeps up loses
-// nothing. It returns how many were sent.
+// SendFor transmits copies of frame for about d and returns how many were
+// sent. One long run, ended by a signal to the generator's thread (the
+// kernel checks for signals every batch of 64), so its cost is paid once.
+func (l *Live) SendFor(frame []byte, d time.Duration) (int, error) {
+	if d <= 0 {
+		return 0, nil
+	}
+	return l.do(liveReq{frame: frame, count: 1, dur: d, cpu: -1})
+}
+
+// SendPaced transmits count copies of frame at pps frames a second, evenly
+// spaced (a stall is caught up by at most 64 frames at once), so a receiver
+// that keeps up loses nothing. It returns how many were sent. The pacing is
+// done by the XDP program, which drops the copies whose time has not come:
+// the generator's CPU is busy for the whole run.
 func (l *Live) SendPaced(frame []byte, count, pps int) (int, error) {
-	if pps <= 0 {
+	if pps <= 0 || pps > 1e9 {
 		return 0, fmt.Errorf("trafficgen: pace %d frames/s: %w", pps, unix.EINVAL)
 	}
 	return l.do(liveReq{frame: frame, count: count, pps: pps, cpu: -1})
@@ -211,7 +238,7 @@ func (l *Live) run(frame []byte, count int) (int, error) {
 	sent := 0
 	for sent < count {
 		n := min(count-sent, liveChunk)
-		err := l.progRun(frame, n)
+		err := l.progRun(l.c.prog, frame, n)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return sent, err
 		}
@@ -228,34 +255,87 @@ func (l *Live) run(frame []byte, count int) (int, error) {
 	return sent, nil
 }
 
-// paced sends in runs sized to keep the average rate at pps, checked each
-// millisecond. A run is at most vethRing frames, so a receiving veth whose
-// NAPI falls behind for a moment (deferred to ksoftirqd on a busy machine)
-// still has room for the whole run.
-func (l *Live) paced(frame []byte, count, pps int) (int, error) {
-	start := time.Now()
-	sent := 0
-	for sent < count {
-		due := int(float64(pps) * time.Since(start).Seconds())
-		if due > sent {
-			n, err := l.run(frame, min(due-sent, count-sent, vethRing))
-			sent += n
-			if err != nil {
-				return sent, err
-			}
-			continue
-		}
-		time.Sleep(time.Millisecond)
+// timed sends for d in long runs; a signal ends the last one.
+func (l *Live) timed(frame []byte, d time.Duration) (int, error) {
+	base, err := l.c.total()
+	if err != nil {
+		return 0, err
 	}
-	return sent, nil
+	deadline := time.Now().Add(d)
+	done := func() bool { return !time.Now().Before(deadline) }
+	stop := l.interruptWhen(done)
+	defer stop()
+	for !done() {
+		if err = l.progRun(l.c.prog, frame, liveChunk); err != nil && !errors.Is(err, unix.EINTR) {
+			break
+		}
+		err = nil
+	}
+	now, terr := l.c.total()
+	return int(now - base), errors.Join(err, terr)
 }
 
-// progRun runs the program repeat times over frame in live mode.
-func (l *Live) progRun(frame []byte, repeat int) error {
+// paced arms the pacing program and runs it until count frames are out.
+func (l *Live) paced(frame []byte, count, pps int) (int, error) {
+	_, base, err := l.pace.progress()
+	if err != nil {
+		return 0, err
+	}
+	if err := l.pace.start(uint64(count), uint64(1e9/pps)); err != nil {
+		return 0, err
+	}
+	done := func() bool {
+		rem, _, err := l.pace.progress()
+		return err != nil || rem == 0
+	}
+	stop := l.interruptWhen(done)
+	defer stop()
+	for !done() {
+		if err = l.progRun(l.pace.prog, frame, 1<<31); err != nil && !errors.Is(err, unix.EINTR) {
+			break
+		}
+		err = nil
+	}
+	_, sent, perr := l.pace.progress()
+	if perr == nil {
+		// Leave nothing armed should a signal have ended the run early.
+		perr = l.pace.start(0, 0)
+	}
+	return int(sent - base), errors.Join(err, perr)
+}
+
+// interruptWhen signals the worker thread every millisecond once cond
+// holds, until stop is called: a pending signal makes BPF_PROG_RUN return
+// EINTR after its current batch. SIGURG is the Go runtime's own preemption
+// signal, which it ignores on a thread in a system call.
+func (l *Live) interruptWhen(cond func() bool) (stop func()) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				if cond() {
+					_ = unix.Tgkill(unix.Getpid(), l.tid, unix.SIGURG)
+				}
+			}
+		}
+	}()
+	return func() { close(quit); wg.Wait() }
+}
+
+// progRun runs prog repeat times over frame in live mode.
+func (l *Live) progRun(prog *ebpf.Program, frame []byte, repeat int) error {
 	// data_end must equal the frame length; rx queue 0; no egress.
 	l.ctx = xdpMD{dataEnd: uint32(len(frame)), ingressIfindex: uint32(l.ifindex)}
 	l.attr = progRunAttr{
-		progFD:     uint32(l.c.prog.FD()),
+		progFD:     uint32(prog.FD()),
 		dataSizeIn: uint32(len(frame)),
 		dataIn:     uint64(uintptr(unsafe.Pointer(&frame[0]))),
 		repeat:     uint32(repeat),
@@ -273,7 +353,12 @@ func (l *Live) progRun(frame []byte, repeat int) error {
 
 // Sent returns how many frames the generator has sent since NewLive.
 func (l *Live) Sent() (uint64, error) {
-	return l.c.total()
+	n, err := l.c.total()
+	if err != nil {
+		return 0, err
+	}
+	_, p, err := l.pace.progress()
+	return n + p, err
 }
 
 // Close stops the generator's thread and unloads the program. It is safe to
@@ -286,5 +371,5 @@ func (l *Live) Close() error {
 	}
 	l.closed = true
 	close(l.req)
-	return l.c.close()
+	return errors.Join(l.c.close(), l.pace.close())
 }

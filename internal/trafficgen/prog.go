@@ -150,3 +150,106 @@ func (s *Sink) Close() error {
 	s.link = nil
 	return err
 }
+
+// Layout of the pacer's one map value (four u64).
+const (
+	paceInterval  = 0  // ns between frames
+	paceNext      = 8  // earliest ktime for the next frame
+	paceRemaining = 16 // frames still to send
+	paceSent      = 24 // frames sent (XDP_TX) since load
+	paceBurst     = 64 // frames the pacer may catch up at once after a stall
+)
+
+// pacer is an XDP program that paces copies in a live run: a copy goes out
+// (XDP_TX) only when its time has come and frames remain to be sent; every
+// other copy is dropped, which in a live run recycles its page at once.
+// The run itself spins; userspace ends it with a signal.
+type pacer struct {
+	prog  *ebpf.Program
+	state *ebpf.Map
+}
+
+func loadPacer() (*pacer, error) {
+	m, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "tg_pace",
+		Type:       ebpf.Array,
+		KeySize:    4,
+		ValueSize:  32,
+		MaxEntries: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("trafficgen: create pacer map: %w", err)
+	}
+	insns := asm.Instructions{
+		asm.StoreImm(asm.R10, -4, 0, asm.Word),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -4),
+		asm.LoadMapPtr(asm.R1, m.FD()),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "drop"),
+		asm.Mov.Reg(asm.R7, asm.R0),
+		asm.LoadMem(asm.R1, asm.R7, paceRemaining, asm.DWord),
+		asm.JEq.Imm(asm.R1, 0, "drop"),
+		asm.FnKtimeGetNs.Call(), // r0 = now
+		asm.LoadMem(asm.R2, asm.R7, paceNext, asm.DWord),
+		asm.JGT.Reg(asm.R2, asm.R0, "drop"), // not yet
+		// next = max(next, now - burst*interval) + interval: after a stall
+		// catch up by at most paceBurst frames.
+		asm.LoadMem(asm.R4, asm.R7, paceInterval, asm.DWord),
+		asm.Mov.Reg(asm.R3, asm.R4),
+		asm.Mul.Imm(asm.R3, paceBurst),
+		asm.Mov.Reg(asm.R5, asm.R0),
+		asm.Sub.Reg(asm.R5, asm.R3),
+		asm.JGE.Reg(asm.R2, asm.R5, "keep"),
+		asm.Mov.Reg(asm.R2, asm.R5),
+		asm.Add.Reg(asm.R2, asm.R4).WithSymbol("keep"),
+		asm.StoreMem(asm.R7, paceNext, asm.R2, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R7, paceRemaining, asm.DWord),
+		asm.Sub.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R7, paceRemaining, asm.R1, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R7, paceSent, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R7, paceSent, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R0, xdpTX),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, xdpDrop).WithSymbol("drop"),
+		asm.Return(),
+	}
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:         "tg_live_pace",
+		Type:         ebpf.XDP,
+		License:      "Dual MIT/GPL",
+		Instructions: insns,
+	})
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("trafficgen: load pacing XDP program: %w", err)
+	}
+	return &pacer{prog: p, state: m}, nil
+}
+
+// start arms the pacer for count frames at one per interval ns.
+func (p *pacer) start(count uint64, interval uint64) error {
+	var v [4]uint64
+	if err := p.state.Lookup(uint32(0), &v); err != nil {
+		return fmt.Errorf("trafficgen: read pacer: %w", err)
+	}
+	v[0], v[1], v[2] = interval, 0, count
+	if err := p.state.Update(uint32(0), &v, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("trafficgen: arm pacer: %w", err)
+	}
+	return nil
+}
+
+// state returns frames remaining and frames sent since load.
+func (p *pacer) progress() (remaining, sent uint64, err error) {
+	var v [4]uint64
+	if err := p.state.Lookup(uint32(0), &v); err != nil {
+		return 0, 0, fmt.Errorf("trafficgen: read pacer: %w", err)
+	}
+	return v[2], v[3], nil
+}
+
+func (p *pacer) close() error {
+	return errors.Join(p.prog.Close(), p.state.Close())
+}
