@@ -285,7 +285,7 @@ func Measure(r Run) (res Result, err error) {
 	var genErr error
 	var genSeconds float64
 	if rx {
-		send, chunk, closeGen, err := newGenerator(lab, r)
+		send, sendFor, chunk, closeGen, err := newGenerator(lab, r)
 		if err != nil {
 			cancel()
 			if cmd != nil {
@@ -321,6 +321,11 @@ func Measure(r Run) (res Result, err error) {
 			}
 			start := time.Now()
 			defer func() { genSeconds = time.Since(start).Seconds() }()
+			if sendFor != nil {
+				n, err := sendFor(frame, time.Duration(r.Seconds*float64(time.Second)))
+				generated, genErr = uint64(n), err
+				return
+			}
 			for ctx.Err() == nil && time.Since(start).Seconds() < r.Seconds {
 				n, err := send(frame, chunk)
 				generated += uint64(n)
@@ -368,9 +373,9 @@ func Measure(r Run) (res Result, err error) {
 	return res, errors.Join(err, genErr)
 }
 
-// newGenerator opens the generator r asks for on the peer end; the caller
-// sends chunk frames per call.
-func newGenerator(lab *netlab.Lab, r Run) (send func([]byte, int) (int, error), chunk int, closeGen func() error, err error) {
+// newGenerator opens the generator r asks for on the peer end: either
+// sendFor sends for a duration, or the caller sends chunk frames per call.
+func newGenerator(lab *netlab.Lab, r Run) (send func([]byte, int) (int, error), sendFor func([]byte, time.Duration) (int, error), chunk int, closeGen func() error, err error) {
 	switch r.Generator {
 	case "", "live":
 		var live *trafficgen.Live
@@ -378,31 +383,31 @@ func newGenerator(lab *netlab.Lab, r Run) (send func([]byte, int) (int, error), 
 			live, err = trafficgen.NewLive(lab.Index[netlab.Peer])
 			return err
 		}); err != nil {
-			return nil, 0, nil, err
+			return nil, nil, 0, nil, err
 		}
 		if r.GenCPU != "" {
 			cpu, err := strconv.Atoi(r.GenCPU)
 			if err != nil {
 				live.Close()
-				return nil, 0, nil, fmt.Errorf("reftest: generator CPU %q: %w", r.GenCPU, err)
+				return nil, nil, 0, nil, fmt.Errorf("reftest: generator CPU %q: %w", r.GenCPU, err)
 			}
 			if err := live.Pin(cpu); err != nil {
 				live.Close()
-				return nil, 0, nil, err
+				return nil, nil, 0, nil, err
 			}
 		}
-		return live.Send, 1 << 18, live.Close, nil
+		return nil, live.SendFor, 0, live.Close, nil
 	case "packet":
 		var p *trafficgen.Packet
 		if err := lab.Do(netlab.Peer, func() (err error) {
 			p, err = trafficgen.NewPacket(lab.Index[netlab.Peer])
 			return err
 		}); err != nil {
-			return nil, 0, nil, err
+			return nil, nil, 0, nil, err
 		}
-		return p.Send, 1 << 12, p.Close, nil
+		return p.Send, nil, 1 << 12, p.Close, nil
 	}
-	return nil, 0, nil, fmt.Errorf("reftest: unknown generator %q (want live or packet)", r.Generator)
+	return nil, nil, 0, nil, fmt.Errorf("reftest: unknown generator %q (want live or packet)", r.Generator)
 }
 
 // pinThread binds the calling (locked) thread to cpu.

@@ -1,0 +1,389 @@
+// Command harness is `make bench`: it measures virtif-xdp's rxdrop, txonly
+// and l2fwd against the kernel's own XDP_DROP rate, a C program on libxdp,
+// gVisor's pkg/xdp and AF_PACKET TPACKET_V3, interleaved in one run
+// (A B C ... A B C ...), each run in a fresh veth lab with the same
+// generator, and writes bench/results: results.md (the table the README
+// shows), results.json (every run) and results.svg (a chart).
+//
+// Ratios are taken per round (the systems of one round ran back to back on
+// the same machine state) and their median is reported; the machines are
+// shared and noisy, so single figures mean little.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/virtif-xdp/virtif-xdp/bench/ref/reftest"
+)
+
+type system struct {
+	Name string `json:"name"` // e.g. "virtif-xdp"
+	Mode string `json:"mode"` // rxdrop, txonly, l2fwd
+	Note string `json:"note"` // what it is
+	run  reftest.Run
+}
+
+func (s system) key() string { return s.Name + " " + s.Mode }
+
+type runRecord struct {
+	System      string         `json:"system"`
+	Mode        string         `json:"mode"`
+	Round       int            `json:"round"`
+	PPS         float64        `json:"pps"`
+	Packets     uint64         `json:"packets"`
+	Seconds     float64        `json:"seconds"`
+	Generated   uint64         `json:"generated"`
+	VethDropped uint64         `json:"veth_dropped"`
+	Arrived     uint64         `json:"arrived"`
+	Unaccounted int64          `json:"unaccounted"`
+	Error       string         `json:"error,omitempty"`
+	Result      map[string]any `json:"result,omitempty"`
+}
+
+type summary struct {
+	System string  `json:"system"`
+	Mode   string  `json:"mode"`
+	Note   string  `json:"note"`
+	Median float64 `json:"median_pps"`
+	Min    float64 `json:"min_pps"`
+	Max    float64 `json:"max_pps"`
+	Runs   int     `json:"runs"`
+	Failed int     `json:"failed"`
+	// Unaccounted is the largest number of generated frames a receiving
+	// run could not account for (received or counted dropped).
+	Unaccounted int64 `json:"max_unaccounted"`
+}
+
+type ratio struct {
+	Name   string  `json:"name"`
+	Target float64 `json:"target"`
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	Met    bool    `json:"met"`
+}
+
+type report struct {
+	Machine  map[string]string `json:"machine"`
+	Rounds   int               `json:"rounds"`
+	Seconds  float64           `json:"seconds_per_run"`
+	Size     int               `json:"frame_size"`
+	Summary  []summary         `json:"summary"`
+	Ratios   []ratio           `json:"ratios"`
+	Runs     []runRecord       `json:"runs"`
+	Started  time.Time         `json:"started"`
+	Duration string            `json:"duration"`
+}
+
+func main() {
+	rounds := flag.Int("rounds", 5, "rounds: every system runs once per round, in the same order")
+	secs := flag.Float64("seconds", 3, "seconds per run")
+	size := flag.Int("size", 64, "frame size in bytes")
+	out := flag.String("out", "bench/results", "folder for results.md, results.json and results.svg")
+	readme := flag.String("readme", "", "also put the table into this file between <!-- bench:begin --> and <!-- bench:end -->")
+	cpus := flag.String("cpus", "1", "pin the measured programs to these CPUs (taskset -c); empty: no pinning")
+	genCPU := flag.String("gencpu", "0", "pin the generator (and so the receiving veth's NAPI) to this CPU; empty: no pinning")
+	only := flag.String("only", "", "comma-separated system names to run (default all)")
+	flag.Parse()
+	if err := run(*rounds, *secs, *size, *out, *readme, *cpus, *genCPU, *only); err != nil {
+		fmt.Fprintf(os.Stderr, "harness: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(rounds int, secs float64, size int, out, readme, cpus, genCPU, only string) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (it builds veth labs and attaches XDP programs)")
+	}
+	if rounds < 1 || secs <= 0 {
+		return errors.New("-rounds and -seconds must be positive")
+	}
+	tmp, err := os.MkdirTemp("", "virtif-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	systems, err := buildSystems(tmp)
+	if err != nil {
+		return err
+	}
+	if only != "" {
+		keep := strings.Split(only, ",")
+		systems = slices.DeleteFunc(systems, func(s system) bool { return !slices.Contains(keep, s.Name) })
+	}
+	rep := report{Machine: machine(), Rounds: rounds, Seconds: secs, Size: size, Started: time.Now()}
+	for round := range rounds {
+		for _, s := range systems {
+			r := s.run
+			r.Seconds, r.Size, r.GenCPU = secs, size, genCPU
+			if s.Name != "xdp-drop" {
+				r.CPUs = cpus
+			}
+			res, err := reftest.Measure(r)
+			rec := runRecord{System: s.Name, Mode: s.Mode, Round: round}
+			if err != nil {
+				rec.Error = err.Error()
+				fmt.Printf("round %d  %-24s FAILED: %v\n", round, s.key(), err)
+			} else {
+				rec.PPS, rec.Packets, rec.Seconds = res.PPS, res.Packets, res.Seconds
+				rec.Generated, rec.VethDropped, rec.Arrived = res.Generated, res.VethDropped, res.Arrived
+				rec.Result = res.Extra
+				if s.Mode != "txonly" {
+					rec.Unaccounted = res.Unaccounted()
+				}
+				fmt.Printf("round %d  %-24s %7.3f Mpps  (generated %d, veth dropped %d, unaccounted %d)\n",
+					round, s.key(), res.PPS/1e6, res.Generated, res.VethDropped, rec.Unaccounted)
+			}
+			rep.Runs = append(rep.Runs, rec)
+		}
+	}
+	rep.Duration = time.Since(rep.Started).Round(time.Second).String()
+	rep.Summary = summarize(systems, rep.Runs)
+	rep.Ratios = ratios(rep.Runs, rounds)
+	return write(rep, out, readme)
+}
+
+// buildSystems builds virtif-xdp and the references and lists what to run.
+func buildSystems(tmp string) ([]system, error) {
+	vx := filepath.Join(tmp, "virtif-xdp")
+	if b, err := exec.Command("go", "build", "-o", vx, "./cmd/virtif-xdp").CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build virtif-xdp: %w: %s", err, b)
+	}
+	xskC, err := reftest.BuildC("xsk-c", "xsk_ref")
+	if err != nil {
+		return nil, fmt.Errorf("build the C reference (bench/deps.sh installs its packages): %w", err)
+	}
+	afp, err := reftest.BuildC("afpacket", "afpacket_ref")
+	if err != nil {
+		return nil, fmt.Errorf("build the AF_PACKET reference: %w", err)
+	}
+	gv, err := reftest.BuildGvisor(tmp)
+	if err != nil {
+		return nil, fmt.Errorf("build the gVisor reference: %w", err)
+	}
+	virtif := func(mode string) system {
+		return system{Name: "virtif-xdp", Mode: mode, Note: "this project, through the full virtif path", run: reftest.Run{
+			Binary: vx, Mode: mode, System: "virtif-xdp",
+			Argv: func(a reftest.Args) []string {
+				argv := []string{mode, "--link", "xdp:" + a.Ifname, "--json",
+					"--duration", fmt.Sprintf("%.3fs", a.Seconds), "--size", fmt.Sprint(a.Size), "--dst", a.Dst.String()}
+				if mode != "txonly" {
+					// Take the NIC's own MAC: the generator sends to it.
+					argv = append(argv, "--mac", a.Src.String())
+				}
+				return argv
+			},
+		}}
+	}
+	const cNote = "C on libxdp's xsk.h (xdpsock-like)"
+	return []system{
+		{Name: "xdp-drop", Mode: "rxdrop", Note: "the limit: the kernel's XDP_DROP on the receiving veth", run: reftest.Run{Mode: "rxdrop"}},
+		virtif("rxdrop"),
+		{Name: "xsk-c", Mode: "rxdrop", Note: cNote, run: reftest.Run{Binary: xskC, Mode: "rxdrop"}},
+		{Name: "gvisor", Mode: "rxdrop", Note: "gVisor's Go pkg/xdp", run: reftest.Run{Binary: gv, Mode: "rxdrop"}},
+		{Name: "afpacket", Mode: "rxdrop", Note: "AF_PACKET TPACKET_V3 ring", run: reftest.Run{Binary: afp, Mode: "rxdrop", HostPass: true}},
+		virtif("txonly"),
+		{Name: "xsk-c", Mode: "txonly", Note: cNote, run: reftest.Run{Binary: xskC, Mode: "txonly"}},
+		{Name: "gvisor", Mode: "txonly", Note: "gVisor's Go pkg/xdp", run: reftest.Run{Binary: gv, Mode: "txonly"}},
+		virtif("l2fwd"),
+		{Name: "xsk-c", Mode: "l2fwd", Note: cNote, run: reftest.Run{Binary: xskC, Mode: "l2fwd"}},
+	}, nil
+}
+
+func machine() map[string]string {
+	m := map[string]string{"go": runtime.Version(), "cpus": fmt.Sprint(runtime.NumCPU())}
+	if b, err := exec.Command("uname", "-r").Output(); err == nil {
+		m["kernel"] = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m["cpu"] = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if h, err := os.Hostname(); err == nil {
+		m["host"] = h
+	}
+	return m
+}
+
+func summarize(systems []system, runs []runRecord) []summary {
+	var out []summary
+	for _, s := range systems {
+		sm := summary{System: s.Name, Mode: s.Mode, Note: s.Note}
+		var pps []float64
+		for _, r := range runs {
+			if r.System != s.Name || r.Mode != s.Mode {
+				continue
+			}
+			sm.Runs++
+			if r.Error != "" {
+				sm.Failed++
+				continue
+			}
+			pps = append(pps, r.PPS)
+			sm.Unaccounted = max(sm.Unaccounted, abs(r.Unaccounted))
+		}
+		sm.Median, sm.Min, sm.Max = stats(pps)
+		out = append(out, sm)
+	}
+	return out
+}
+
+// ratios compares virtif-xdp with the others round by round.
+func ratios(runs []runRecord, rounds int) []ratio {
+	pps := func(sys, mode string, round int) float64 {
+		for _, r := range runs {
+			if r.System == sys && r.Mode == mode && r.Round == round && r.Error == "" {
+				return r.PPS
+			}
+		}
+		return 0
+	}
+	var out []ratio
+	for _, c := range []struct {
+		other, mode string
+		target      float64
+	}{
+		{"xsk-c", "rxdrop", 1}, {"xsk-c", "txonly", 1}, {"xsk-c", "l2fwd", 1},
+		{"gvisor", "rxdrop", 1}, {"afpacket", "rxdrop", 5}, {"xdp-drop", "rxdrop", 0},
+	} {
+		var v []float64
+		for round := range rounds {
+			a, b := pps("virtif-xdp", c.mode, round), pps(c.other, c.mode, round)
+			if a > 0 && b > 0 {
+				v = append(v, a/b)
+			}
+		}
+		if len(v) == 0 {
+			continue
+		}
+		r := ratio{Name: fmt.Sprintf("virtif-xdp / %s, %s", c.other, c.mode), Target: c.target}
+		r.Median, r.Min, r.Max = stats(v)
+		r.Met = r.Median >= c.target
+		out = append(out, r)
+	}
+	return out
+}
+
+func stats(v []float64) (median, lo, hi float64) {
+	if len(v) == 0 {
+		return 0, 0, 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		median = s[n/2]
+	} else {
+		median = (s[n/2-1] + s[n/2]) / 2
+	}
+	return median, s[0], s[len(s)-1]
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+func write(rep report, out, readme string) error {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	md := markdown(rep)
+	files := map[string][]byte{"results.json": append(js, '\n'), "results.md": []byte(md), "results.svg": []byte(chart(rep))}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(out, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Print("\n" + md)
+	if readme != "" {
+		return spliceReadme(readme, md)
+	}
+	return nil
+}
+
+func markdown(rep report) string {
+	var b strings.Builder
+	m := rep.Machine
+	fmt.Fprintf(&b, "Measured %s on %s (%s CPUs, %s), Linux %s, %s; %d interleaved rounds of %.0f s per system, %d-byte frames, took %s.\n\n",
+		rep.Started.UTC().Format("2006-01-02"), m["cpu"], m["cpus"], m["host"], m["kernel"], m["go"], rep.Rounds, rep.Seconds, rep.Size, rep.Duration)
+	b.WriteString("| system | mode | median Mpps | min | max | runs (failed) | unaccounted frames | what |\n|---|---|---|---|---|---|---|---|\n")
+	for _, s := range rep.Summary {
+		fmt.Fprintf(&b, "| %s | %s | %.3f | %.3f | %.3f | %d (%d) | %d | %s |\n",
+			s.System, s.Mode, s.Median/1e6, s.Min/1e6, s.Max/1e6, s.Runs, s.Failed, s.Unaccounted, s.Note)
+	}
+	b.WriteString("\n| ratio (per round) | median | min | max | target |\n|---|---|---|---|---|\n")
+	for _, r := range rep.Ratios {
+		target := "—"
+		if r.Target > 0 {
+			target = fmt.Sprintf("≥ %.1f× %s", r.Target, map[bool]string{true: "met", false: "missed"}[r.Met])
+		}
+		fmt.Fprintf(&b, "| %s | %.2f× | %.2f× | %.2f× | %s |\n", r.Name, r.Median, r.Min, r.Max, target)
+	}
+	b.WriteString("\nGenerator: BPF_PROG_RUN live frames (XDP_TX on the peer end). Receiving rates are over first to last frame received; every generated frame is received or counted dropped (veth or socket), and `unaccounted` shows any that were not.\n")
+	return b.String()
+}
+
+// chart draws one horizontal bar per system and mode (median, with a
+// min–max whisker), grouped by mode.
+func chart(rep report) string {
+	const left, barH, gap, width = 230, 18, 6, 520
+	maxPPS := 1.0
+	for _, s := range rep.Summary {
+		maxPPS = max(maxPPS, s.Max)
+	}
+	x := func(v float64) float64 { return left + v/maxPPS*width }
+	var b strings.Builder
+	height := 40 + len(rep.Summary)*(barH+gap) + 30
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", left+width+90, height)
+	fmt.Fprintf(&b, `<text x="10" y="20" font-size="14">packets per second, %d-byte frames (median, min–max), %d rounds</text>`+"\n", rep.Size, rep.Rounds)
+	colors := map[string]string{"virtif-xdp": "#2a7ab9", "xsk-c": "#999", "gvisor": "#8a6", "afpacket": "#c84", "xdp-drop": "#ddd"}
+	y := 40
+	for _, s := range rep.Summary {
+		c := colors[s.System]
+		if c == "" {
+			c = "#666"
+		}
+		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end">%s %s</text>`+"\n", left-8, y+13, s.System, s.Mode)
+		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.1f" height="%d" fill="%s"/>`+"\n", left, y, x(s.Median)-left, barH, c)
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#000"/>`+"\n", x(s.Min), x(s.Max), y+barH/2, y+barH/2)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d">%.2f M</text>`+"\n", x(s.Max)+6, y+13, s.Median/1e6)
+		y += barH + gap
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}
+
+func spliceReadme(path, md string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	const begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+	s := string(b)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %s ... %s markers", path, begin, end)
+	}
+	s = s[:i+len(begin)] + "\n" + md + "\n![chart](bench/results/results.svg)\n" + s[j:]
+	return os.WriteFile(path, []byte(s), 0o644)
+}
