@@ -219,6 +219,9 @@ func TestHelpEverywhere(t *testing.T) {
 	}
 }
 
+// demoChecks is how many checks the lab demo makes.
+const demoChecks = 15
+
 func TestIntegrationDemo(t *testing.T) {
 	netlab.RequireRoot(t)
 	before, err := netlab.List()
@@ -230,25 +233,50 @@ func TestIntegrationDemo(t *testing.T) {
 		t.Fatalf("demo exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 	for _, want := range []string{
-		"the host kernel answers",
+		"ping 198.18.0.1 (the host's address) from the peer: the host kernel answers",
+		"ping fd00:198:18::1 (the host's IPv6 address): the host kernel answers",
 		"frames to the host's MAC reach the host kernel, not vif0",
 		"frames to vif0's MAC reach vif0, not the host kernel",
 		"frames to an unrelated MAC go to the host kernel, not vif0",
 		"frames vif0 sends reach the peer",
 		"ARP request for 198.18.0.3 reaches vif0",
-		"vif0 answers in userspace",
+		"ping 198.18.0.3 (vif0's address) from the peer: vif0's userspace stack answers",
+		"ping fd00:198:18::3 (vif0's IPv6 address): vif0's userspace stack answers",
+		"TCP echo at 198.18.0.3:7",
+		"TCP echo at [fd00:198:18::3]:7",
+		"HTTP GET http://198.18.0.3:80/?text",
+		"HTTP GET http://[fd00:198:18::3]:80/?text",
+		"no frame for the host kernel's 198.18.0.1 or fd00:198:18::1 reached vif0",
 		"no XDP program left",
 		"attach native, bind copy",
 		"XDP PROGRAM: frames steered to vif0, per rule",
 		"KERNEL XDP SOCKET STATISTICS",
-		"all 8 checks passed",
+		"USERSPACE STACK ON vif0 answered: ping 3, ping6 3, tcp connections 4 (echo 2), http requests 2",
+		fmt.Sprintf("all %d checks passed", demoChecks),
 	} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("demo output lacks %q", want)
 		}
 	}
-	if n := strings.Count(r.stdout, " PASS "); n != 8 || strings.Contains(r.stdout, "FAIL") {
-		t.Errorf("%d checks passed, want 8:\n%s", n, r.stdout)
+	if n := strings.Count(r.stdout, " PASS "); n != demoChecks || strings.Contains(r.stdout, "FAIL") {
+		t.Errorf("%d checks passed, want %d:\n%s", n, demoChecks, r.stdout)
+	}
+	// Every answer from the userspace stack took the vif0 path, every
+	// other one the host kernel's: the PATH column says so.
+	for _, row := range []string{
+		`ping 198\.18\.0\.1 .*  PASS +host kernel  `,
+		`ping fd00:198:18::1 .*  PASS +host kernel  `,
+		`ping 198\.18\.0\.3 .*  PASS +vif0  `,
+		`ping fd00:198:18::3 .*  PASS +vif0  `,
+		`TCP echo at 198\.18\.0\.3:7.*  PASS +vif0  `,
+		`TCP echo at \[fd00:198:18::3\]:7.*  PASS +vif0  `,
+	} {
+		if !regexp.MustCompile(row).MatchString(r.stdout) {
+			t.Errorf("demo output has no row matching %q", row)
+		}
+	}
+	if n := len(regexp.MustCompile(`(?m)  PASS +vif0  `).FindAllString(r.stdout, -1)); n != 8 {
+		t.Errorf("%d checks went through vif0, want 8:\n%s", n, r.stdout)
 	}
 	// The lab it made is gone.
 	m := regexp.MustCompile(`lab (vx[0-9a-f]{6}),`).FindStringSubmatch(r.stdout)
@@ -446,7 +474,7 @@ func TestIntegrationDemoSIGTERM(t *testing.T) {
 	err := cmd.Wait()
 	// Interrupted before every check was seen: failure, unless it had
 	// already finished them all.
-	if err == nil && !strings.Contains(out.String(), "all 8 checks passed") {
+	if err == nil && !strings.Contains(out.String(), fmt.Sprintf("all %d checks passed", demoChecks)) {
 		t.Fatalf("exit 0 without the checks:\n%s", out.String())
 	}
 	if _, err := netlab.Open(name); err == nil {

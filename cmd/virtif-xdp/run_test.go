@@ -1,12 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -17,66 +12,11 @@ import (
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 )
 
-// peerDial dials from inside the lab's peer namespace with the kernel's TCP.
-func peerDial(lab *netlab.Lab) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		err = lab.Do(netlab.Peer, func() error {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
-}
-
 // testCtx bounds a failing exchange; it measures nothing.
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// echoCheck sends n random bytes through an echo connection and checks they
-// come back unchanged.
-func echoCheck(t *testing.T, c net.Conn, n int) {
-	t.Helper()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	want := make([]byte, n)
-	rand.Read(want)
-	werr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(want)
-		werr <- err
-	}()
-	got := make([]byte, n)
-	if _, err := io.ReadFull(c, got); err != nil {
-		t.Fatalf("echo from %s: %v", c.RemoteAddr(), err)
-	}
-	if err := <-werr; err != nil {
-		t.Fatalf("write to %s: %v", c.RemoteAddr(), err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("echo from %s: %d bytes came back different", c.RemoteAddr(), n)
-	}
-}
-
-// httpGet fetches url through dial and returns the body of a 200 answer.
-func httpGet(t *testing.T, dial func(context.Context, string, string) (net.Conn, error), url string) string {
-	t.Helper()
-	client := &http.Client{
-		Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true},
-		Timeout:   10 * time.Second,
-	}
-	resp, err := client.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
-	}
-	return string(b)
 }
 
 // run serves a userspace host on the lab's host-side veth. From the peer
@@ -132,11 +72,16 @@ func TestIntegrationRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dial %s from the peer: %v", dst, err)
 		}
-		echoCheck(t, c, 100000)
+		if err := echoRoundTrip(c, 100000); err != nil {
+			t.Errorf("echo at %s: %v", dst, err)
+		}
 		c.Close()
 	}
 	for _, u := range []string{"http://198.18.0.3/?text", "http://[fd00:198:18::3]/?text"} {
-		body := httpGet(t, peerDial(lab), u)
+		body, err := peerHTTPGet(testCtx(t), lab, u)
+		if err != nil {
+			t.Fatalf("GET %s from the peer: %v", u, err)
+		}
 		for _, want := range []string{"interface vif0", "inet fd00:198:18::3/64", "rx packets", "xdp_unicast", "served by virtif-xdp run"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("status page at %s lacks %q:\n%s", u, want, body)
