@@ -157,8 +157,12 @@ static void l2fwd(struct xsk *x)
 		return;
 	}
 	while (xsk_ring_prod__reserve(&x->tx, n, &idx_tx) != n) {
-		if (ref_stop)
+		if (ref_stop) {
+			/* Received but not forwarded: count them, give them back. */
+			xsk_ring_cons__release(&x->rx, n);
+			x->rx_pkts += n;
 			return;
+		}
 		complete_tx_l2fwd(x);
 		if (xsk_ring_prod__needs_wakeup(&x->tx))
 			kick_tx(x);
