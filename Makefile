@@ -8,7 +8,7 @@ FUZZTIME  ?= 5s
 # for the reference programs; bpf/generate.sh adds clang-14 for the BPF check.
 TEST_DEBS := tcpdump iputils-ping iproute2
 
-.PHONY: all build test race fuzz vet lint bench deps generate bpfcheck demo clean
+.PHONY: all build test race fuzz vet lint bench bench-go deps generate bpfcheck demo clean
 
 all: build
 
@@ -60,7 +60,19 @@ fuzz:
 
 test: deps lint bpfcheck race fuzz
 
-bench:
+# The comparison the README shows: virtif-xdp against the kernel's XDP_DROP,
+# C on libxdp, gVisor's pkg/xdp and AF_PACKET, interleaved, written to
+# bench/results and spliced into README.md; then TCP bulk transfer into the
+# userspace stack against gVisor's AF_PACKET endpoint and the kernel's TCP.
+BENCH_ROUNDS ?= 5
+BENCH_SECONDS ?= 3
+bench: deps
+	$(GO) run ./bench/harness -rounds $(BENCH_ROUNDS) -seconds $(BENCH_SECONDS) -out bench/results -readme README.md
+	TCP_ROUNDS=$(BENCH_ROUNDS) $(GO) test -run '^$$' -bench TCPCompare -benchtime 1x ./netstack/ | tee bench/results/tcp.txt
+
+# Every Go benchmark (ring operations, send/deliver paths, rxdrop/txonly over
+# veth): packets per second and allocations.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 clean:
