@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/virtif-xdp/virtif-xdp/netstack"
 )
 
 // vifCollector turns the vif's counters into Prometheus metrics when
@@ -87,10 +89,12 @@ func (c *vifCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// serveMetrics listens on addr and serves /metrics for the vif.
-func serveMetrics(addr, mode string, v *vif) (*http.Server, net.Listener, error) {
+// serveMetrics listens on addr and serves /metrics for the vif and the
+// extra collectors.
+func serveMetrics(addr, mode string, v *vif, extra ...prometheus.Collector) (*http.Server, net.Listener, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newVifCollector(mode, v), collectors.NewGoCollector())
+	reg.MustRegister(extra...)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, err
@@ -115,4 +119,40 @@ func intsString(v []int) string {
 		fmt.Fprint(&b, x)
 	}
 	return b.String()
+}
+
+// hostCollector turns what run's userspace host answered into metrics.
+type hostCollector struct {
+	h                          *netstack.Host
+	echoReplies, tcp, echo, rq *prometheus.Desc
+}
+
+func newHostCollector(h *netstack.Host, labels prometheus.Labels) *hostCollector {
+	return &hostCollector{
+		h: h,
+		echoReplies: prometheus.NewDesc("virtif_stack_icmp_echo_replies_total",
+			"Echo replies the userspace stack sent (it answered a ping), by family.", []string{"family"}, labels),
+		tcp: prometheus.NewDesc("virtif_stack_tcp_accepted_total",
+			"TCP connections the userspace stack accepted (any service).", nil, labels),
+		echo: prometheus.NewDesc("virtif_stack_echo_connections_total",
+			"Connections to the userspace host's TCP echo service.", nil, labels),
+		rq: prometheus.NewDesc("virtif_stack_http_requests_total",
+			"Requests to the userspace host's status page.", nil, labels),
+	}
+}
+
+func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.echoReplies
+	ch <- c.tcp
+	ch <- c.echo
+	ch <- c.rq
+}
+
+func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.h.Counters()
+	ch <- prometheus.MustNewConstMetric(c.echoReplies, prometheus.CounterValue, float64(n.EchoRepliesV4), "ipv4")
+	ch <- prometheus.MustNewConstMetric(c.echoReplies, prometheus.CounterValue, float64(n.EchoRepliesV6), "ipv6")
+	ch <- prometheus.MustNewConstMetric(c.tcp, prometheus.CounterValue, float64(n.TCPAccepted))
+	ch <- prometheus.MustNewConstMetric(c.echo, prometheus.CounterValue, float64(n.EchoConns))
+	ch <- prometheus.MustNewConstMetric(c.rq, prometheus.CounterValue, float64(n.HTTPRequests))
 }

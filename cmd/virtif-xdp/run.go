@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -45,7 +46,8 @@ The host answers ping (ICMP and ICMPv6), runs a TCP echo service (RFC 862)
 on --echo and an HTTP status page with the interface counters on --http,
 until Ctrl-C or SIGTERM (or --duration). Then it stops the stack, destroys
 vif0 and the XDP program leaves the NIC, and it prints the interface
-counters and what the host answered.
+counters and what the host answered. --metrics serves both to Prometheus
+(virtif_* for the interface, virtif_stack_* for the host's answers).
 
 An address need not be in the host kernel's subnet on the NIC; two vifs on
 one NIC cannot have IPv6 addresses with the same low 24 bits (they share a
@@ -194,7 +196,7 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 			err = errors.Join(err, cerr)
 		}
 	}()
-	stopMetrics, err := startMetrics(f.metrics, "run", v)
+	stopMetrics, err := startMetrics(f.metrics, "run", v, newHostCollector(h, prometheus.Labels{"vif": v.ifc.Name()}))
 	if err != nil {
 		return fmt.Errorf("--metrics: %w", err)
 	}

@@ -89,6 +89,23 @@ func TestIntegrationRun(t *testing.T) {
 		}
 	}
 
+	m := scrape(t, url)
+	for _, want := range []struct {
+		name, label string
+		v           float64
+	}{
+		{"virtif_stack_icmp_echo_replies_total", `family="ipv4"`, 2},
+		{"virtif_stack_icmp_echo_replies_total", `family="ipv6"`, 2},
+		{"virtif_stack_tcp_accepted_total", `vif="vif0"`, 4},
+		{"virtif_stack_echo_connections_total", `vif="vif0"`, 2},
+		{"virtif_stack_http_requests_total", `vif="vif0"`, 2},
+		{"virtif_info", `mode="run"`, 1},
+	} {
+		if v, ok := metricValue(m, want.name, want.label); !ok || v != want.v {
+			t.Errorf("%s{%s} = %v (found %v), want %v", want.name, want.label, v, ok, want.v)
+		}
+	}
+
 	r.cancel()
 	res := r.wait(t)
 	if res.code != exitOK {

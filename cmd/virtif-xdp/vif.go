@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
@@ -195,13 +196,13 @@ func runFor(ctx context.Context, d time.Duration, v *vif, stop <-chan struct{}, 
 	}
 }
 
-// startMetrics serves the vif's counters when addr is set; the returned stop
-// shuts the server down.
-func startMetrics(addr, mode string, v *vif) (stop func(), err error) {
+// startMetrics serves the vif's counters, and those of the extra
+// collectors, when addr is set; the returned stop shuts the server down.
+func startMetrics(addr, mode string, v *vif, extra ...prometheus.Collector) (stop func(), err error) {
 	if addr == "" {
 		return func() {}, nil
 	}
-	srv, ln, err := serveMetrics(addr, mode, v)
+	srv, ln, err := serveMetrics(addr, mode, v, extra...)
 	if err != nil {
 		return nil, err
 	}
