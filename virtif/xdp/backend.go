@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -124,7 +125,7 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 }
 
 func withPrivilegeHint(err error) error {
-	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+	if (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) && !strings.Contains(err.Error(), "CAP_") {
 		return fmt.Errorf("%w (run as root, or grant CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW)", err)
 	}
 	return err
