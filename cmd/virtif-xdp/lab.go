@@ -101,6 +101,8 @@ func printLab(cmd *cobra.Command, l *netlab.Lab) {
 	fmt.Fprintf(w, "enter:   ip netns exec %s bash   (the NIC side: run vifs here on link %s)\n", l.NS[0], l.Link[0])
 	fmt.Fprintf(w, "         ip netns exec %s bash   (the far end of the wire)\n", l.NS[1])
 	fmt.Fprintf(w, "try:     ip netns exec %s virtif-xdp rxdrop --link xdp:%s --promisc\n", l.NS[0], l.Link[0])
+	fmt.Fprintf(w, "         virtif-xdp run --netns %s --link xdp:%s --addr 198.18.0.3/24 --trust-rx-checksum\n", l.NS[0], l.Link[0])
+	fmt.Fprintf(w, "         ip netns exec %s ping 198.18.0.3   (answered by run's userspace stack)\n", l.NS[1])
 	fmt.Fprintf(w, "remove:  virtif-xdp lab down --name %s\n", l.Name)
 }
 
