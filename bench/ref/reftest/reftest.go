@@ -95,11 +95,6 @@ func Dir() string {
 	return filepath.Dir(filepath.Dir(file))
 }
 
-// Binaries are the built references.
-type Binaries struct {
-	XskC, Gvisor, AFPacket string
-}
-
 // ErrCToolchain says the C references could not be built for want of
 // packages; bench/deps.sh installs them.
 var ErrCToolchain = errors.New("the C references need gcc, make, pkg-config, libxdp-dev and libbpf-dev: run bench/deps.sh as root")
