@@ -185,23 +185,3 @@ func TestStatusURLs(t *testing.T) {
 		}
 	}
 }
-
-// The NIC deleted under run: the host stops with exit 1 and the reason,
-// rather than serving on deaf, and tears down cleanly.
-func TestIntegrationRunNICDeleted(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
-	r := startCmd(t, "run", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--addr", "198.18.0.3/24")
-	r.waitRunning(t)
-	if out, err := lab.Run(netlab.Host, "ip", "link", "del", lab.Link[netlab.Host]); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	res := r.wait(t)
-	if res.code != exitFailure || !strings.Contains(res.stderr, "stopped receiving") {
-		t.Fatalf("run after its NIC went: exit %d, want %d with the reason:\n%s", res.code, exitFailure, res.stderr)
-	}
-	if !strings.Contains(res.stdout, "answered: ping 0,") {
-		t.Errorf("no summary after the NIC went:\n%s", res.stdout)
-	}
-	t.Logf("stderr: %s", res.stderr[strings.LastIndex(res.stderr, "virtif-xdp: "):])
-}

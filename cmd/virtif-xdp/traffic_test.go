@@ -293,20 +293,35 @@ func TestIntegrationCapture(t *testing.T) {
 	}
 }
 
-// The NIC deleted under a running rxdrop: it ends at once with exit 1 and an
-// error that says why, instead of running on deaf.
+// The NIC deleted under a running rxdrop or run: it ends at once with exit 1
+// and an error that says why, instead of running on deaf, and still prints
+// its summary.
 func TestIntegrationNICDeleted(t *testing.T) {
 	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
-	r := startCmd(t, "rxdrop", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--duration", "0", "--json")
-	r.waitRunning(t)
-	if out, err := lab.Run(netlab.Host, "ip", "link", "del", lab.Link[netlab.Host]); err != nil {
-		t.Fatalf("%v\n%s", err, out)
+	for _, c := range []struct {
+		args    []string
+		summary func(t *testing.T, res result)
+	}{
+		{[]string{"rxdrop", "--json"}, func(t *testing.T, res result) { summaryJSON(t, res) }},
+		{[]string{"run", "--addr", "198.18.0.3/24"}, func(t *testing.T, res result) {
+			if !strings.Contains(res.stdout, "answered: ping 0,") {
+				t.Errorf("no summary:\n%s", res.stdout)
+			}
+		}},
+	} {
+		t.Run(c.args[0], func(t *testing.T) {
+			lab := netlab.NewT(t, netlab.Options{})
+			r := startCmd(t, append(c.args, "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--duration", "0")...)
+			r.waitRunning(t)
+			if out, err := lab.Run(netlab.Host, "ip", "link", "del", lab.Link[netlab.Host]); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			res := r.wait(t)
+			if res.code != exitFailure || !strings.Contains(res.stderr, "stopped receiving") {
+				t.Fatalf("%s after its NIC went: exit %d, want %d with the reason:\n%s", c.args[0], res.code, exitFailure, res.stderr)
+			}
+			c.summary(t, res)
+			t.Logf("stderr: %s", res.stderr[strings.LastIndex(res.stderr, "virtif-xdp: "):])
+		})
 	}
-	res := r.wait(t)
-	if res.code != exitFailure || !strings.Contains(res.stderr, "stopped receiving") {
-		t.Fatalf("rxdrop after its NIC went: exit %d, want %d with the reason:\n%s", res.code, exitFailure, res.stderr)
-	}
-	summaryJSON(t, res) // the summary still comes
-	t.Logf("stderr: %s", res.stderr[strings.LastIndex(res.stderr, "virtif-xdp: "):])
 }
