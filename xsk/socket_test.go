@@ -371,7 +371,9 @@ func TestIntegrationCloseReleasesEverything(t *testing.T) {
 		openClose()
 	}
 	fds, maps := count()
-	if fds != fds0 {
+	// A leak shows as growth; fewer is a descriptor something else (an
+	// earlier test's finalizer) closed meanwhile.
+	if fds > fds0 {
 		t.Errorf("descriptors: %d before, %d after 10 open/close", fds0, fds)
 	}
 	// The Go heap may map a little more meanwhile; a leak of the five
