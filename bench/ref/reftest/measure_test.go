@@ -16,7 +16,9 @@ import (
 // the median pps of each. REF_ROUNDS (default 3) and REF_SECONDS (default 3)
 // set the size of the run; REF_CPUS pins the references (taskset -c) and
 // REF_GEN_CPU the generator; REF_OUT names a file that gets every run as a
-// JSON line. Progress goes to stdout (benchmark logs are truncated). One op
+// JSON line; REF_VIRTIF names a virtif-xdp binary to measure alongside, in
+// the same rounds (its rxdrop, txonly and l2fwd, the vif's MAC set to the
+// generator's destination). Progress goes to stdout (benchmark logs are truncated). One op
 // is the whole set: run it with -benchtime 1x.
 func BenchmarkReferences(b *testing.B) {
 	netlab.RequireRoot(b)
@@ -41,6 +43,14 @@ func BenchmarkReferences(b *testing.B) {
 		{"gvisor-txonly", Run{Binary: gv, Mode: "txonly"}},
 		{"afpacket-rxdrop", Run{Binary: afp, Mode: "rxdrop", HostPass: true}},
 	}
+	if vx := os.Getenv("REF_VIRTIF"); vx != "" {
+		for _, mode := range []string{"rxdrop", "txonly", "l2fwd"} {
+			runs = append(runs, struct {
+				name string
+				run  Run
+			}{"virtif-xdp-" + mode, Run{Binary: vx, Mode: mode, System: "virtif-xdp", Argv: virtifArgv(mode)}})
+		}
+	}
 	var out *json.Encoder
 	if name := os.Getenv("REF_OUT"); name != "" {
 		f, err := os.Create(name)
@@ -63,7 +73,7 @@ func BenchmarkReferences(b *testing.B) {
 				if err != nil {
 					b.Fatalf("%s round %d: %v", r.name, round, err)
 				}
-				fmt.Printf("round %d %-16s %6.3f Mpps  (generator %d, veth dropped %d, at peer %d, unaccounted %d)%s\n",
+				fmt.Printf("round %d %-18s %6.3f Mpps  (generator %d, veth dropped %d, at peer %d, unaccounted %d)%s\n",
 					round, r.name, res.PPS/1e6, res.Generated, res.VethDropped, res.Arrived, res.Unaccounted(), drops(res))
 				if out != nil {
 					if err := out.Encode(map[string]any{"name": r.name, "round": round, "generated": res.Generated,
@@ -77,9 +87,20 @@ func BenchmarkReferences(b *testing.B) {
 		for _, r := range runs {
 			v := pps[r.name]
 			slices.Sort(v)
-			fmt.Printf("%-16s median %6.3f Mpps  min %6.3f  max %6.3f\n", r.name, v[len(v)/2]/1e6, v[0]/1e6, v[len(v)-1]/1e6)
+			fmt.Printf("%-18s median %6.3f Mpps  min %6.3f  max %6.3f\n", r.name, v[len(v)/2]/1e6, v[0]/1e6, v[len(v)-1]/1e6)
 			b.ReportMetric(v[len(v)/2]/1e6, r.name+"-Mpps")
 		}
+	}
+}
+
+// virtifArgv is virtif-xdp's command line for a mode. The vif's MAC is the
+// generator's destination, so frames take the unicast steering rule, as a
+// vif's own traffic would.
+func virtifArgv(mode string) func(Args) []string {
+	return func(a Args) []string {
+		return []string{mode, "--link", "xdp:" + a.Ifname, "--mac", GenDst.String(),
+			"--dst", a.Dst.String(), "--size", strconv.Itoa(a.Size),
+			"--duration", strconv.FormatFloat(a.Seconds, 'f', 3, 64) + "s", "--json"}
 	}
 }
 

@@ -46,6 +46,11 @@ type Result struct {
 	Generated, VethDropped, Arrived uint64
 }
 
+// GenDst is the destination MAC of the generated frames: a unicast MAC that
+// is not the host's, so the host stack drops them early, while XDP programs
+// and AF_PACKET still see them all.
+var GenDst = net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0x02}
+
 // settleSeconds is how long a receiving reference runs on after the
 // generator stops.
 const settleSeconds = 1.0
@@ -290,10 +295,7 @@ func Measure(r Run) (res Result, err error) {
 			return res, err
 		}
 		defer closeGen()
-		// A unicast MAC that is not the host's: the host stack drops these
-		// early, while XDP programs and AF_PACKET still see them all.
-		dst := net.HardwareAddr{0x02, 0x00, 0x00, 0x00, 0x00, 0x02}
-		frame := trafficgen.UDPFrame(dst, lab.MAC[netlab.Peer],
+		frame := trafficgen.UDPFrame(GenDst, lab.MAC[netlab.Peer],
 			lab.Addr[netlab.Peer].Addr(), lab.Addr[netlab.Host].Addr(), 9, 9, r.Size)
 		gen.Add(1)
 		go func() {
