@@ -167,7 +167,9 @@ func BenchmarkTCPXDP(b *testing.B) {
 type openFunc func(lab *netlab.Lab) (dial func(context.Context) (net.Conn, error), closeFn func(), err error)
 
 func peerDial(lab *netlab.Lab, ap netip.AddrPort) func(context.Context) (net.Conn, error) {
-	return func(ctx context.Context) (net.Conn, error) { return peerDialer(lab)(ctx, "tcp", ap.String()) }
+	return func(ctx context.Context) (net.Conn, error) {
+		return lab.DialContext(netlab.Peer)(ctx, "tcp", ap.String())
+	}
 }
 
 // openXDPSink: the userspace stack on an XDP vif at 198.18.0.3.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"runtime"
 	"strings"
@@ -59,18 +58,6 @@ func peerTxChecksumOff(t testing.TB, lab *netlab.Lab) {
 	t.Helper()
 	if err := lab.SetTxChecksum(netlab.Peer, false); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// peerDialer dials from inside the peer namespace with the kernel's TCP.
-func peerDialer(lab *netlab.Lab) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		err = lab.Do(netlab.Peer, func() error {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
 	}
 }
 
@@ -153,7 +140,7 @@ func testXDPHost(t *testing.T, queues int) {
 	})
 	t.Run("tcp echo", func(t *testing.T) {
 		for _, dst := range []string{"198.18.0.3:7", "[fd00:198:18::3]:7"} {
-			c, err := peerDialer(lab)(testCtx(t), "tcp", dst)
+			c, err := lab.DialContext(netlab.Peer)(testCtx(t), "tcp", dst)
 			if err != nil {
 				t.Fatalf("dial %s from the peer: %v (tcp checksum errors %d)", dst, err, h.Stack().Netstack().Stats().TCP.ChecksumErrors.Value())
 			}
@@ -162,7 +149,7 @@ func testXDPHost(t *testing.T, queues int) {
 		}
 	})
 	t.Run("http", func(t *testing.T) {
-		body := httpGet(t, peerDialer(lab), "http://198.18.0.3/?text")
+		body := httpGet(t, lab.DialContext(netlab.Peer), "http://198.18.0.3/?text")
 		if !strings.Contains(body, "interface "+ifc.Name()) || !strings.Contains(body, "xdp_") {
 			t.Errorf("status page:\n%s", body)
 		}
@@ -229,7 +216,7 @@ func TestIntegrationXDPChecksumOffload(t *testing.T) {
 			wait = time.Second
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		c, err := peerDialer(lab)(ctx, "tcp", "198.18.0.3:7")
+		c, err := lab.DialContext(netlab.Peer)(ctx, "tcp", "198.18.0.3:7")
 		cancel()
 		bad := h.Stack().Netstack().Stats().TCP.ChecksumErrors.Value()
 		switch {

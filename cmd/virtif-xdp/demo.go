@@ -729,19 +729,6 @@ func (d *demoLab) ping(ctx context.Context, dst netip.Addr, count int) (bool, st
 	return replies == count, fmt.Sprintf("%d/%d echo replies from %s", replies, count, dst)
 }
 
-// peerDial dials from inside the lab's peer namespace with the kernel's
-// TCP: the socket is made on a thread there and works from anywhere after.
-func peerDial(lab *netlab.Lab) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		err = lab.Do(netlab.Peer, func() error {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
-}
-
 // echoRoundTrip sends n random bytes through an echo connection and checks
 // that they come back unchanged.
 func echoRoundTrip(c net.Conn, n int) error {
@@ -769,7 +756,7 @@ func echoRoundTrip(c net.Conn, n int) error {
 func (d *demoLab) tcpEcho(ctx context.Context, ap netip.AddrPort, n int) (bool, string) {
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := peerDial(d.lab)(dctx, "tcp", ap.String())
+	c, err := d.lab.DialContext(netlab.Peer)(dctx, "tcp", ap.String())
 	if err != nil {
 		return false, fmt.Sprintf("connect: %v", err)
 	}
@@ -784,7 +771,7 @@ func (d *demoLab) tcpEcho(ctx context.Context, ap netip.AddrPort, n int) (bool, 
 // 200 answer.
 func peerHTTPGet(ctx context.Context, lab *netlab.Lab, url string) (string, error) {
 	client := &http.Client{
-		Transport: &http.Transport{DialContext: peerDial(lab), DisableKeepAlives: true},
+		Transport: &http.Transport{DialContext: lab.DialContext(netlab.Peer), DisableKeepAlives: true},
 		Timeout:   10 * time.Second,
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -69,7 +69,7 @@ func TestIntegrationRun(t *testing.T) {
 	ping("198.18.0.3")
 	ping("fd00:198:18::3")
 	for _, dst := range []string{"198.18.0.3:7", "[fd00:198:18::3]:7"} {
-		c, err := peerDial(lab)(testCtx(t), "tcp", dst)
+		c, err := lab.DialContext(netlab.Peer)(testCtx(t), "tcp", dst)
 		if err != nil {
 			t.Fatalf("dial %s from the peer: %v", dst, err)
 		}

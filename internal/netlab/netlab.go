@@ -9,6 +9,7 @@
 package netlab
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -294,4 +295,19 @@ func (l *Lab) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// DialContext returns a dial function (the shape of net.Dialer.DialContext
+// and http.Transport.DialContext) whose connections are made with the kernel
+// of the namespace of side: the socket is created on a thread there and
+// works from any goroutine afterwards.
+func (l *Lab) DialContext(side int) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = l.Do(side, func() error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
 }
