@@ -142,7 +142,13 @@ func (b *Backend) Send(segs [][]byte) error {
 	}
 	q := b.txq
 	q.txMu.Lock()
-	defer q.txMu.Unlock()
+	err := b.sendLocked(segs)
+	q.txMu.Unlock()
+	return err
+}
+
+func (b *Backend) sendLocked(segs [][]byte) error {
+	q := b.txq
 	addr, buf, ok := q.sock.NextFrame()
 	if !ok {
 		// Everything is in flight: push out what we hold and retry once.
@@ -205,6 +211,7 @@ func (b *Backend) flushNow() error {
 // budget of frames, and frames left on the ring would wait for the next send.
 func (b *Backend) transmitLocked(drain bool) error {
 	q := b.txq
+	b.nic.noteTX()
 	sent := 0
 	var err error
 	for tries := 0; sent < b.npend; tries++ {
