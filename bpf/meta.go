@@ -1,9 +1,14 @@
 package bpf
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
 
 // MetaLen is the length of the XDP metadata the program writes in front of
-// every frame it redirects. An AF_XDP receiver finds it in the UMEM right
+// every frame it redirects while tagging is on (SetTagging). An AF_XDP receiver finds it in the UMEM right
 // before the frame's first byte (copy mode copies it along; Linux 5.x+).
 const MetaLen = 4
 
@@ -22,4 +27,25 @@ func VifFromMeta(meta []byte) (vif int, ok bool) {
 		return 0, false
 	}
 	return int(v & 0xffff), true
+}
+
+// SetTagging turns the metadata tag on or off. Vifs that share a socket
+// need it to tell their frames apart; a lone vif does not, and the tag has a
+// cost (bpf_xdp_adjust_meta, and the copy of the metadata in copy mode), so
+// it is off after Load. Errors: net.ErrClosed after Close.
+func (s *Steering) SetTagging(on bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	objs, err := s.loaded()
+	if err != nil {
+		return err
+	}
+	var v uint32
+	if on {
+		v = 1
+	}
+	if err := objs.Tagging.Update(uint32(0), v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("bpf: set tagging %t: %w", on, err)
+	}
+	return nil
 }

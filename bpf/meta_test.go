@@ -7,13 +7,24 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Redirected frames carry the vif in XDP metadata, so that a socket shared
-// by several vifs can tell whose frame it got; passed frames carry nothing.
+// With tagging on, redirected frames carry the vif in XDP metadata, so that
+// a socket shared by several vifs can tell whose frame it got; passed frames
+// carry nothing, and with tagging off redirected frames carry nothing either.
 // BPF_PROG_TEST_RUN returns the metadata in front of the frame.
 func TestIntegrationMetaTag(t *testing.T) {
 	s := loadT(t, nil)
 	setup(t, s)
 	if err := s.SetSocket(1, 0, xskFD(t)); err != nil {
+		t.Fatal(err)
+	}
+	// Off after Load: redirected frames carry nothing.
+	untagged := ether(mac0, 0x0800, nil)
+	out := make([]byte, len(untagged)+64)
+	opts := &ebpf.RunOptions{Data: untagged, DataOut: out}
+	if ret, err := s.Program().Run(opts); err != nil || ret != xdpRedirect || !bytes.Equal(opts.DataOut, untagged) {
+		t.Fatalf("tagging off: action %d, %v, out % x", ret, err, opts.DataOut)
+	}
+	if err := s.SetTagging(true); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

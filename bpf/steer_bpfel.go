@@ -27,6 +27,7 @@ const (
 	steerMapMacs        = "macs"
 	steerMapPromisc     = "promisc"
 	steerMapStats       = "stats"
+	steerMapTagging     = "tagging"
 	steerMapXsks        = "xsks"
 	steerProgSteer      = "steer"
 	steerVarMaxVifs     = "max_vifs"
@@ -86,6 +87,7 @@ type steerMapSpecs struct {
 	Macs    *ebpf.MapSpec `ebpf:"macs"`
 	Promisc *ebpf.MapSpec `ebpf:"promisc"`
 	Stats   *ebpf.MapSpec `ebpf:"stats"`
+	Tagging *ebpf.MapSpec `ebpf:"tagging"`
 	Xsks    *ebpf.MapSpec `ebpf:"xsks"`
 }
 
@@ -121,6 +123,7 @@ type steerMaps struct {
 	Macs    *ebpf.Map `ebpf:"macs"`
 	Promisc *ebpf.Map `ebpf:"promisc"`
 	Stats   *ebpf.Map `ebpf:"stats"`
+	Tagging *ebpf.Map `ebpf:"tagging"`
 	Xsks    *ebpf.Map `ebpf:"xsks"`
 }
 
@@ -130,6 +133,7 @@ func (m *steerMaps) Close() error {
 		m.Macs,
 		m.Promisc,
 		m.Stats,
+		m.Tagging,
 		m.Xsks,
 	)
 }
