@@ -107,7 +107,7 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 	if err != nil {
 		return nil, withPrivilegeHint(err)
 	}
-	b.nic, b.slot = n, slot
+	b.nic = n
 	b.txq = n.queues[slot%len(n.queues)]
 	for _, q := range n.queues {
 		if err = n.steer.SetSocket(slot, q.id, q.sock.FD()); err != nil {

@@ -15,7 +15,10 @@ import (
 // overload (counted by the socket or the veth).
 func BenchmarkRxDrop(b *testing.B) { benchRx(b, "") }
 
-// BenchmarkRxDropBusyPoll is BenchmarkRxDrop with spinning RX goroutines.
+// BenchmarkRxDropSpin is BenchmarkRxDrop with a busy RX loop (rxwait=spin).
+func BenchmarkRxDropSpin(b *testing.B) { benchRx(b, ",rxwait=spin") }
+
+// BenchmarkRxDropBusyPoll is BenchmarkRxDrop with kernel busy polling.
 func BenchmarkRxDropBusyPoll(b *testing.B) { benchRx(b, ",busypoll=64") }
 
 func benchRx(b *testing.B, opts string) {

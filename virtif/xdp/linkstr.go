@@ -28,7 +28,7 @@ const (
 // Config is a parsed link string:
 //
 //	xdp:IFNAME[,queues=N|N-M|all][,mode=auto|copy|zerocopy][,attach=auto|native|generic]
-//	    [,frame=2048|4096][,frames=N][,ring=N][,wakeup=on|off][,busypoll=N]
+//	    [,frame=2048|4096][,frames=N][,ring=N][,wakeup=on|off][,busypoll=N][,rxwait=poll|spin]
 //
 // The zero values of the numeric fields mean "the default".
 type Config struct {
@@ -49,7 +49,18 @@ type Config struct {
 	// BusyPoll, when > 0, enables SO_PREFER_BUSY_POLL with this budget and
 	// makes the RX goroutines spin instead of sleeping in poll(2).
 	BusyPoll int
+	// RXWait is how an RX goroutine waits for frames: "poll" (default)
+	// sleeps in poll(2), so an idle vif costs no CPU; "spin" keeps checking
+	// the ring, a CPU per queue, as xdpsock's default loop does: no wakeup
+	// costs on the kernel's side, the highest receive rate.
+	RXWait string
 }
+
+// RX wait modes (link-string key "rxwait").
+const (
+	RXWaitPoll = "poll"
+	RXWaitSpin = "spin"
+)
 
 // Defaults for the numeric keys.
 const (
@@ -77,6 +88,7 @@ func ParseLinkStr(s string) (*Config, error) {
 		Frames:    DefaultFrames,
 		Ring:      DefaultRing,
 		Wakeup:    true,
+		RXWait:    RXWaitPoll,
 	}
 	if c.Ifname == "" || len(c.Ifname) >= unix.IFNAMSIZ || strings.ContainsAny(c.Ifname, "/ =\x00") {
 		return nil, fmt.Errorf("link string %q: bad interface name %q: %w", s, c.Ifname, unix.EINVAL)
@@ -135,8 +147,13 @@ func ParseLinkStr(s string) (*Config, error) {
 			if c.BusyPoll, err = strconv.Atoi(val); err != nil || c.BusyPoll < 0 || c.BusyPoll > 65535 {
 				return nil, bad("a budget from 0 (off) to 65535")
 			}
+		case "rxwait":
+			if val != RXWaitPoll && val != RXWaitSpin {
+				return nil, bad("poll or spin")
+			}
+			c.RXWait = val
 		default:
-			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll): %w", s, key, unix.EINVAL)
+			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll, rxwait): %w", s, key, unix.EINVAL)
 		}
 	}
 	if c.Frames < 2*c.Ring {
@@ -188,6 +205,6 @@ func (c *Config) String() string {
 	} else {
 		b.WriteString(",wakeup=off")
 	}
-	fmt.Fprintf(&b, ",busypoll=%d", c.BusyPoll)
+	fmt.Fprintf(&b, ",busypoll=%d,rxwait=%s", c.BusyPoll, c.RXWait)
 	return b.String()
 }

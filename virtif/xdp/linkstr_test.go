@@ -10,12 +10,12 @@ import (
 )
 
 func TestParseLinkStr(t *testing.T) {
-	full, err := ParseLinkStr("xdp:eth0,queues=0-3,mode=copy,attach=generic,frame=4096,frames=8192,ring=1024,wakeup=off,busypoll=64")
+	full, err := ParseLinkStr("xdp:eth0,queues=0-3,mode=copy,attach=generic,frame=4096,frames=8192,ring=1024,wakeup=off,busypoll=64,rxwait=spin")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := &Config{Ifname: "eth0", Queues: []int{0, 1, 2, 3}, Mode: "copy", Attach: "generic",
-		FrameSize: 4096, Frames: 8192, Ring: 1024, Wakeup: false, BusyPoll: 64}
+		FrameSize: 4096, Frames: 8192, Ring: 1024, Wakeup: false, BusyPoll: 64, RXWait: "spin"}
 	if !reflect.DeepEqual(full, want) {
 		t.Fatalf("got %+v\nwant %+v", full, want)
 	}
@@ -24,7 +24,7 @@ func TestParseLinkStr(t *testing.T) {
 		t.Fatal(err)
 	}
 	if def.Queues != nil || def.Mode != ModeAuto || def.Attach != AttachAuto || def.FrameSize != 2048 ||
-		def.Frames != 4096 || def.Ring != 2048 || !def.Wakeup || def.BusyPoll != 0 {
+		def.Frames != 4096 || def.Ring != 2048 || !def.Wakeup || def.BusyPoll != 0 || def.RXWait != "poll" {
 		t.Fatalf("defaults: %+v", def)
 	}
 	one, err := ParseLinkStr("xdp:veth0,queues=2")
@@ -54,6 +54,7 @@ func TestParseLinkStrErrors(t *testing.T) {
 		{"xdp:eth0,ring=3", `key "ring"`},
 		{"xdp:eth0,wakeup=maybe", `key "wakeup"`},
 		{"xdp:eth0,busypoll=-1", `key "busypoll"`},
+		{"xdp:eth0,rxwait=sometimes", `key "rxwait"`},
 		{"xdp:eth0,mode=copy,mode=copy", "given twice"},
 		{"xdp:eth0,frames=1024,ring=1024", "at least twice"},
 	} {

@@ -34,8 +34,10 @@ type nic struct {
 
 	// vifs[slot] is the backend steered to slot; read on every frame.
 	vifs []atomic.Pointer[Backend]
-	// Only one vif: frames whose tag is missing can only be its own.
-	solo atomic.Pointer[Backend]
+	// solo gets the frames without a tag: the vif alone on the NIC, while
+	// the program tags nothing (tagging false; see updateSolo).
+	solo    atomic.Pointer[Backend]
+	tagging atomic.Bool
 
 	refs  int // vifs holding this nic, under nics.Mutex
 	stop  atomic.Bool
@@ -154,12 +156,22 @@ func acquireNIC(c *Config, b *Backend) (*nic, int, error) {
 	}
 	n.refs++
 	b.bindQueues(len(n.queues))
+	b.slot = slot
 	n.vifs[slot].Store(b)
-	n.updateSolo()
+	if err := n.updateSolo(); err != nil {
+		n.vifs[slot].Store(nil)
+		n.refs--
+		_ = n.updateSolo()
+		return nil, 0, err
+	}
 	return n, slot, nil
 }
 
-func (n *nic) updateSolo() {
+// updateSolo keeps solo and tagging in step with the vifs on the NIC
+// (nics held). A lone vif gets every frame without a tag, so the program
+// tags nothing; with several, the program tags and solo stays the vif that
+// was alone before, for untagged frames still on the rings.
+func (n *nic) updateSolo() error {
 	var only *Backend
 	count := 0
 	for i := range n.vifs {
@@ -168,10 +180,20 @@ func (n *nic) updateSolo() {
 			count++
 		}
 	}
-	if count != 1 {
-		only = nil
+	switch {
+	case count == 1:
+		n.solo.Store(only)
+		n.tagging.Store(false)
+		return n.steer.SetTagging(false)
+	case count > 1:
+		if cur := n.solo.Load(); cur != nil && n.vifs[cur.slot].Load() != cur {
+			n.solo.Store(nil)
+		}
+		n.tagging.Store(true)
+		return n.steer.SetTagging(true)
 	}
-	n.solo.Store(only)
+	n.solo.Store(nil)
+	return nil
 }
 
 // compatible: the sockets are set up once, by the first vif, so later vifs
@@ -273,7 +295,7 @@ func (n *nic) rxLoop(q *queue) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	var descs [rxBatch]xsk.Desc
-	spin := n.cfg.BusyPoll > 0
+	spin := n.cfg.BusyPoll > 0 || n.cfg.RXWait == RXWaitSpin
 	var (
 		lastTX   = n.txSeq.Load()
 		txSeen   time.Time // when txSeq was last seen moving
@@ -332,17 +354,26 @@ func (n *nic) rxLoop(q *queue) {
 		nap, rxSeen = minNap, time.Now()
 		q.batch.Add(1)
 		n.rxDepth.Add(1)
-		solo := n.solo.Load()
+		solo, tagged := n.solo.Load(), n.tagging.Load()
 		for i := range got {
 			frame := q.sock.Frame(descs[i])
 			b := solo
-			if vif, ok := bpf.VifFromMeta(q.sock.Metadata(descs[i], bpf.MetaLen)); ok && vif < len(n.vifs) {
-				b = n.vifs[vif].Load()
-				if b == nil {
-					n.unclaimed.Add(1)
+			if tagged {
+				meta := q.sock.Metadata(descs[i], bpf.MetaLen)
+				if vif, ok := bpf.VifFromMeta(meta); ok && vif < len(n.vifs) {
+					// Wipe the tag: a frame received into this UMEM
+					// frame later without one must not look tagged.
+					clear(meta)
+					if b = n.vifs[vif].Load(); b == nil {
+						n.unclaimed.Add(1)
+						continue
+					}
+				} else if b == nil {
+					n.untagged.Add(1)
 					continue
 				}
-			} else if b == nil {
+			}
+			if b == nil {
 				n.untagged.Add(1)
 				continue
 			}
@@ -399,9 +430,9 @@ func (n *nic) release(slot int) error {
 	nics.Lock()
 	defer nics.Unlock()
 	n.vifs[slot].Store(nil)
-	n.updateSolo()
+	err := n.updateSolo()
 	n.quiesce()
-	return n.releaseLocked()
+	return errors.Join(err, n.releaseLocked())
 }
 
 func (n *nic) releaseLocked() error {
