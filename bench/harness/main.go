@@ -91,8 +91,8 @@ func main() {
 	size := flag.Int("size", 64, "frame size in bytes")
 	out := flag.String("out", "bench/results", "folder for results.md, results.json and results.svg")
 	readme := flag.String("readme", "", "also put the table into this file between <!-- bench:begin --> and <!-- bench:end -->")
-	cpus := flag.String("cpus", "1", "pin the measured programs to these CPUs (taskset -c); empty: no pinning")
-	genCPU := flag.String("gencpu", "0", "pin the generator (and so the receiving veth's NAPI) to this CPU; empty: no pinning")
+	cpus := flag.String("cpus", "", "pin the measured programs to these CPUs (taskset -c); empty: no pinning")
+	genCPU := flag.String("gencpu", "", "pin the generator (and so the receiving veth's NAPI) to this CPU; empty: no pinning")
 	only := flag.String("only", "", "comma-separated system names to run (default all)")
 	flag.Parse()
 	if err := run(*rounds, *secs, *size, *out, *readme, *cpus, *genCPU, *only); err != nil {
@@ -172,10 +172,15 @@ func buildSystems(tmp string) ([]system, error) {
 		return nil, fmt.Errorf("build the gVisor reference: %w", err)
 	}
 	virtif := func(mode string) system {
-		return system{Name: "virtif-xdp", Mode: mode, Note: "this project, through the full virtif path", run: reftest.Run{
+		return system{Name: "virtif-xdp", Mode: mode, Note: "this project, through the full virtif path (rx: rxwait=spin)", run: reftest.Run{
 			Binary: vx, Mode: mode, System: "virtif-xdp",
 			Argv: func(a reftest.Args) []string {
-				argv := []string{mode, "--link", "xdp:" + a.Ifname, "--json",
+				link := "xdp:" + a.Ifname
+				if mode != "txonly" {
+					// A busy receive loop, as the references run theirs.
+					link += ",rxwait=spin"
+				}
+				argv := []string{mode, "--link", link, "--json",
 					"--duration", fmt.Sprintf("%.3fs", a.Seconds), "--size", fmt.Sprint(a.Size), "--dst", a.Dst.String()}
 				if mode != "txonly" {
 					// reftest's generator sends to this unicast MAC (not the
