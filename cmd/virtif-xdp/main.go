@@ -35,6 +35,10 @@ func main() {
 }
 
 func run(args []string) int {
+	// A reader that goes away (virtif-xdp demo | head) must not kill the
+	// process before it has torn down what it made: writes then fail with
+	// EPIPE instead.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return execute(ctx, args, os.Stdout, os.Stderr)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -481,4 +482,40 @@ func TestIntegrationDemoSIGTERM(t *testing.T) {
 		t.Fatalf("lab %s left behind after SIGTERM:\n%s", name, errb.String())
 	}
 	t.Logf("after SIGTERM: %v; stderr:\n%s", err, errb.String())
+}
+
+// A reader that goes away (virtif-xdp demo | head -1) does not stop the
+// demo from tearing its lab down.
+func TestIntegrationDemoClosedStdout(t *testing.T) {
+	netlab.RequireRoot(t)
+	bin := commandBinary(t)
+	cmd := exec.Command(bin, "demo")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb syncBuffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("first line: %v", err)
+	}
+	m := regexp.MustCompile(`lab (vx[0-9a-f]{6})`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no lab named in %q", line)
+	}
+	t.Cleanup(func() {
+		if l, err := netlab.Open(m[1]); err == nil {
+			l.Close()
+		}
+	})
+	stdout.Close() // as head does after its line
+	_ = cmd.Wait() // the demo may fail its output; it must still clean up
+	if _, err := netlab.Open(m[1]); err == nil {
+		t.Fatalf("lab %s left behind when stdout closed:\n%s", m[1], errb.String())
+	}
 }
