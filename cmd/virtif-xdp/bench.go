@@ -492,10 +492,30 @@ func printLive(w io.Writer, m benchMode, el, dt time.Duration, prev, cur virtif.
 			float64(cur.OBytes-prev.OBytes)*8/sec/1e6)
 	}
 	pm, cm := counterMap(prev), counterMap(cur)
+	if m.rx {
+		// Per queue, where the NIC has several (the backend reports
+		// q<N>_rx_frames and q<N>_xsk_* then).
+		var qs []string
+		for _, st := range cur.Backend {
+			if q, ok := strings.CutSuffix(st.Name, "_rx_frames"); ok && strings.HasPrefix(q, "q") {
+				qs = append(qs, fmt.Sprintf("%s %s", q, fmtRate(float64(cm[st.Name]-pm[st.Name])/sec)))
+			}
+		}
+		if len(qs) > 0 {
+			b.WriteString("  [" + strings.Join(qs, ", ") + "]")
+		}
+	}
 	var grew []string
 	for _, n := range dropNames {
 		if d := cm[n] - pm[n]; d > 0 {
 			grew = append(grew, fmt.Sprintf("%s +%d", n, d))
+		}
+	}
+	for _, st := range cur.Backend {
+		if strings.HasPrefix(st.Name, "q") && strings.Contains(st.Name, "_xsk_") {
+			if d := cm[st.Name] - pm[st.Name]; d > 0 {
+				grew = append(grew, fmt.Sprintf("%s +%d", st.Name, d))
+			}
 		}
 	}
 	if len(grew) == 0 {
