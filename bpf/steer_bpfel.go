@@ -13,6 +13,18 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type steerFastMacs struct {
+	_ structs.HostLayout
+	E [4]struct {
+		_    structs.HostLayout
+		Hi   uint32
+		Lo   uint16
+		Vif1 uint16
+	}
+	More uint32
+	Pad  uint32
+}
+
 type steerMacKey struct {
 	_    structs.HostLayout
 	Addr [6]uint8
@@ -23,6 +35,7 @@ type steerMacKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	steerMapFast        = "fast"
 	steerMapIpv4s       = "ipv4s"
 	steerMapMacs        = "macs"
 	steerMapPromisc     = "promisc"
@@ -83,6 +96,7 @@ type steerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
+	Fast    *ebpf.MapSpec `ebpf:"fast"`
 	Ipv4s   *ebpf.MapSpec `ebpf:"ipv4s"`
 	Macs    *ebpf.MapSpec `ebpf:"macs"`
 	Promisc *ebpf.MapSpec `ebpf:"promisc"`
@@ -119,6 +133,7 @@ func (o *steerObjects) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
+	Fast    *ebpf.Map `ebpf:"fast"`
 	Ipv4s   *ebpf.Map `ebpf:"ipv4s"`
 	Macs    *ebpf.Map `ebpf:"macs"`
 	Promisc *ebpf.Map `ebpf:"promisc"`
@@ -129,6 +144,7 @@ type steerMaps struct {
 
 func (m *steerMaps) Close() error {
 	return _SteerClose(
+		m.Fast,
 		m.Ipv4s,
 		m.Macs,
 		m.Promisc,

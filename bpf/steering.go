@@ -27,6 +27,7 @@
 package bpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -104,6 +105,8 @@ type Steering struct {
 	mode    AttachMode
 	promisc map[int]bool    // vifs in promiscuous mode
 	sockets map[uint32]bool // socket map slots in use (XSKMAP cannot be read from user space)
+	fast    steerFastMacs   // what the program's fast map holds
+	extra   int             // unicast MACs in macs but not in fast
 }
 
 // Load loads the steering program and creates its maps; nothing is attached
@@ -265,10 +268,11 @@ func (s *Steering) ClearSocket(vif, queue int) error {
 // entry is a key of one of the vif-owned maps (macs, ipv4s), or the reason
 // it is not one.
 type entry struct {
-	what string // for errors: "MAC 01:00:5e:00:00:01"
-	key  any
-	err  error
-	m    func(*steerObjects) *ebpf.Map
+	what    string // for errors: "MAC 01:00:5e:00:00:01"
+	key     any
+	err     error
+	m       func(*steerObjects) *ebpf.Map
+	unicast bool // a unicast MAC: also kept in the fast map
 }
 
 func macEntry(mac net.HardwareAddr) entry {
@@ -280,6 +284,7 @@ func macEntry(mac net.HardwareAddr) entry {
 	var k steerMacKey
 	copy(k.Addr[:], mac)
 	e.key = k
+	e.unicast = mac[0]&1 == 0
 	return e
 }
 
@@ -354,10 +359,64 @@ func (s *Steering) update(e entry, vif int, add bool) error {
 	case !add:
 		err = m.Delete(e.key)
 	}
+	if err == nil && e.unicast {
+		err = s.syncFast(objs, e.key.(steerMacKey).Addr, vif, add)
+	}
 	if err != nil {
 		return fmt.Errorf("bpf: vif %d: %s %s: %w", vif, op, e.what, err)
 	}
 	return nil
+}
+
+// syncFast keeps the fast map (the first unicast MACs, checked before the
+// hash map) in step with a unicast MAC just added to or deleted from macs.
+// s.mu is held.
+func (s *Steering) syncFast(objs *steerObjects, mac [6]byte, vif int, add bool) error {
+	hi, lo := binary.NativeEndian.Uint32(mac[:4]), binary.NativeEndian.Uint16(mac[4:])
+	slot := func(match func(i int) bool) int {
+		for i := range s.fast.E {
+			if match(i) {
+				return i
+			}
+		}
+		return -1
+	}
+	if add {
+		if i := slot(func(i int) bool { return s.fast.E[i].Vif1 == 0 }); i >= 0 {
+			s.fast.E[i].Hi, s.fast.E[i].Lo, s.fast.E[i].Vif1 = hi, lo, uint16(vif+1)
+		} else {
+			s.extra++
+		}
+	} else if i := slot(func(i int) bool { return s.fast.E[i].Vif1 != 0 && s.fast.E[i].Hi == hi && s.fast.E[i].Lo == lo }); i >= 0 {
+		s.fast.E[i].Vif1 = 0
+		if s.extra > 0 {
+			// Promote a unicast MAC that only the hash map holds.
+			var k steerMacKey
+			var owner uint32
+			it := objs.Macs.Iterate()
+			for it.Next(&k, &owner) {
+				if k.Addr[0]&1 != 0 {
+					continue
+				}
+				h, l := binary.NativeEndian.Uint32(k.Addr[:4]), binary.NativeEndian.Uint16(k.Addr[4:])
+				if slot(func(j int) bool { return s.fast.E[j].Vif1 != 0 && s.fast.E[j].Hi == h && s.fast.E[j].Lo == l }) < 0 {
+					s.fast.E[i].Hi, s.fast.E[i].Lo, s.fast.E[i].Vif1 = h, l, uint16(owner+1)
+					s.extra--
+					break
+				}
+			}
+			if err := it.Err(); err != nil {
+				return err
+			}
+		}
+	} else {
+		s.extra--
+	}
+	s.fast.More = 0
+	if s.extra > 0 {
+		s.fast.More = 1
+	}
+	return objs.Fast.Update(uint32(0), &s.fast, ebpf.UpdateAny)
 }
 
 // SetPromisc turns promiscuous mode of vif on or off. A promiscuous vif
