@@ -44,10 +44,10 @@ claims: the host's own traffic too, which its kernel then no longer sees.`},
 nothing is allocated per frame.`},
 	{name: "l2fwd", rx: true, tx: true,
 		short: "Send every received frame back with its MACs swapped",
-		long: `l2fwd brings up vif0 on the NIC; its input handler sends every frame it
-accepts straight back out with source and destination MAC swapped, in the
-same call and without copying it (the frame goes to Output as three
-segments); the kernel is kicked once per receive batch.`},
+		long: `l2fwd brings up vif0 on the NIC; its input handler swaps the source and
+destination MAC of every frame it accepts and sends it back out, gathered in
+batches of --batch frames (OutputBatch) that go when full, or within a
+millisecond when traffic pauses.`},
 }
 
 // benchFlags are the flags of rxdrop, txonly and l2fwd.
@@ -103,7 +103,7 @@ program taken off the NIC either way.`,
 	// says which mode uses it.
 	fs.IntVar(&f.size, "size", 64, "txonly: frame size in bytes, without the FCS")
 	fs.StringVar(&f.dst, "dst", defaultDst, "txonly: destination MAC of the frames sent")
-	fs.IntVar(&f.batch, "batch", 64, "txonly: frames per OutputBatch call (one kernel kick each)")
+	fs.IntVar(&f.batch, "batch", 64, "txonly, l2fwd: frames per OutputBatch call (one kernel kick each)")
 	fs.BoolVar(&f.json, "json", false, "print the summary as one JSON object on stdout")
 	return cmd
 }
@@ -149,7 +149,7 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 		input = func([]byte, bool) {}
 	}
 	if m.rx && m.tx {
-		fwd = newForwarder()
+		fwd = newForwarder(f.batch)
 		fwd.act = act
 		input = fwd.input
 	}
@@ -270,31 +270,63 @@ func txLoop(ifc *virtif.Interface, frames [][][]byte, stop *atomic.Bool, rounds 
 	return nil
 }
 
-// forwarder is l2fwd's input handler: it sends each frame straight back
-// from the input call, its MACs swapped by giving Output the frame as three
-// segments (destination = the old source, source = the old destination, the
-// rest), so the frame is neither changed nor copied here; the backend copies
-// it into a TX frame once, and kicks the kernel once per receive batch
-// rather than per frame.
+// forwarder is l2fwd's input handler: it copies each frame with its MACs
+// swapped into a preallocated batch and sends the batch when it is full.
+// A frame is only valid during the input call, so it cannot be queued
+// without a copy; a ticker sends a partial batch when traffic pauses.
 type forwarder struct {
-	mu      sync.Mutex // guards ifc and segs: several RX goroutines may call input
+	mu      sync.Mutex
 	ifc     *virtif.Interface
-	segs    [3][]byte
+	bufs    [][]byte
+	frames  [][][]byte
+	n       int
 	act     *activity
 	errs    atomic.Uint64 // send errors other than back-pressure
-	skipped atomic.Uint64 // frames received but not forwarded: runts, or outside the run
+	skipped atomic.Uint64 // frames received but not forwarded: too big, or outside the run
+	done    chan struct{}
+	wg      sync.WaitGroup
 }
 
-func newForwarder() *forwarder { return &forwarder{} }
+// maxFwdFrame is the largest frame l2fwd forwards: a 4096-byte UMEM frame.
+const maxFwdFrame = 4096
+
+func newForwarder(batch int) *forwarder {
+	f := &forwarder{bufs: make([][]byte, batch), frames: make([][][]byte, batch), done: make(chan struct{})}
+	mem := make([]byte, batch*maxFwdFrame)
+	for i := range f.bufs {
+		f.bufs[i] = mem[i*maxFwdFrame : (i+1)*maxFwdFrame : (i+1)*maxFwdFrame]
+		f.frames[i] = make([][]byte, 1)
+	}
+	return f
+}
 
 func (f *forwarder) start(ifc *virtif.Interface) {
 	f.mu.Lock()
 	f.ifc = ifc
 	f.mu.Unlock()
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-f.done:
+				return
+			case <-t.C:
+				f.mu.Lock()
+				f.flushLocked()
+				f.mu.Unlock()
+			}
+		}
+	}()
 }
 
 func (f *forwarder) stop() {
+	close(f.done)
+	f.wg.Wait()
 	f.mu.Lock()
+	f.flushLocked()
 	f.ifc = nil
 	f.mu.Unlock()
 }
@@ -303,7 +335,7 @@ func (f *forwarder) input(frame []byte, _ bool) {
 	if f.act != nil {
 		f.act.touch()
 	}
-	if len(frame) < 14 {
+	if len(frame) < 14 || len(frame) > maxFwdFrame {
 		f.skipped.Add(1)
 		return
 	}
@@ -313,14 +345,34 @@ func (f *forwarder) input(frame []byte, _ bool) {
 		f.skipped.Add(1)
 		return
 	}
-	f.segs[0], f.segs[1], f.segs[2] = frame[6:12], frame[0:6], frame[12:]
-	err := f.ifc.Output(f.segs[:])
-	f.segs = [3][]byte{} // the frame is the RX ring's again after this call
-	f.mu.Unlock()
-	// ENOBUFS is back-pressure, counted by the interface as a drop.
-	if err != nil && !errors.Is(err, unix.ENOBUFS) {
-		f.errs.Add(1)
+	b := f.bufs[f.n][:len(frame)]
+	copy(b[0:6], frame[6:12])
+	copy(b[6:12], frame[0:6])
+	copy(b[12:], frame[12:])
+	f.frames[f.n][0] = b
+	f.n++
+	if f.n == len(f.frames) {
+		f.flushLocked()
 	}
+	f.mu.Unlock()
+}
+
+func (f *forwarder) flushLocked() {
+	if f.n == 0 || f.ifc == nil {
+		return
+	}
+	for sent := 0; sent < f.n; {
+		k, err := f.ifc.OutputBatch(f.frames[sent:f.n])
+		sent += k
+		if err == nil {
+			break
+		}
+		sent++ // counted by the interface as an error or drop
+		if !errors.Is(err, unix.ENOBUFS) {
+			f.errs.Add(1)
+		}
+	}
+	f.n = 0
 }
 
 // counterMap flattens the stats into name → value.

@@ -26,7 +26,7 @@ func runModeBench(b *testing.B, mode string) {
 	var fwd *forwarder
 	var input virtif.Input = func([]byte, bool) {}
 	if mode == "l2fwd" {
-		fwd = newForwarder()
+		fwd = newForwarder(64)
 		input = fwd.input
 	}
 	v, err := openVif(vifSetup{link: "xdp:" + lab.Link[netlab.Host], netns: lab.NS[netlab.Host],
@@ -93,6 +93,11 @@ func runModeBench(b *testing.B, mode string) {
 			}
 			last = steered
 		}
+	}
+	if fwd != nil {
+		fwd.mu.Lock()
+		fwd.flushLocked()
+		fwd.mu.Unlock()
 	}
 	elapsed := time.Since(start)
 	b.StopTimer()
