@@ -69,11 +69,8 @@ func BenchmarkRXDrop1500(b *testing.B) { benchRXDrop(b, 1500) }
 func benchRXDrop(b *testing.B, size int) {
 	l := newXSKLab(b, netlab.Options{})
 	s := l.open(b, 0, nil)
-	var gen *trafficgen.Live
-	if err := l.Do(netlab.Peer, func() (err error) {
-		gen, err = trafficgen.NewLive(l.Index[netlab.Peer])
-		return err
-	}); err != nil {
+	gen, err := trafficgen.LiveIn(l.Lab, netlab.Peer)
+	if err != nil {
 		b.Fatal(err)
 	}
 	defer gen.Close()
@@ -188,11 +185,8 @@ func benchTX(b *testing.B, size, batch int, syscallKick bool) {
 	l := newXSKLab(b, netlab.Options{})
 	s := l.open(b, 0, nil)
 	s.syscallKick = syscallKick
-	var sink *trafficgen.Sink
-	if err := l.Do(netlab.Peer, func() (err error) {
-		sink, err = trafficgen.NewSink(l.Index[netlab.Peer], trafficgen.SinkDrop)
-		return err
-	}); err != nil {
+	sink, err := trafficgen.SinkIn(l.Lab, netlab.Peer, trafficgen.SinkDrop)
+	if err != nil {
 		b.Fatal(err)
 	}
 	defer sink.Close()

@@ -435,10 +435,7 @@ func runLabDemo(cmd *cobra.Command, f *demoFlags) (err error) {
 		return err
 	}
 	defer d.peer.Close()
-	if err = lab.Do(netlab.Peer, func() (err error) {
-		d.gen, err = trafficgen.NewPacket(lab.Index[netlab.Peer])
-		return err
-	}); err != nil {
+	if d.gen, err = trafficgen.PacketIn(lab, netlab.Peer); err != nil {
 		return err
 	}
 	defer d.gen.Close()

@@ -26,11 +26,8 @@ func mustMAC(s string) net.HardwareAddr {
 
 func newLive(t testing.TB, lab *netlab.Lab) *trafficgen.Live {
 	t.Helper()
-	var gen *trafficgen.Live
-	if err := lab.Do(netlab.Peer, func() (err error) {
-		gen, err = trafficgen.NewLive(lab.Index[netlab.Peer])
-		return err
-	}); err != nil {
+	gen, err := trafficgen.LiveIn(lab, netlab.Peer)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gen.Close() })
@@ -39,11 +36,8 @@ func newLive(t testing.TB, lab *netlab.Lab) *trafficgen.Live {
 
 func newSink(t testing.TB, lab *netlab.Lab) *trafficgen.Sink {
 	t.Helper()
-	var s *trafficgen.Sink
-	if err := lab.Do(netlab.Peer, func() (err error) {
-		s, err = trafficgen.NewSink(lab.Index[netlab.Peer], trafficgen.SinkDrop)
-		return err
-	}); err != nil {
+	s, err := trafficgen.SinkIn(lab, netlab.Peer, trafficgen.SinkDrop)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })

@@ -311,3 +311,18 @@ func (l *Lab) DialContext(side int) func(ctx context.Context, network, addr stri
 		return c, err
 	}
 }
+
+// LinkAttrs reads the attributes of Link[side] — its statistics, its XDP
+// program — from inside its namespace.
+func (l *Lab) LinkAttrs(side int) (*netlink.LinkAttrs, error) {
+	var a *netlink.LinkAttrs
+	err := l.Do(side, func() error {
+		link, err := netlink.LinkByIndex(l.Index[side])
+		if err != nil {
+			return fmt.Errorf("netlab: read %s: %w", l.Link[side], err)
+		}
+		a = link.Attrs()
+		return nil
+	})
+	return a, err
+}

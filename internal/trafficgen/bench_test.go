@@ -17,11 +17,8 @@ func BenchmarkLive1500(b *testing.B) { benchLive(b, 1500) }
 // XDP_DROP sink.
 func BenchmarkPacket(b *testing.B) {
 	lab, sink, _, frame := liveLab(b, SinkDrop)
-	var gen *Packet
-	if err := lab.Do(netlab.Peer, func() (err error) {
-		gen, err = NewPacket(lab.Index[netlab.Peer])
-		return err
-	}); err != nil {
+	gen, err := PacketIn(lab, netlab.Peer)
+	if err != nil {
 		b.Fatal(err)
 	}
 	defer gen.Close()

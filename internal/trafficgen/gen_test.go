@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
@@ -18,19 +17,13 @@ import (
 func liveLab(tb testing.TB, action SinkAction) (*netlab.Lab, *Sink, *Live, []byte) {
 	tb.Helper()
 	lab := netlab.NewT(tb, netlab.Options{})
-	var sink *Sink
-	if err := lab.Do(netlab.Host, func() (err error) {
-		sink, err = NewSink(lab.Index[netlab.Host], action)
-		return err
-	}); err != nil {
+	sink, err := SinkIn(lab, netlab.Host, action)
+	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { sink.Close() })
-	var live *Live
-	if err := lab.Do(netlab.Peer, func() (err error) {
-		live, err = NewLive(lab.Index[netlab.Peer])
-		return err
-	}); err != nil {
+	live, err := LiveIn(lab, netlab.Peer)
+	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { live.Close() })
@@ -62,18 +55,11 @@ func waitCount(t *testing.T, s *Sink, want uint64) uint64 {
 // could not queue.
 func rxDropped(t *testing.T, lab *netlab.Lab) uint64 {
 	t.Helper()
-	var n uint64
-	if err := lab.Do(netlab.Host, func() error {
-		l, err := netlink.LinkByIndex(lab.Index[netlab.Host])
-		if err != nil {
-			return err
-		}
-		n = l.Attrs().Statistics.RxDropped
-		return nil
-	}); err != nil {
+	a, err := lab.LinkAttrs(netlab.Host)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return a.Statistics.RxDropped
 }
 
 // Every frame sent is counted by the sink or, should the machine be too
@@ -212,11 +198,8 @@ func TestIntegrationPacketByteForByte(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var gen *Packet
-	if err := lab.Do(netlab.Peer, func() (err error) {
-		gen, err = NewPacket(lab.Index[netlab.Peer])
-		return err
-	}); err != nil {
+	gen, err := PacketIn(lab, netlab.Peer)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer gen.Close()
@@ -276,19 +259,13 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func TestIntegrationSinkCountsIPv4Only(t *testing.T) {
 	lab := netlab.NewT(t, netlab.Options{NoAddr: true})
-	var sink *Sink
-	if err := lab.Do(netlab.Host, func() (err error) {
-		sink, err = NewSink(lab.Index[netlab.Host], SinkDrop)
-		return err
-	}); err != nil {
+	sink, err := SinkIn(lab, netlab.Host, SinkDrop)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	var gen *Packet
-	if err := lab.Do(netlab.Peer, func() (err error) {
-		gen, err = NewPacket(lab.Index[netlab.Peer])
-		return err
-	}); err != nil {
+	gen, err := PacketIn(lab, netlab.Peer)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer gen.Close()

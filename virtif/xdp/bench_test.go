@@ -26,11 +26,8 @@ func benchRx(b *testing.B, opts string) {
 	v := newVif(b, lab, nil, opts)
 	var got atomic.Uint64
 	v.ifc.SetInput(func([]byte, bool) { got.Add(1) })
-	var gen *trafficgen.Live
-	if err := lab.Do(netlab.Peer, func() (err error) {
-		gen, err = trafficgen.NewLive(lab.Index[netlab.Peer])
-		return err
-	}); err != nil {
+	gen, err := trafficgen.LiveIn(lab, netlab.Peer)
+	if err != nil {
 		b.Fatal(err)
 	}
 	defer gen.Close()
@@ -68,11 +65,8 @@ func benchRx(b *testing.B, opts string) {
 func BenchmarkTxOnly(b *testing.B) {
 	lab := netlab.NewT(b, netlab.Options{})
 	v := newVif(b, lab, nil, "")
-	var sink *trafficgen.Sink
-	if err := lab.Do(netlab.Peer, func() (err error) {
-		sink, err = trafficgen.NewSink(lab.Index[netlab.Peer], trafficgen.SinkDrop)
-		return err
-	}); err != nil {
+	sink, err := trafficgen.SinkIn(lab, netlab.Peer, trafficgen.SinkDrop)
+	if err != nil {
 		b.Fatal(err)
 	}
 	defer sink.Close()

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
@@ -48,19 +47,11 @@ func TestHelperChildVif(t *testing.T) {
 
 func xdpAttached(t *testing.T, lab *netlab.Lab) bool {
 	t.Helper()
-	var attached bool
-	err := lab.Do(netlab.Host, func() error {
-		l, err := netlink.LinkByName(lab.Link[netlab.Host])
-		if err != nil {
-			return err
-		}
-		attached = l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
-		return nil
-	})
+	a, err := lab.LinkAttrs(netlab.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return attached
+	return a.Xdp != nil && a.Xdp.Attached
 }
 
 // 6. A process holding a vif is SIGKILLed: no XDP program remains on the

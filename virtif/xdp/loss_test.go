@@ -4,8 +4,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
@@ -35,19 +33,11 @@ func (s *seqCounter) total() int {
 
 func hostRxDropped(t *testing.T, lab *netlab.Lab) uint64 {
 	t.Helper()
-	var d uint64
-	err := lab.Do(netlab.Host, func() error {
-		l, err := netlink.LinkByName(lab.Link[netlab.Host])
-		if err != nil {
-			return err
-		}
-		d = l.Attrs().Statistics.RxDropped
-		return nil
-	})
+	a, err := lab.LinkAttrs(netlab.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d
+	return a.Statistics.RxDropped
 }
 
 // 8. Nothing is lost: N frames at a sustainable rate arrive N times, each
@@ -58,11 +48,8 @@ func TestIntegrationNothingLost(t *testing.T) {
 	v := newVif(t, lab, nil, ",ring=4096,frames=16384")
 	sc := &seqCounter{seen: map[uint64]int{}}
 	v.ifc.SetInput(sc.input)
-	var gen *trafficgen.Live
-	if err := lab.Do(netlab.Peer, func() (err error) {
-		gen, err = trafficgen.NewLive(lab.Index[netlab.Peer])
-		return err
-	}); err != nil {
+	gen, err := trafficgen.LiveIn(lab, netlab.Peer)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer gen.Close()

@@ -21,7 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
@@ -196,19 +195,13 @@ func Measure(r Run) (res Result, err error) {
 		if r.HostPass {
 			action = trafficgen.SinkPass
 		}
-		if err := lab.Do(netlab.Host, func() (err error) {
-			hostSink, err = trafficgen.NewSink(lab.Index[netlab.Host], action)
-			return err
-		}); err != nil {
+		if hostSink, err = trafficgen.SinkIn(lab, netlab.Host, action); err != nil {
 			return res, err
 		}
 		defer hostSink.Close()
 	}
 	if !rx || r.Mode == "l2fwd" {
-		if err := lab.Do(netlab.Peer, func() (err error) {
-			peerSink, err = trafficgen.NewSink(lab.Index[netlab.Peer], trafficgen.SinkDrop)
-			return err
-		}); err != nil {
+		if peerSink, err = trafficgen.SinkIn(lab, netlab.Peer, trafficgen.SinkDrop); err != nil {
 			return res, err
 		}
 		defer peerSink.Close()
@@ -375,11 +368,8 @@ func Measure(r Run) (res Result, err error) {
 func newGenerator(lab *netlab.Lab, r Run) (send func([]byte, int) (int, error), sendFor func([]byte, time.Duration) (int, error), chunk int, closeGen func() error, err error) {
 	switch r.Generator {
 	case "", "live":
-		var live *trafficgen.Live
-		if err := lab.Do(netlab.Peer, func() (err error) {
-			live, err = trafficgen.NewLive(lab.Index[netlab.Peer])
-			return err
-		}); err != nil {
+		live, err := trafficgen.LiveIn(lab, netlab.Peer)
+		if err != nil {
 			return nil, nil, 0, nil, err
 		}
 		if r.GenCPU != "" {
@@ -395,11 +385,8 @@ func newGenerator(lab *netlab.Lab, r Run) (send func([]byte, int) (int, error), 
 		}
 		return nil, live.SendFor, 0, live.Close, nil
 	case "packet":
-		var p *trafficgen.Packet
-		if err := lab.Do(netlab.Peer, func() (err error) {
-			p, err = trafficgen.NewPacket(lab.Index[netlab.Peer])
-			return err
-		}); err != nil {
+		p, err := trafficgen.PacketIn(lab, netlab.Peer)
+		if err != nil {
 			return nil, nil, 0, nil, err
 		}
 		return p.Send, nil, 1 << 12, p.Close, nil
@@ -424,17 +411,12 @@ func pinThread(cpu string) error {
 // waitXDP waits until the host end of the lab has an XDP program attached.
 func waitXDP(ctx context.Context, lab *netlab.Lab) error {
 	for ctx.Err() == nil {
-		attached := false
-		err := lab.Do(netlab.Host, func() error {
-			l, err := netlink.LinkByIndex(lab.Index[netlab.Host])
-			if err != nil {
-				return err
-			}
-			attached = l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached
-			return nil
-		})
-		if err != nil || attached {
+		a, err := lab.LinkAttrs(netlab.Host)
+		if err != nil {
 			return err
+		}
+		if a.Xdp != nil && a.Xdp.Attached {
+			return nil
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -444,16 +426,9 @@ func waitXDP(ctx context.Context, lab *netlab.Lab) error {
 // rxDropped reads the host end's rx_dropped, where veth counts the frames
 // its peer's XDP_TX could not queue (peer_tq_xdp_xmit_err).
 func rxDropped(lab *netlab.Lab) (uint64, error) {
-	var n uint64
-	err := lab.Do(netlab.Host, func() error {
-		l, err := netlink.LinkByIndex(lab.Index[netlab.Host])
-		if err != nil {
-			return fmt.Errorf("reftest: read %s statistics: %w", lab.Link[netlab.Host], err)
-		}
-		if st := l.Attrs().Statistics; st != nil {
-			n = st.RxDropped
-		}
-		return nil
-	})
-	return n, err
+	a, err := lab.LinkAttrs(netlab.Host)
+	if err != nil || a.Statistics == nil {
+		return 0, err
+	}
+	return a.Statistics.RxDropped, nil
 }
