@@ -199,10 +199,9 @@ func (n *nic) updateSolo() error {
 // compatible: the sockets are set up once, by the first vif, so later vifs
 // must want the same queues and socket shape.
 func (n *nic) compatible(c *Config) error {
-	a, b := *n.cfg, *c
-	if a.String() != b.String() {
+	if have, want := n.cfg.String(), c.String(); have != want {
 		return fmt.Errorf("xdp: %s is already served by this process as %q; a second vif must use the same options (not %q): %w",
-			c.Ifname, a.String(), b.String(), unix.EBUSY)
+			c.Ifname, have, want, unix.EBUSY)
 	}
 	return nil
 }
