@@ -16,7 +16,10 @@ cd "$(dirname "$0")"
 BPF2GO=github.com/cilium/ebpf/cmd/bpf2go@v0.22.0
 CC=clang-14
 STRIP=llvm-strip-14
-CFLAGS="-O2 -g -Wall -Werror"
+# clang -target bpf does not search the multiarch include folder, where
+# Debian keeps asm/types.h (pulled in by linux/types.h); name it.
+MULTIARCH=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+CFLAGS="-O2 -g -Wall -Werror -I/usr/include/$MULTIARCH"
 
 check=0
 case "${1:-}" in
