@@ -91,9 +91,12 @@ var (
 )
 
 // Open is VIFHYPER_CREATE for "xdp:" link strings. Errors: unix.EINVAL for a
-// malformed link string (naming the key), unix.ENODEV for a missing NIC,
+// malformed link string (naming the key) or a queue the NIC lacks,
+// unix.ENODEV for a missing NIC, unix.ENETDOWN for a NIC that is down,
 // os.ErrPermission without the privileges, unix.EBUSY when another program
-// holds the NIC, unix.EAFNOSUPPORT without AF_XDP; each says what to do.
+// holds the NIC, unix.EOPNOTSUPP for mode=zerocopy on a driver without it,
+// unix.EAFNOSUPPORT without AF_XDP; each says what to do. A failed Open
+// leaves nothing behind: no program on the NIC, no socket, no goroutine.
 func Open(bc virtif.BackendConfig) (*Backend, error) {
 	c, err := ParseLinkStr(bc.Link)
 	if err != nil {
@@ -110,16 +113,27 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 	b.nic = n
 	b.txq = n.queues[slot%len(n.queues)]
 	for _, q := range n.queues {
-		if err = n.steer.SetSocket(slot, q.id, q.sock.FD()); err != nil {
+		if err = faultAt("setsocket", q.id); err == nil {
+			err = n.steer.SetSocket(slot, q.id, q.sock.FD())
+		}
+		if err != nil {
 			break
 		}
 	}
 	if err == nil {
-		err = n.steer.AddMAC(b.mac, slot)
+		if err = faultAt("addmac", -1); err == nil {
+			err = n.steer.AddMAC(b.mac, slot)
+		}
 	}
 	if err != nil {
-		_ = n.release(slot)
-		return nil, fmt.Errorf("xdp: %s on %s: %w", bc.Name, c.Ifname, err)
+		// Close undoes exactly what was done: the sockets set for the
+		// slot, the MAC if it was added, the slot, and the nic when b was
+		// its only vif.
+		err = fmt.Errorf("xdp: %s on %s: %w", bc.Name, c.Ifname, err)
+		if cerr := b.Close(); cerr != nil {
+			err = fmt.Errorf("%w; undoing it: %w", err, cerr)
+		}
+		return nil, withPrivilegeHint(err)
 	}
 	return b, nil
 }
@@ -267,7 +281,20 @@ func (b *Backend) Dying() error {
 
 // Close is VIFHYPER_DESTROY: it waits until no RX goroutine is handing this
 // vif a frame, and the last vif on a NIC takes the program off it and closes
-// the sockets.
+// the sockets. It never waits while holding the lock that Open and Close of
+// other vifs take.
+//
+// Called from an input handler (on the RX goroutine of one of the NIC's
+// queues, or of another NIC's), Close cannot wait for the batch it is part
+// of: it stops steering frames to the vif and returns, and the rest — the
+// wait for the RX batches in progress, freeing the vif's slot, and for the
+// last vif the teardown of the NIC (Done is closed when its RX goroutines
+// have ended) — completes by itself when those batches end. Until then the
+// rest of a batch in progress may still hand the vif frames (a
+// virtif.Interface counts them as dropped: it is down). Open and Close of
+// other vifs, from a handler or elsewhere, work meanwhile; only an Open of
+// the same NIC from a handler while its last vif's teardown is in progress
+// fails, with EBUSY.
 func (b *Backend) Close() error {
 	if b.closed.Swap(true) {
 		return nil
@@ -304,8 +331,13 @@ func ignoreGone(err error) error {
 	return err
 }
 
-// Err says why the vif stopped receiving before it was closed, e.g. the NIC
-// was deleted (ENETDOWN); nil while it works.
+// Err says why the vif stopped receiving before it was closed: ENETDOWN when
+// the NIC was deleted or set down (a NIC that only lost its carrier is not
+// an error: frames arrive again when it is back); nil while it works. It is
+// noticed within about a second in every rxwait and busypoll mode. A failed
+// NIC is torn down at once (program off, sockets closed): the vif's sends
+// fail, and Close is all that is left to call; the next Open of the NIC
+// sets it up afresh.
 func (b *Backend) Err() error { return b.nic.Err() }
 
 // Done is closed when the NIC's RX goroutines have ended: after Close of the

@@ -33,8 +33,10 @@ const (
 // The zero values of the numeric fields mean "the default".
 type Config struct {
 	Ifname string
-	// Queues lists the NIC queues to serve; nil means every RX queue of the
-	// NIC (a frame for the vif can arrive on any of them).
+	// Queues lists the NIC queues to serve; nil means every RX queue the NIC
+	// uses (a frame for the vif can arrive on any of them): its active
+	// channels where the driver reports them (ETHTOOL_GCHANNELS), else
+	// every queue it allocated.
 	Queues []int
 	Mode   string
 	Attach string

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/bpf"
+	"github.com/virtif-xdp/virtif-xdp/internal/ethtool"
 	"github.com/virtif-xdp/virtif-xdp/xsk"
 )
 
@@ -39,10 +41,20 @@ type nic struct {
 	solo    atomic.Pointer[Backend]
 	tagging atomic.Bool
 
-	refs  int // vifs holding this nic, under nics.Mutex
+	// Under nics.Mutex: refs counts the vifs holding the nic, taken[slot]
+	// the slots they hold (a slot stays taken until its vif's release has
+	// waited out the RX batches that could still hand it frames); closing
+	// says the nic is torn down or being torn down (the last vif left, or
+	// the RX goroutines failed) and takes no more vifs.
+	refs    int
+	taken   []bool
+	closing bool
+
+	probe int // datagram socket in the NIC's namespace: reads its flags
 	stop  atomic.Bool
 	wg    sync.WaitGroup
 	done  chan struct{} // closed when every RX goroutine has ended
+	gone  chan struct{} // closed when teardown has finished: program off, sockets closed
 	errMu sync.Mutex
 	err   error // why the RX goroutines ended early, e.g. the NIC went away
 
@@ -106,7 +118,11 @@ type queue struct {
 	batch atomic.Uint64
 	// txMu serialises the TX half of sock among the vifs sending on it.
 	txMu sync.Mutex
-	_    [64]byte
+	// tid is the OS thread of the RX goroutine (locked to it) while it
+	// runs: Open and Close called from an input handler must not wait for
+	// the batch they are part of.
+	tid atomic.Int32
+	_   [64]byte
 }
 
 var nics struct {
@@ -119,7 +135,10 @@ const rxBatch = 64
 
 // acquireNIC returns the nic for cfg.Ifname in the calling thread's network
 // namespace, setting it up (program, sockets, RX goroutines) for the first
-// vif, and reserves a slot in it for b.
+// vif, and reserves a slot in it for b. A nic being torn down (its last vif
+// left, or it failed) is waited out and then set up afresh; never while nics
+// is held, and never on an RX thread, where the teardown may be waiting for
+// the caller's own batch (EBUSY then).
 func acquireNIC(c *Config, b *Backend) (*nic, int, error) {
 	ifc, err := net.InterfaceByName(c.Ifname)
 	if err != nil {
@@ -130,41 +149,82 @@ func acquireNIC(c *Config, b *Backend) (*nic, int, error) {
 		return nil, 0, err
 	}
 	key := nicKey{ns, ifc.Index}
-	nics.Lock()
-	defer nics.Unlock()
-	n := nics.m[key]
-	if n == nil {
-		if n, err = newNIC(key, c); err != nil {
+	for {
+		nics.Lock()
+		n := nics.m[key]
+		if n != nil && n.closing {
+			rx := onRXThreadLocked()
+			nics.Unlock()
+			if rx {
+				return nil, 0, fmt.Errorf("xdp: %s: the NIC is being torn down (its last vif was closed from an input handler, or it failed); open the vif once the handler has returned: %w", c.Ifname, unix.EBUSY)
+			}
+			<-n.gone
+			continue
+		}
+		if n == nil {
+			if n, err = newNIC(key, c); err != nil {
+				nics.Unlock()
+				return nil, 0, err
+			}
+			if nics.m == nil {
+				nics.m = map[nicKey]*nic{}
+			}
+			nics.m[key] = n
+		} else if err := n.compatible(c); err != nil {
+			nics.Unlock()
 			return nil, 0, err
 		}
-		if nics.m == nil {
-			nics.m = map[nicKey]*nic{}
+		slot, err := n.reserveLocked(b)
+		drop := err != nil && n.refs == 0
+		if drop {
+			// Set up for this vif alone: take it down again (nics
+			// released: an RX goroutine may be inside b's handler).
+			n.closing = true
 		}
-		nics.m[key] = n
-	} else if err := n.compatible(c); err != nil {
-		return nil, 0, err
-	}
-	slot := -1
-	for i := range n.vifs {
-		if n.vifs[i].Load() == nil {
-			slot = i
-			break
+		nics.Unlock()
+		if drop {
+			err = errors.Join(err, n.teardown())
 		}
+		if err != nil {
+			return nil, 0, err
+		}
+		return n, slot, nil
 	}
+}
+
+// reserveLocked gives b a free slot of n (nics held).
+func (n *nic) reserveLocked(b *Backend) (int, error) {
+	slot := slices.Index(n.taken, false)
 	if slot < 0 {
-		return nil, 0, fmt.Errorf("xdp: %s: all %d vif slots in use: %w", c.Ifname, len(n.vifs), unix.ENOSPC)
+		return 0, fmt.Errorf("xdp: %s: all %d vif slots in use: %w", n.cfg.Ifname, len(n.vifs), unix.ENOSPC)
 	}
 	n.refs++
+	n.taken[slot] = true
 	b.bindQueues(len(n.queues))
 	b.slot = slot
 	n.vifs[slot].Store(b)
 	if err := n.updateSolo(); err != nil {
 		n.vifs[slot].Store(nil)
-		n.refs--
 		_ = n.updateSolo()
-		return nil, 0, err
+		n.taken[slot] = false
+		n.refs--
+		return 0, fmt.Errorf("xdp: %s: %w", n.cfg.Ifname, err)
 	}
-	return n, slot, nil
+	return slot, nil
+}
+
+// onRXThreadLocked reports whether the caller runs on the OS thread of an
+// RX goroutine, i.e. inside an input handler (nics held).
+func onRXThreadLocked() bool {
+	tid := int32(unix.Gettid())
+	for _, n := range nics.m {
+		for _, q := range n.queues {
+			if q.tid.Load() == tid {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // updateSolo keeps solo and tagging in step with the vifs on the NIC
@@ -214,10 +274,51 @@ func netnsInode() (uint64, error) {
 	return st.Ino, nil
 }
 
-func newNIC(key nicKey, c *Config) (n *nic, err error) {
-	link, err := netlink.LinkByIndex(key.ifindex)
+// fault, when set by a test, is called at each step of setting a NIC up
+// (and of Open, and of an RX goroutine's health check) and makes the step
+// fail with its error.
+var fault func(step string, queue int) error
+
+func faultAt(step string, queue int) error {
+	if fault == nil {
+		return nil
+	}
+	return fault(step, queue)
+}
+
+// newNIC sets the NIC up: program attached, a socket bound per queue, RX
+// goroutines started. On error it undoes what it did and returns nil.
+func newNIC(key nicKey, c *Config) (*nic, error) {
+	n := &nic{key: key, ifindex: key.ifindex, cfg: c, probe: -1, done: make(chan struct{}), gone: make(chan struct{})}
+	if err := n.setup(c); err != nil {
+		if cerr := n.closeResources(); cerr != nil {
+			err = fmt.Errorf("%w; undoing it: %w", err, cerr)
+		}
+		return nil, err
+	}
+	for _, q := range n.queues {
+		n.wg.Add(1)
+		go n.rxLoop(q)
+	}
+	go func() { n.wg.Wait(); close(n.done) }()
+	return n, nil
+}
+
+// setup does newNIC's work; what it made is in n, for closeResources.
+func (n *nic) setup(c *Config) error {
+	link, err := netlink.LinkByIndex(n.ifindex)
+	if err == nil {
+		err = faultAt("link", -1)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("xdp: %s: %w", c.Ifname, err)
+		return fmt.Errorf("xdp: %s: %w", c.Ifname, err)
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 {
+		return fmt.Errorf("xdp: %s is down: %w ('ip link set %s up' first)", c.Ifname, unix.ENETDOWN, c.Ifname)
+	}
+	if n.probe, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
+		n.probe = -1
+		return fmt.Errorf("xdp: %s: %w", c.Ifname, os.NewSyscallError("socket", err))
 	}
 	nrx := link.Attrs().NumRxQueues
 	if nrx <= 0 {
@@ -225,13 +326,21 @@ func newNIC(key nicKey, c *Config) (n *nic, err error) {
 	}
 	qids := c.Queues
 	if qids == nil {
-		for i := range nrx {
+		// queues=all: the queues in use, where the driver says.
+		use := nrx
+		// The kernel refuses to bind beyond them: a veth made without
+		// numrxqueues allocates a queue per CPU and uses one, and
+		// `ethtool -L` lowers the count on other drivers.
+		if ch, err := ethtool.GetChannels(link.Attrs().Name); err == nil && ch.Combined+ch.RXCount > 0 {
+			use = min(int(ch.Combined+ch.RXCount), nrx)
+		}
+		for i := range use {
 			qids = append(qids, i)
 		}
 	}
 	for _, q := range qids {
 		if q >= nrx {
-			return nil, fmt.Errorf("xdp: %s has %d RX queues, queue %d does not exist: %w", c.Ifname, nrx, q, unix.EINVAL)
+			return fmt.Errorf("xdp: %s has %d RX queues, queue %d does not exist: %w", c.Ifname, nrx, q, unix.EINVAL)
 		}
 	}
 	maxQ := 0
@@ -239,22 +348,26 @@ func newNIC(key nicKey, c *Config) (n *nic, err error) {
 		maxQ = max(maxQ, q+1)
 	}
 	steer, err := bpf.Load(&bpf.Options{MaxQueues: max(maxQ, 1)})
-	if err != nil {
-		return nil, fmt.Errorf("xdp: load the steering program: %w", err)
+	if err == nil {
+		if err = faultAt("load", -1); err != nil {
+			_ = steer.Close()
+		}
 	}
-	n = &nic{key: key, ifindex: key.ifindex, cfg: c, steer: steer, done: make(chan struct{})}
+	if err != nil {
+		return fmt.Errorf("xdp: %s: load the steering program: %w", c.Ifname, err)
+	}
+	n.steer = steer
 	n.vifs = make([]atomic.Pointer[Backend], steer.Options().MaxVifs)
-	defer func() {
-		if err != nil {
-			n.shutdown()
-		}
-	}()
+	n.taken = make([]bool, len(n.vifs))
 	attach := map[string]bpf.AttachMode{AttachAuto: bpf.AttachAuto, AttachNative: bpf.AttachNative, AttachGeneric: bpf.AttachGeneric}[c.Attach]
-	if n.attach, err = steer.Attach(key.ifindex, attach); err != nil {
+	if n.attach, err = steer.Attach(n.ifindex, attach); err == nil {
+		err = faultAt("attach", -1)
+	}
+	if err != nil {
 		if errors.Is(err, unix.EBUSY) {
-			return nil, fmt.Errorf("xdp: attach to %s: %w (another XDP program is on it, maybe another virtif-xdp process; 'ip link show %s' shows it)", c.Ifname, err, c.Ifname)
+			return fmt.Errorf("xdp: attach to %s: %w (another XDP program is on it, maybe another virtif-xdp process; 'ip link show %s' shows it)", c.Ifname, err, c.Ifname)
 		}
-		return nil, fmt.Errorf("xdp: attach to %s: %w", c.Ifname, err)
+		return fmt.Errorf("xdp: attach to %s: %w", c.Ifname, err)
 	}
 	mode := map[string]xsk.Mode{ModeAuto: xsk.ModeAuto, ModeCopy: xsk.ModeCopy, ModeZeroCopy: xsk.ModeZeroCopy}[c.Mode]
 	for _, q := range qids {
@@ -268,22 +381,50 @@ func newNIC(key nicKey, c *Config) (n *nic, err error) {
 		if c.BusyPoll > 0 {
 			xc.BusyPoll, xc.BusyPollBudget = 20, c.BusyPoll
 		}
-		sock, err := xsk.Open(key.ifindex, q, xc)
-		if err != nil {
-			if errors.Is(err, unix.EAFNOSUPPORT) {
-				return nil, fmt.Errorf("xdp: %s queue %d: %w (this kernel has no AF_XDP: it needs CONFIG_XDP_SOCKETS)", c.Ifname, q, err)
-			}
-			return nil, fmt.Errorf("xdp: %s queue %d: %w", c.Ifname, q, err)
+		sock, err := xsk.Open(n.ifindex, q, xc)
+		if err == nil {
+			n.queues = append(n.queues, &queue{id: q, idx: len(n.queues), sock: sock})
+			n.mode = sock.Mode()
+			err = faultAt("socket", q)
 		}
-		n.queues = append(n.queues, &queue{id: q, idx: len(n.queues), sock: sock})
-		n.mode = sock.Mode()
+		if err != nil {
+			switch {
+			case errors.Is(err, unix.EAFNOSUPPORT):
+				return fmt.Errorf("xdp: %s queue %d: %w (this kernel has no AF_XDP: it needs CONFIG_XDP_SOCKETS)", c.Ifname, q, err)
+			case errors.Is(err, unix.EOPNOTSUPP) && c.Mode == ModeZeroCopy:
+				return fmt.Errorf("xdp: %s queue %d: %w (the driver cannot bind zero-copy: use mode=auto or mode=copy)", c.Ifname, q, err)
+			case errors.Is(err, unix.EINVAL) && isBindErr(err):
+				return fmt.Errorf("xdp: %s queue %d: %w (the NIC does not use that queue: 'ethtool -l %s' shows its channels; use queues=all)", c.Ifname, q, err, c.Ifname)
+			}
+			return fmt.Errorf("xdp: %s queue %d: %w", c.Ifname, q, err)
+		}
 	}
+	return nil
+}
+
+func isBindErr(err error) bool {
+	var se *os.SyscallError
+	return errors.As(err, &se) && se.Syscall == "bind"
+}
+
+// closeResources closes what setup made: the sockets (each under its TX
+// lock, so no vif's Send is halfway through it), the program (which takes it
+// off the NIC) and the probe. The RX goroutines must have ended.
+func (n *nic) closeResources() error {
+	var errs []error
 	for _, q := range n.queues {
-		n.wg.Add(1)
-		go n.rxLoop(q)
+		q.txMu.Lock()
+		errs = append(errs, q.sock.Close())
+		q.txMu.Unlock()
 	}
-	go func() { n.wg.Wait(); close(n.done) }()
-	return n, nil
+	if n.steer != nil {
+		errs = append(errs, n.steer.Close())
+	}
+	if n.probe >= 0 {
+		errs = append(errs, os.NewSyscallError("close", unix.Close(n.probe)))
+		n.probe = -1
+	}
+	return errors.Join(errs...)
 }
 
 // rxLoop drains one queue: it takes a batch of descriptors, hands each frame
@@ -293,18 +434,36 @@ func (n *nic) rxLoop(q *queue) {
 	defer n.wg.Done()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	q.tid.Store(int32(unix.Gettid()))
+	defer q.tid.Store(0)
 	var descs [rxBatch]xsk.Desc
 	spin := n.cfg.BusyPoll > 0 || n.cfg.RXWait == RXWaitSpin
 	var (
-		lastTX   = n.txSeq.Load()
-		txSeen   time.Time // when txSeq was last seen moving
-		rxSeen   time.Time // when frames last arrived
-		nap      = minNap
-		pollWait = 200 * time.Millisecond
+		lastTX    = n.txSeq.Load()
+		txSeen    time.Time // when txSeq was last seen moving
+		rxSeen    time.Time // when frames last arrived
+		nap       = minNap
+		pollWait  = 200 * time.Millisecond
+		idle      uint
+		lastCheck = time.Now()
 	)
 	for !n.stop.Load() {
 		got := q.sock.Receive(descs[:])
 		if got == 0 {
+			// Every mode checks that the NIC is still there and up, at
+			// most every checkEvery: a spinning loop never reaches Wait,
+			// where poll mode would see the socket's error, and a NIC set
+			// down reports nothing to its sockets. Spinning looks at the
+			// clock only every spinChecks empty polls.
+			if idle++; (!spin || idle%spinChecks == 0) && time.Since(lastCheck) >= checkEvery {
+				lastCheck = time.Now()
+				if err := n.alive(q); err != nil {
+					if !n.stop.Load() {
+						n.fail(err)
+					}
+					return
+				}
+			}
 			if spin {
 				continue
 			}
@@ -340,11 +499,7 @@ func (n *nic) rxLoop(q *queue) {
 			}
 			if err != nil {
 				if !errors.Is(err, net.ErrClosed) && !n.stop.Load() {
-					hint := ""
-					if errors.Is(err, unix.ENETDOWN) {
-						hint = " (the NIC was removed or its driver detached the socket; close the vif)"
-					}
-					n.fail(fmt.Errorf("xdp: %s queue %d: %w%s", n.cfg.Ifname, q.id, err, hint))
+					n.fail(n.queueErr(q, err))
 				}
 				return
 			}
@@ -389,12 +544,79 @@ func (n *nic) rxLoop(q *queue) {
 	}
 }
 
+const (
+	checkEvery = 100 * time.Millisecond // how often an idle RX goroutine checks the NIC
+	spinChecks = 1024                   // empty polls between clock reads when spinning
+)
+
+const (
+	hintGone = " (the NIC was removed or its driver detached the socket; close the vif)"
+	hintDown = " (the NIC was set down; close the vif, and open it again once the NIC is up)"
+)
+
+// alive checks the socket's pending error (ENETDOWN once the NIC was
+// removed) and the NIC's IFF_UP: a NIC set down is an error too, as it is for
+// an AF_PACKET socket (libpcap's "The interface went down"). A NIC that is
+// up without carrier (its cable, or its veth peer, down) is not: it may come
+// back, and then frames arrive again.
+func (n *nic) alive(q *queue) error {
+	if err := faultAt("rx", q.id); err != nil {
+		return n.queueErr(q, err)
+	}
+	if _, err := q.sock.Wait(0); err != nil {
+		return n.queueErr(q, err)
+	}
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return nil
+	}
+	ifr.SetUint32(uint32(n.ifindex))
+	if err := unix.IoctlIfreq(n.probe, unix.SIOCGIFNAME, ifr); err != nil {
+		if errors.Is(err, unix.ENODEV) {
+			return n.queueErr(q, unix.ENETDOWN)
+		}
+		return nil // nothing said about the NIC: look again later
+	}
+	if err := unix.IoctlIfreq(n.probe, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return nil
+	}
+	if ifr.Uint16()&unix.IFF_UP == 0 {
+		return fmt.Errorf("xdp: %s queue %d: %w%s", n.cfg.Ifname, q.id, unix.ENETDOWN, hintDown)
+	}
+	return nil
+}
+
+// queueErr says which NIC queue failed, and what to do when the NIC went.
+func (n *nic) queueErr(q *queue, err error) error {
+	hint := ""
+	if errors.Is(err, unix.ENETDOWN) {
+		hint = hintGone
+	}
+	return fmt.Errorf("xdp: %s queue %d: %w%s", n.cfg.Ifname, q.id, err, hint)
+}
+
+// fail records why an RX goroutine ended and tears the nic down: a NIC
+// whose RX goroutines died is no use to any vif, and the next Open of it
+// must start afresh. The vifs on it keep their hold until they are closed;
+// their calls fail or do nothing.
 func (n *nic) fail(err error) {
 	n.errMu.Lock()
-	if n.err == nil {
+	first := n.err == nil
+	if first {
 		n.err = err
 	}
 	n.errMu.Unlock()
+	if !first {
+		return
+	}
+	nics.Lock()
+	start := !n.closing
+	n.closing = true
+	nics.Unlock()
+	if start {
+		// Not from this goroutine: the teardown waits for it to end.
+		go n.teardown()
+	}
 }
 
 // Err is why the RX goroutines ended before the vifs were closed (nil while
@@ -406,7 +628,8 @@ func (n *nic) Err() error {
 }
 
 // quiesce waits until no RX goroutine is inside a batch it began before the
-// call, so a vif taken out of n.vifs receives nothing more.
+// call, so a vif taken out of n.vifs receives nothing more. It must not run
+// on an RX thread, nor with nics held (a handler may be waiting for it).
 func (n *nic) quiesce() {
 	for _, q := range n.queues {
 		seen := q.batch.Load()
@@ -424,42 +647,68 @@ func (n *nic) quiesce() {
 	}
 }
 
-// release drops a vif's hold; the last one tears the nic down.
+// release drops a vif's hold; the last one tears the nic down. The vif gets
+// no frame from batches that begin after it returns; when called on an RX
+// thread (from an input handler) it returns at once and the wait for the
+// batches in progress — and the teardown after the last vif — completes in
+// the background when they end.
 func (n *nic) release(slot int) error {
 	nics.Lock()
-	defer nics.Unlock()
 	n.vifs[slot].Store(nil)
-	err := n.updateSolo()
-	n.quiesce()
-	return errors.Join(err, n.releaseLocked())
-}
-
-func (n *nic) releaseLocked() error {
-	if n.refs--; n.refs > 0 {
-		return nil
+	var err error
+	if !n.closing {
+		err = n.updateSolo()
 	}
-	delete(nics.m, n.key)
-	return n.shutdown()
+	rx := onRXThreadLocked()
+	nics.Unlock()
+	if rx {
+		go func() { _ = n.finishRelease(slot) }()
+		return err
+	}
+	return errors.Join(err, n.finishRelease(slot))
 }
 
-// shutdown stops the RX goroutines, then closes sockets and the program
-// (which detaches it from the NIC).
-func (n *nic) shutdown() error {
+// finishRelease waits for the batches that may still hand the slot's vif a
+// frame, then frees the slot; after the last vif it tears the nic down, or
+// waits for the teardown a failure started.
+func (n *nic) finishRelease(slot int) error {
+	n.quiesce()
+	nics.Lock()
+	n.taken[slot] = false
+	n.refs--
+	last := n.refs == 0
+	start := last && !n.closing
+	if last {
+		n.closing = true
+	}
+	nics.Unlock()
+	switch {
+	case start:
+		return n.teardown()
+	case last:
+		<-n.gone
+	}
+	return nil
+}
+
+// teardown stops the RX goroutines and waits for them, then closes the
+// sockets and the program (which takes it off the NIC), and only then lets
+// the next Open of the NIC set it up again. It runs once per nic, started by
+// whoever set closing; never on an RX thread of n, nor with nics held.
+func (n *nic) teardown() error {
 	n.stop.Store(true)
 	for _, q := range n.queues {
 		_ = q.sock.Wakeup()
 	}
 	n.wg.Wait()
-	var errs []error
-	for _, q := range n.queues {
-		if err := q.sock.Close(); err != nil {
-			errs = append(errs, err)
-		}
+	err := n.closeResources()
+	nics.Lock()
+	if nics.m[n.key] == n {
+		delete(nics.m, n.key)
 	}
-	if err := n.steer.Close(); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	nics.Unlock()
+	close(n.gone)
+	return err
 }
 
 // flushDeferred flushes the vifs whose Flush came during an RX batch.
