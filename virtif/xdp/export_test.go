@@ -7,8 +7,8 @@ import "testing"
 // ends.
 func setFault(t testing.TB, f func(step string, queue int) error) {
 	t.Helper()
-	fault = f
-	t.Cleanup(func() { fault = nil })
+	fault.Store(&f)
+	t.Cleanup(func() { fault.Store(nil) })
 }
 
 // nicsOpen is the number of NICs this process serves (entries in nics).

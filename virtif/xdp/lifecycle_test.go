@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,9 +114,23 @@ func openFDs(t *testing.T) int {
 	return len(ents)
 }
 
-// 7. The NIC is deleted under a running vif: the RX goroutines end, the
-// error says why, Close neither hangs nor leaks goroutines or descriptors.
+// 7. The NIC is deleted, or set down, under a running vif, in every wait
+// mode (poll, spin, busy polling): the RX goroutines end, the error says
+// why, the program is off the NIC, Close neither hangs nor leaks goroutines
+// or descriptors.
 func TestIntegrationNICDeleted(t *testing.T) {
+	for _, mode := range []string{"", ",rxwait=spin", ",busypoll=64"} {
+		for _, how := range []string{"del", "down"} {
+			name := strings.TrimPrefix(mode, ",")
+			if name == "" {
+				name = "rxwait=poll"
+			}
+			t.Run(name+"/"+how, func(t *testing.T) { testNICGone(t, mode, how) })
+		}
+	}
+}
+
+func testNICGone(t *testing.T, opts, how string) {
 	lab := netlab.NewT(t, netlab.Options{})
 	c, err := virtif.NewCloner(virtif.ClonerConfig{})
 	if err != nil {
@@ -124,7 +140,7 @@ func TestIntegrationNICDeleted(t *testing.T) {
 	runtime.GC()
 	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
 
-	v := newVif(t, lab, c, "")
+	v := newVif(t, lab, c, opts)
 	peer := openRaw(t, lab, netlab.Peer)
 	peer.send(t, frame(lab, v.ifc.HardwareAddr(), "BEFORE", 100))
 	if !waitFor(func() bool { return v.rec.count() == 1 }) {
@@ -132,24 +148,37 @@ func TestIntegrationNICDeleted(t *testing.T) {
 	}
 	unix.Close(peer.fd)
 	peer.fd = -1
-	if _, err := lab.Run(netlab.Host, "ip", "link", "del", lab.Link[netlab.Host]); err != nil {
-		t.Fatal(err)
+	args := []string{"link", "del", lab.Link[netlab.Host]}
+	if how == "down" {
+		args = []string{"link", "set", lab.Link[netlab.Host], "down"}
 	}
+	ipCmd(t, lab, netlab.Host, args...)
 	select {
 	case <-v.b.Done():
 	case <-time.After(10 * time.Second):
-		t.Fatal("RX goroutines still running after the NIC was deleted")
+		t.Fatalf("RX goroutines still running after ip %s", strings.Join(args, " "))
 	}
-	if err := v.b.Err(); !errors.Is(err, unix.ENETDOWN) && !errors.Is(err, unix.ENXIO) && !errors.Is(err, unix.ENODEV) {
-		t.Fatalf("Err() = %v, want one saying the device went away", err)
+	if err := v.b.Err(); !errors.Is(err, unix.ENETDOWN) {
+		t.Fatalf("Err() = %v, want ENETDOWN", err)
 	}
 	t.Logf("Err() after the NIC went away: %v", v.b.Err())
-	if !strings.Contains(v.b.Err().Error(), lab.Link[netlab.Host]) {
-		t.Fatalf("Err() %q does not name the NIC", v.b.Err())
+	want := "removed"
+	if how == "down" {
+		want = "set down"
+	}
+	if msg := v.b.Err().Error(); !strings.Contains(msg, lab.Link[netlab.Host]) || !strings.Contains(msg, want) {
+		t.Fatalf("Err() %q does not name the NIC and say it was %s", msg, want)
+	}
+	if how == "down" {
+		// The failed NIC is torn down at once: nothing stays on it.
+		if !waitFor(func() bool { return !xdpAttached(t, lab) }) {
+			t.Fatal("XDP program left on the NIC that was set down")
+		}
 	}
 	if err := v.ifc.Output([][]byte{frame(lab, lab.MAC[netlab.Peer], "AFTER", 100)}); err == nil {
 		t.Log("Output after the NIC went away returned nil (frame counted by the kernel as dropped)")
 	}
+	reopenAfterFailure(t, lab, c, how, opts)
 	done := make(chan error, 1)
 	go func() { done <- c.Destroy(v.ifc.Name()) }()
 	select {
@@ -173,4 +202,116 @@ func TestIntegrationNICDeleted(t *testing.T) {
 	if got := openFDs(t); got > fds {
 		t.Fatalf("descriptors: %d before, %d after", fds, got)
 	}
+	if n := nicsOpen(); n != 0 {
+		t.Fatalf("%d NICs still served", n)
+	}
+}
+
+// A NIC that only loses its carrier (its veth peer set down) is not an
+// error: the vif keeps running, in every wait mode, and receives again once
+// the carrier is back.
+func TestIntegrationNICCarrierLoss(t *testing.T) {
+	for _, mode := range []string{"", ",rxwait=spin", ",busypoll=64"} {
+		t.Run(strings.TrimPrefix(mode, ","), func(t *testing.T) {
+			lab := netlab.NewT(t, netlab.Options{})
+			v := newVif(t, lab, nil, mode)
+			ipCmd(t, lab, netlab.Peer, "link", "set", lab.Link[netlab.Peer], "down")
+			// Longer than the health checks' period, many times over.
+			select {
+			case <-v.b.Done():
+				t.Fatalf("RX goroutines ended on carrier loss: %v", v.b.Err())
+			case <-time.After(time.Second):
+			}
+			ipCmd(t, lab, netlab.Peer, "link", "set", lab.Link[netlab.Peer], "up")
+			peer := openRaw(t, lab, netlab.Peer)
+			// The carrier comes back a moment after up.
+			if !receives(t, lab, v, peer, "CARRIER") {
+				t.Fatalf("nothing received after the carrier came back (Err %v)", v.b.Err())
+			}
+		})
+	}
+}
+
+// reopenAfterFailure brings the NIC back — set up again, or re-created with
+// the same ifindex (and so the same key in the process's NIC table) — while
+// the failed vif is still open, and checks that a new vif on it starts
+// afresh and receives (test 7 of the hardening issue: a failed NIC is not
+// reused).
+func reopenAfterFailure(t *testing.T, lab *netlab.Lab, c *virtif.Cloner, how, opts string) {
+	t.Helper()
+	host, peer := lab.Link[netlab.Host], lab.Link[netlab.Peer]
+	if how == "del" {
+		ipCmd(t, lab, netlab.Host, "link", "add", host, "index", strconv.Itoa(lab.Index[netlab.Host]),
+			"type", "veth", "peer", "name", peer, "index", strconv.Itoa(lab.Index[netlab.Peer]), "netns", lab.NS[netlab.Peer])
+		ipCmd(t, lab, netlab.Peer, "link", "set", peer, "up")
+	}
+	ipCmd(t, lab, netlab.Host, "link", "set", host, "up")
+	v := newVif(t, lab, c, opts)
+	defer v.ifc.Close()
+	raw := openRaw(t, lab, netlab.Peer)
+	defer func() { unix.Close(raw.fd); raw.fd = -1 }()
+	if !receives(t, lab, v, raw, "REOPENED") {
+		t.Fatalf("a vif opened on the NIC after it came back receives nothing (Err %v)", v.b.Err())
+	}
+	select {
+	case <-v.b.Done():
+		t.Fatalf("the new vif's NIC ended: %v", v.b.Err())
+	default:
+	}
+}
+
+// An RX goroutine that dies (a fault injected into its health check) fails
+// the whole NIC: Done and Err say so, the program leaves the NIC, and an
+// Open while the failed vif is still open sets the NIC up afresh.
+func TestIntegrationFailedNICNotReused(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{Queues: 2})
+	c, err := virtif.NewCloner(virtif.ClonerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	v := newVif(t, lab, c, "")
+	var once sync.Once
+	setFault(t, func(step string, q int) error {
+		var err error
+		if step == "rx" && q == 1 {
+			once.Do(func() { err = errInjected })
+		}
+		return err
+	})
+	select {
+	case <-v.b.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the NIC's RX goroutines go on after one of them failed")
+	}
+	if err := v.b.Err(); !errors.Is(err, unix.EIO) || !strings.Contains(err.Error(), "queue 1") {
+		t.Fatalf("Err() = %v, want the injected EIO on queue 1", err)
+	}
+	if !waitFor(func() bool { return !xdpAttached(t, lab) }) {
+		t.Fatal("XDP program left on the failed NIC")
+	}
+	reopenAfterFailure(t, lab, c, "up", "")
+	if err := v.ifc.Close(); err != nil {
+		t.Fatalf("closing the failed vif: %v", err)
+	}
+}
+
+// ipCmd runs ip(8) with args on side of the lab, failing the test on error.
+func ipCmd(t *testing.T, lab *netlab.Lab, side int, args ...string) {
+	t.Helper()
+	if out, err := lab.Run(side, "ip", args...); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+// receives sends frames carrying marker from raw to v until one arrives (a
+// link that just came up may drop the first) or the deadline passes.
+func receives(t *testing.T, lab *netlab.Lab, v *testVif, raw *rawSock, marker string) bool {
+	t.Helper()
+	return waitFor(func() bool {
+		raw.send(t, frame(lab, v.ifc.HardwareAddr(), marker, 100))
+		time.Sleep(20 * time.Millisecond)
+		got, _ := v.rec.matching([]byte(marker))
+		return len(got) > 0
+	})
 }

@@ -277,13 +277,13 @@ func netnsInode() (uint64, error) {
 // fault, when set by a test, is called at each step of setting a NIC up
 // (and of Open, and of an RX goroutine's health check) and makes the step
 // fail with its error.
-var fault func(step string, queue int) error
+var fault atomic.Pointer[func(step string, queue int) error]
 
 func faultAt(step string, queue int) error {
-	if fault == nil {
-		return nil
+	if f := fault.Load(); f != nil {
+		return (*f)(step, queue)
 	}
-	return fault(step, queue)
+	return nil
 }
 
 // newNIC sets the NIC up: program attached, a socket bound per queue, RX

@@ -94,7 +94,7 @@ func TestIntegrationSetupFailuresUndo(t *testing.T) {
 			}
 			check()
 			// Nothing is in the way of the next Open.
-			fault = nil
+			fault.Store(nil)
 			b, err = openIn(t, lab.NS[netlab.Host], link, nil)
 			if err != nil {
 				t.Fatalf("Open after the failure: %v", err)
@@ -126,7 +126,7 @@ func TestIntegrationSecondVifFailureUndo(t *testing.T) {
 				}
 				t.Fatalf("Open: %v, want the injected EIO", err)
 			}
-			fault = nil
+			fault.Store(nil)
 			peer := openRaw(t, lab, netlab.Peer)
 			marker := "SECOND" + step
 			peer.send(t, frame(lab, v.ifc.HardwareAddr(), marker, 100))
