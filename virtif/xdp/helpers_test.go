@@ -78,17 +78,45 @@ type testVif struct {
 	b   *Backend
 }
 
+// newCloner makes a cloner that the test's end closes.
+func newCloner(t testing.TB) *virtif.Cloner {
+	t.Helper()
+	c, err := virtif.NewCloner(virtif.ClonerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // newVif creates a vif on the lab's host-side veth with link options opts
 // ("" or ",key=value...") and brings it up.
 func newVif(t testing.TB, lab *netlab.Lab, c *virtif.Cloner, opts string) *testVif {
 	t.Helper()
 	if c == nil {
-		var err error
-		if c, err = virtif.NewCloner(virtif.ClonerConfig{}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = c.Close() })
+		c = newCloner(t)
 	}
+	v, err := createVif(lab, c, opts, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// newVifNoUp creates a vif on the lab's NIC without bringing it up, from
+// wherever the caller runs, an input handler included (so it reports a
+// failure with t.Error).
+func newVifNoUp(t testing.TB, lab *netlab.Lab, c *virtif.Cloner) *testVif {
+	v, err := createVif(lab, c, "", false)
+	if err != nil {
+		t.Error(err)
+	}
+	return v
+}
+
+// createVif creates a vif on the lab's NIC, setting its link string on a
+// thread in the NIC's namespace, and brings it up if asked.
+func createVif(lab *netlab.Lab, c *virtif.Cloner, opts string, up bool) (*testVif, error) {
 	v := &testVif{c: c, rec: &recorder{}}
 	err := lab.Do(netlab.Host, func() error {
 		ifc, err := c.Create()
@@ -100,13 +128,15 @@ func newVif(t testing.TB, lab *netlab.Lab, c *virtif.Cloner, opts string) *testV
 			return err
 		}
 		ifc.SetInput(v.rec.input)
-		return ifc.Up()
+		if up {
+			return ifc.Up()
+		}
+		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
+	if err == nil {
+		v.b = v.ifc.Backend().(*Backend)
 	}
-	v.b = v.ifc.Backend().(*Backend)
-	return v
+	return v, err
 }
 
 // rawSock is an AF_PACKET socket on one side of the lab.

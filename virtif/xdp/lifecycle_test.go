@@ -132,11 +132,7 @@ func TestIntegrationNICDeleted(t *testing.T) {
 
 func testNICGone(t *testing.T, opts, how string) {
 	lab := netlab.NewT(t, netlab.Options{})
-	c, err := virtif.NewCloner(virtif.ClonerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCloner(t)
 	runtime.GC()
 	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
 
@@ -265,11 +261,7 @@ func reopenAfterFailure(t *testing.T, lab *netlab.Lab, c *virtif.Cloner, how, op
 // Open while the failed vif is still open sets the NIC up afresh.
 func TestIntegrationFailedNICNotReused(t *testing.T) {
 	lab := netlab.NewT(t, netlab.Options{Queues: 2})
-	c, err := virtif.NewCloner(virtif.ClonerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCloner(t)
 	v := newVif(t, lab, c, "")
 	var once sync.Once
 	setFault(t, func(step string, q int) error {
