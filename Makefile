@@ -8,7 +8,7 @@ FUZZTIME  ?= 5s
 # for the reference programs; bpf/generate.sh adds clang-14 for the BPF check.
 TEST_DEBS := tcpdump iputils-ping iproute2
 
-.PHONY: all build test race fuzz vet lint bench bench-go deps generate bpfcheck demo clean
+.PHONY: all build test race fuzz soak vet lint bench bench-go deps generate bpfcheck demo clean
 
 all: build
 
@@ -59,6 +59,11 @@ fuzz:
 	done
 
 test: deps lint bpfcheck race fuzz
+
+# The churn and soak test at length: make test runs 1000 cycles.
+SOAK_CYCLES ?= 20000
+soak:
+	$(GO) test -count=1 -timeout 60m -run '^TestIntegrationChurnSoak$$' -v ./virtif/xdp/ -args -soak.cycles=$(SOAK_CYCLES)
 
 # The comparison the README shows: virtif-xdp against the kernel's XDP_DROP,
 # C on libxdp, gVisor's pkg/xdp and AF_PACKET, interleaved, written to
