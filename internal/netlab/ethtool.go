@@ -2,11 +2,10 @@ package netlab
 
 import (
 	"fmt"
-	"os"
-	"runtime"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/ethtool"
 )
 
 // SetTxChecksum turns transmit checksum offload of the veth end of side on or
@@ -31,41 +30,13 @@ func SetTxChecksum(ifname string, on bool) error {
 	if on {
 		data = 1
 	}
-	_, err := ethtoolValue(ifname, unix.ETHTOOL_STXCSUM, data)
+	_, err := ethtool.Value(ifname, unix.ETHTOOL_STXCSUM, data)
 	return err
 }
 
 // TxChecksum reports whether transmit checksum offload of ifname is on
 // (ETHTOOL_GTXCSUM), in the calling thread's network namespace.
 func TxChecksum(ifname string) (bool, error) {
-	v, err := ethtoolValue(ifname, unix.ETHTOOL_GTXCSUM, 0)
+	v, err := ethtool.Value(ifname, unix.ETHTOOL_GTXCSUM, 0)
 	return v != 0, err
-}
-
-// ethtoolValue runs an ethtool command that takes or returns one value
-// (struct ethtool_value) on ifname and returns the value the kernel left.
-func ethtoolValue(ifname string, cmd, data uint32) (uint32, error) {
-	if len(ifname) >= unix.IFNAMSIZ {
-		return 0, fmt.Errorf("interface name %q: %w", ifname, unix.EINVAL)
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, os.NewSyscallError("socket", err)
-	}
-	defer unix.Close(fd)
-	value := struct{ cmd, data uint32 }{cmd, data}
-	// struct ifreq: the name, then ifr_data pointing at the command.
-	var ifr struct {
-		name [unix.IFNAMSIZ]byte
-		data uintptr
-		_    [16]byte
-	}
-	copy(ifr.name[:], ifname)
-	ifr.data = uintptr(unsafe.Pointer(&value))
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
-	runtime.KeepAlive(&value)
-	if errno != 0 {
-		return 0, os.NewSyscallError("ioctl SIOCETHTOOL", errno)
-	}
-	return value.data, nil
 }
