@@ -219,20 +219,10 @@ func newNIC(key nicKey, c *Config) (n *nic, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("xdp: %s: %w", c.Ifname, err)
 	}
-	nrx := link.Attrs().NumRxQueues
-	if nrx <= 0 {
-		nrx = 1
-	}
-	qids := c.Queues
-	if qids == nil {
-		for i := range nrx {
-			qids = append(qids, i)
-		}
-	}
-	for _, q := range qids {
-		if q >= nrx {
-			return nil, fmt.Errorf("xdp: %s has %d RX queues, queue %d does not exist: %w", c.Ifname, nrx, q, unix.EINVAL)
-		}
+	nq := queuesOf(c.Ifname, max(link.Attrs().NumRxQueues, link.Attrs().NumTxQueues))
+	qids, err := nq.resolve(c.Queues)
+	if err != nil {
+		return nil, err
 	}
 	maxQ := 0
 	for _, q := range qids {
@@ -273,7 +263,11 @@ func newNIC(key nicKey, c *Config) (n *nic, err error) {
 			if errors.Is(err, unix.EAFNOSUPPORT) {
 				return nil, fmt.Errorf("xdp: %s queue %d: %w (this kernel has no AF_XDP: it needs CONFIG_XDP_SOCKETS)", c.Ifname, q, err)
 			}
-			return nil, fmt.Errorf("xdp: %s queue %d: %w", c.Ifname, q, err)
+			hint := ""
+			if errors.Is(err, unix.EINVAL) {
+				hint = nq.bindHint(q)
+			}
+			return nil, fmt.Errorf("xdp: %s queue %d: %w%s", c.Ifname, q, err, hint)
 		}
 		n.queues = append(n.queues, &queue{id: q, idx: len(n.queues), sock: sock})
 		n.mode = sock.Mode()

@@ -1,0 +1,124 @@
+package xdp
+
+import (
+	"errors"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/ethtool"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/virtif"
+)
+
+// openOn opens a vif on ifname in the lab's host namespace with link
+// options opts.
+func openOn(t *testing.T, lab *netlab.Lab, ifname, opts string) (*virtif.Interface, error) {
+	t.Helper()
+	c, err := virtif.NewCloner(virtif.ClonerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	var ifc *virtif.Interface
+	err = lab.Do(netlab.Host, func() error {
+		if ifc, err = c.Create(); err != nil {
+			return err
+		}
+		return ifc.SetLinkStr("xdp:" + ifname + opts)
+	})
+	return ifc, err
+}
+
+// A veth with four queues, two of them active (`ethtool -L NIC rx 2 tx 2`):
+// queues=all serves exactly the two, and naming an inactive one says how to
+// enable it.
+func TestIntegrationActiveQueues(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{Queues: 4})
+	nicName := lab.Link[netlab.Host]
+	for side := range 2 {
+		err := lab.Do(side, func() error {
+			c, err := ethtool.GetChannels(lab.Link[side])
+			if err != nil {
+				return err
+			}
+			c.RX, c.TX = 2, 2
+			return ethtool.SetChannels(lab.Link[side], c)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ifc, err := openOn(t, lab, nicName, "")
+	if err != nil {
+		t.Fatalf("queues=all on 2 active of 4: %v", err)
+	}
+	if q := ifc.Backend().(*Backend).Info().Queues; !slices.Equal(q, []int{0, 1}) {
+		t.Fatalf("served %v, want [0 1]", q)
+	}
+	if err := ifc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = openOn(t, lab, nicName, ",queues=3")
+	if !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), "queue 3 is not active") || !strings.Contains(err.Error(), "ethtool -L") {
+		t.Fatalf("queues=3 of 2 active: %v, want EINVAL naming the queue and ethtool -L", err)
+	}
+}
+
+// A veth made the user's way (`ip link add A type veth peer name B`, not
+// through netlab, which asks for one queue) has more queues allocated than
+// active; opening it with the default link string serves the active one and
+// receives.
+func TestIntegrationPlainVeth(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{NoAddr: true})
+	a, b := lab.Name+"a", lab.Name+"b"
+	for _, args := range [][]string{
+		{"link", "add", a, "type", "veth", "peer", "name", b},
+		{"link", "set", a, "up"},
+		{"link", "set", b, "up"},
+	} {
+		if out, err := lab.Run(netlab.Host, "ip", args...); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ifc, err := openOn(t, lab, a, "")
+	if err != nil {
+		t.Fatalf("default link string on a plain veth: %v", err)
+	}
+	info := ifc.Backend().(*Backend).Info()
+	if !slices.Equal(info.Queues, []int{0}) {
+		t.Fatalf("served %v, want [0]", info.Queues)
+	}
+	rec := &recorder{}
+	ifc.SetInput(rec.input)
+	if err := ifc.Up(); err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	err = lab.Do(netlab.Host, func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		peer, err := net.InterfaceByName(b)
+		if err != nil {
+			return err
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: peer.Index})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	f := frame(lab, ifc.HardwareAddr(), "PLAIN", 100)
+	if _, err := unix.Write(fd, f); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(func() bool { got, _ := rec.matching([]byte("PLAIN")); return len(got) == 1 }) {
+		t.Fatalf("the frame sent to the vif did not arrive; stats %+v", ifc.Stats())
+	}
+}
