@@ -31,6 +31,7 @@ type nic struct {
 	attach  bpf.AttachMode
 	queues  []*queue
 	mode    xsk.Mode
+	addrs   *addrList // the NIC's unicast and multicast lists
 
 	// vifs[slot] is the backend steered to slot; read on every frame.
 	vifs []atomic.Pointer[Backend]
@@ -246,6 +247,9 @@ func newNIC(key nicKey, c *Config) (n *nic, err error) {
 		}
 		return nil, fmt.Errorf("xdp: attach to %s: %w", c.Ifname, err)
 	}
+	if n.addrs, err = newAddrList(c.Ifname, key.ifindex, key.netns); err != nil {
+		return nil, err
+	}
 	mode := map[string]xsk.Mode{ModeAuto: xsk.ModeAuto, ModeCopy: xsk.ModeCopy, ModeZeroCopy: xsk.ModeZeroCopy}[c.Mode]
 	for _, q := range qids {
 		xc := &xsk.Config{
@@ -452,6 +456,9 @@ func (n *nic) shutdown() error {
 	}
 	if err := n.steer.Close(); err != nil {
 		errs = append(errs, err)
+	}
+	if n.addrs != nil {
+		errs = append(errs, n.addrs.close())
 	}
 	return errors.Join(errs...)
 }
