@@ -16,8 +16,11 @@ import (
 type Mode int
 
 const (
-	// ModeAuto tries zero-copy and falls back to copy mode when the driver
-	// has no zero-copy support (EOPNOTSUPP, e.g. veth).
+	// ModeAuto binds with neither XDP_COPY nor XDP_ZEROCOPY: the kernel
+	// tries zero-copy and falls back to copy on any driver error (no
+	// zero-copy support at all, as on veth, or a driver that refuses this
+	// device, as virtio-net does without iommu_platform). Mode reports
+	// which was chosen.
 	ModeAuto Mode = iota
 	// ModeCopy copies frames between the driver's buffers and the UMEM
 	// (XDP_COPY). Works on every device.
@@ -318,43 +321,36 @@ func (s *Socket) mapRings(off *unix.XDPMmapOffsets, c *Config) error {
 	)
 }
 
-// bind binds in the configured mode, falling back from zero-copy to copy in
-// ModeAuto, and retries EBUSY left by a socket on the same queue that the
-// kernel has not finished freeing.
+// bind binds in the configured mode and retries EBUSY left by a socket on
+// the same queue that the kernel has not finished freeing. ModeAuto leaves
+// the choice to the kernel (see ModeAuto), whose fallback to copy mode
+// takes any driver error, where ours could only recognise EOPNOTSUPP.
 func (s *Socket) bind(c *Config) error {
-	var wake uint16
+	flags := uint16(0)
 	if !c.DisableNeedWakeup {
-		wake = unix.XDP_USE_NEED_WAKEUP
+		flags |= unix.XDP_USE_NEED_WAKEUP
 	}
-	try := func(m Mode) error {
-		flags := wake | unix.XDP_COPY
-		if m == ModeZeroCopy {
-			flags = wake | unix.XDP_ZEROCOPY
-		}
-		sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifindex), QueueID: uint32(s.queue)}
-		delay := time.Millisecond
-		deadline := time.Now().Add(time.Second)
-		for {
-			err := unix.Bind(s.fd, sa)
-			if err == nil {
-				return nil
-			}
-			if err != unix.EBUSY || time.Now().After(deadline) {
-				return os.NewSyscallError("bind", err)
-			}
-			s.bindRetries++
-			time.Sleep(delay)
-			delay = min(2*delay, 64*time.Millisecond)
-		}
-	}
-	var err error
 	switch c.Mode {
-	case ModeAuto:
-		if err = try(ModeZeroCopy); errors.Is(err, unix.EOPNOTSUPP) {
-			err = try(ModeCopy)
+	case ModeCopy:
+		flags |= unix.XDP_COPY
+	case ModeZeroCopy:
+		flags |= unix.XDP_ZEROCOPY
+	}
+	sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifindex), QueueID: uint32(s.queue)}
+	delay := time.Millisecond
+	deadline := time.Now().Add(time.Second)
+	var err error
+	for {
+		if err = unix.Bind(s.fd, sa); err == nil {
+			break
 		}
-	default:
-		err = try(c.Mode)
+		if err != unix.EBUSY || time.Now().After(deadline) {
+			err = os.NewSyscallError("bind", err)
+			break
+		}
+		s.bindRetries++
+		time.Sleep(delay)
+		delay = min(2*delay, 64*time.Millisecond)
 	}
 	if err != nil {
 		if c.Mode == ModeZeroCopy && errors.Is(err, unix.EOPNOTSUPP) {
@@ -362,7 +358,7 @@ func (s *Socket) bind(c *Config) error {
 		}
 		return err
 	}
-	s.needWakeup = wake != 0
+	s.needWakeup = flags&unix.XDP_USE_NEED_WAKEUP != 0
 	// Report what the kernel says rather than what was asked (5.3).
 	opts, err := unix.GetsockoptInt(s.fd, unix.SOL_XDP, unix.XDP_OPTIONS)
 	if err != nil {

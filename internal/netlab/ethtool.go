@@ -2,7 +2,6 @@ package netlab
 
 import (
 	"fmt"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -31,21 +30,13 @@ func SetTxChecksum(ifname string, on bool) error {
 	if on {
 		data = 1
 	}
-	_, err := ethtoolValue(ifname, unix.ETHTOOL_STXCSUM, data)
+	_, err := ethtool.Value(ifname, unix.ETHTOOL_STXCSUM, data)
 	return err
 }
 
 // TxChecksum reports whether transmit checksum offload of ifname is on
 // (ETHTOOL_GTXCSUM), in the calling thread's network namespace.
 func TxChecksum(ifname string) (bool, error) {
-	v, err := ethtoolValue(ifname, unix.ETHTOOL_GTXCSUM, 0)
+	v, err := ethtool.Value(ifname, unix.ETHTOOL_GTXCSUM, 0)
 	return v != 0, err
-}
-
-// ethtoolValue runs an ethtool command that takes or returns one value
-// (struct ethtool_value) on ifname and returns the value the kernel left.
-func ethtoolValue(ifname string, cmd, data uint32) (uint32, error) {
-	value := struct{ cmd, data uint32 }{cmd, data}
-	err := ethtool.Do(ifname, unsafe.Pointer(&value))
-	return value.data, err
 }

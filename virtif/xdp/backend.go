@@ -125,6 +125,11 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 			err = n.steer.AddMAC(b.mac, slot)
 		}
 	}
+	if err == nil {
+		if err = n.addrs.add(b.mac); err != nil {
+			_ = n.steer.DelMAC(b.mac, slot)
+		}
+	}
 	if err != nil {
 		// Close undoes exactly what was done: the sockets set for the
 		// slot, the MAC if it was added, the slot, and the nic when b was
@@ -304,9 +309,9 @@ func (b *Backend) Close() error {
 	// Undo what this vif registered, so the next vif in the slot starts clean.
 	errs := []error{dyErr}
 	b.regMu.Lock()
-	errs = append(errs, ignoreGone(n.steer.DelMAC(b.mac, b.slot)))
+	errs = append(errs, ignoreGone(n.steer.DelMAC(b.mac, b.slot)), n.addrs.del(b.mac))
 	for _, g := range b.groups {
-		errs = append(errs, ignoreGone(n.steer.DelMAC(g, b.slot)))
+		errs = append(errs, ignoreGone(n.steer.DelMAC(g, b.slot)), n.addrs.del(g))
 	}
 	for a := range b.addrs {
 		errs = append(errs, ignoreGone(n.steer.DelIPv4(a, b.slot)))
@@ -351,11 +356,18 @@ type Info struct {
 	Mode    string // "copy" or "zerocopy"
 	Queues  []int
 	Slot    int // this vif's number in the steering program
+	// AddrFilter says whether the NIC filters by address (and was given
+	// the vifs' MACs) or went promiscuous for them.
+	AddrFilter AddrFilter
+	// LeftoversRemoved counts the address-list entries of dead processes
+	// that opening the NIC removed.
+	LeftoversRemoved int
 }
 
 // Info reports the attach and bind modes chosen.
 func (b *Backend) Info() Info {
 	i := Info{Ifindex: b.nic.ifindex, Attach: b.nic.attach.String(), Mode: b.nic.mode.String(), Slot: b.slot}
+	i.AddrFilter, i.LeftoversRemoved = b.nic.addrs.info()
 	for _, q := range b.nic.queues {
 		i.Queues = append(i.Queues, q.id)
 	}
@@ -366,10 +378,17 @@ func (b *Backend) Info() Info {
 func (b *Backend) SetHardwareAddr(mac net.HardwareAddr) error {
 	b.regMu.Lock()
 	defer b.regMu.Unlock()
+	if err := b.nic.addrs.add(mac); err != nil {
+		return fmt.Errorf("xdp: %s: %w", b.name, err)
+	}
 	if err := b.nic.steer.AddMAC(mac, b.slot); err != nil {
+		_ = b.nic.addrs.del(mac)
 		return fmt.Errorf("xdp: %s: %w", b.name, err)
 	}
 	if err := b.nic.steer.DelMAC(b.mac, b.slot); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("xdp: %s: %w", b.name, err)
+	}
+	if err := b.nic.addrs.del(b.mac); err != nil {
 		return fmt.Errorf("xdp: %s: %w", b.name, err)
 	}
 	b.mac = append(b.mac[:0], mac...)
@@ -384,9 +403,13 @@ func (b *Backend) SetMulticast(group net.HardwareAddr, join bool) error {
 	defer b.regMu.Unlock()
 	var err error
 	if join {
-		err = b.nic.steer.AddMAC(group, b.slot)
-	} else {
-		err = b.nic.steer.DelMAC(group, b.slot)
+		if err = b.nic.addrs.add(group); err == nil {
+			if err = b.nic.steer.AddMAC(group, b.slot); err != nil {
+				_ = b.nic.addrs.del(group)
+			}
+		}
+	} else if err = b.nic.steer.DelMAC(group, b.slot); err == nil {
+		err = b.nic.addrs.del(group)
 	}
 	if err != nil {
 		return fmt.Errorf("xdp: %s: multicast %s: %w", b.name, group, err)

@@ -3,6 +3,7 @@ package xdp
 import (
 	"bufio"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -38,13 +39,66 @@ func TestHelperChildVif(t *testing.T) {
 		if err := ifc.SetLinkStr("xdp:" + link); err != nil {
 			return err
 		}
-		return ifc.Up()
+		if err := ifc.Up(); err != nil {
+			return err
+		}
+		os.Stdout.WriteString("READY " + ifc.HardwareAddr().String() + "\n")
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Stdout.WriteString("READY\n")
 	select {}
+}
+
+// startChild runs TestHelperChildVif on the lab's host NIC and returns the
+// child, once its vif is up, and the vif's MAC. The child is killed when
+// the test ends.
+func startChild(t *testing.T, lab *netlab.Lab) (*exec.Cmd, net.HardwareAddr) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperChildVif$", "-test.v")
+	cmd.Env = append(os.Environ(), "VIRTIF_CHILD_NS="+lab.NS[netlab.Host], "VIRTIF_CHILD_LINK="+lab.Link[netlab.Host])
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	ready := make(chan net.HardwareAddr, 1)
+	go func() {
+		defer close(ready)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if mac, ok := strings.CutPrefix(sc.Text(), "READY "); ok {
+				if m, err := net.ParseMAC(mac); err == nil {
+					ready <- m
+				}
+				break
+			}
+		}
+	}()
+	select {
+	case mac, ok := <-ready:
+		if !ok {
+			t.Fatal("child ended without opening its vif")
+		}
+		return cmd, mac
+	case <-time.After(20 * time.Second):
+		t.Fatal("child did not open its vif")
+	}
+	return nil, nil
+}
+
+// kill ends the child with SIGKILL and waits for it.
+func kill(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Process.Signal(unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
 }
 
 func xdpAttached(t *testing.T, lab *netlab.Lab) bool {
@@ -60,43 +114,11 @@ func xdpAttached(t *testing.T, lab *netlab.Lab) bool {
 // NIC, and host traffic flows.
 func TestIntegrationKilledOwner(t *testing.T) {
 	lab := netlab.NewT(t, netlab.Options{})
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperChildVif$", "-test.v")
-	cmd.Env = append(os.Environ(), "VIRTIF_CHILD_NS="+lab.NS[netlab.Host], "VIRTIF_CHILD_LINK="+lab.Link[netlab.Host])
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "READY") {
-				ready <- true
-				break
-			}
-		}
-		close(ready)
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			t.Fatal("child ended without opening its vif")
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("child did not open its vif")
-	}
+	cmd, _ := startChild(t, lab)
 	if !xdpAttached(t, lab) {
 		t.Fatal("no XDP program on the NIC while the child holds a vif")
 	}
-	if err := cmd.Process.Signal(unix.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
+	kill(t, cmd)
 	if !waitFor(func() bool { return !xdpAttached(t, lab) }) {
 		t.Fatal("XDP program left on the NIC after its owner was killed")
 	}

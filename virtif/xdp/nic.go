@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/bpf"
-	"github.com/virtif-xdp/virtif-xdp/internal/ethtool"
 	"github.com/virtif-xdp/virtif-xdp/xsk"
 )
 
@@ -33,6 +32,7 @@ type nic struct {
 	attach  bpf.AttachMode
 	queues  []*queue
 	mode    xsk.Mode
+	addrs   *addrList // the NIC's unicast and multicast lists
 
 	// vifs[slot] is the backend steered to slot; read on every frame.
 	vifs []atomic.Pointer[Backend]
@@ -320,28 +320,10 @@ func (n *nic) setup(c *Config) error {
 		n.probe = -1
 		return fmt.Errorf("xdp: %s: %w", c.Ifname, os.NewSyscallError("socket", err))
 	}
-	nrx := link.Attrs().NumRxQueues
-	if nrx <= 0 {
-		nrx = 1
-	}
-	qids := c.Queues
-	if qids == nil {
-		// queues=all: the queues in use, where the driver says.
-		use := nrx
-		// The kernel refuses to bind beyond them: a veth made without
-		// numrxqueues allocates a queue per CPU and uses one, and
-		// `ethtool -L` lowers the count on other drivers.
-		if ch, err := ethtool.GetChannels(link.Attrs().Name); err == nil && ch.Combined+ch.RXCount > 0 {
-			use = min(int(ch.Combined+ch.RXCount), nrx)
-		}
-		for i := range use {
-			qids = append(qids, i)
-		}
-	}
-	for _, q := range qids {
-		if q >= nrx {
-			return fmt.Errorf("xdp: %s has %d RX queues, queue %d does not exist: %w", c.Ifname, nrx, q, unix.EINVAL)
-		}
+	nq := queuesOf(c.Ifname, max(link.Attrs().NumRxQueues, link.Attrs().NumTxQueues))
+	qids, err := nq.resolve(c.Queues)
+	if err != nil {
+		return err
 	}
 	maxQ := 0
 	for _, q := range qids {
@@ -368,6 +350,9 @@ func (n *nic) setup(c *Config) error {
 			return fmt.Errorf("xdp: attach to %s: %w (another XDP program is on it, maybe another virtif-xdp process; 'ip link show %s' shows it)", c.Ifname, err, c.Ifname)
 		}
 		return fmt.Errorf("xdp: attach to %s: %w", c.Ifname, err)
+	}
+	if n.addrs, err = newAddrList(c.Ifname, n.ifindex, n.key.netns); err != nil {
+		return err
 	}
 	mode := map[string]xsk.Mode{ModeAuto: xsk.ModeAuto, ModeCopy: xsk.ModeCopy, ModeZeroCopy: xsk.ModeZeroCopy}[c.Mode]
 	for _, q := range qids {
@@ -419,6 +404,9 @@ func (n *nic) closeResources() error {
 	}
 	if n.steer != nil {
 		errs = append(errs, n.steer.Close())
+	}
+	if n.addrs != nil {
+		errs = append(errs, n.addrs.close())
 	}
 	if n.probe >= 0 {
 		errs = append(errs, os.NewSyscallError("close", unix.Close(n.probe)))
