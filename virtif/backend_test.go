@@ -16,7 +16,8 @@ import (
 
 // recBackend is a small recording backend (scheme "rec"). It implements
 // every optional interface. Link string options after the name:
-// fail (open fails with EIO), mac=XX:..., mtu=N, senderr, dyingerr.
+// fail (open fails with EIO), mac=XX:..., mtu=N, senderr, dyingerr,
+// closeerr (Close fails with EIO).
 type recBackend struct {
 	cfg BackendConfig
 
@@ -30,6 +31,7 @@ type recBackend struct {
 	maxMTU   int
 	sendErr  error
 	dyingErr error
+	closeErr error
 	failNext error     // returned by the next optional-interface call
 	block    chan bool // if set, Send waits for a value
 	entered  chan bool // if set, Send signals entry
@@ -92,6 +94,8 @@ func openRec(cfg BackendConfig) (Backend, error) {
 			b.sendErr = unix.EIO
 		case "dyingerr":
 			b.dyingErr = unix.EAGAIN
+		case "closeerr":
+			b.closeErr = unix.EIO
 		}
 	}
 	return b, nil
@@ -153,7 +157,7 @@ func (b *recBackend) Close() error {
 		f = b.ifp.Flags()
 	}
 	b.log("close running=%v", f&FlagRunning != 0)
-	return nil
+	return b.closeErr
 }
 
 func (b *recBackend) HardwareAddr() net.HardwareAddr { return b.mac }

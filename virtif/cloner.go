@@ -113,7 +113,8 @@ func (c *Cloner) createLocked(unit int) (*Interface, error) {
 // Destroy destroys the named interface, mirroring virtif_unclone: EBUSY if
 // it is up; otherwise the backend is told it is dying (an error there keeps
 // the interface), the interface is stopped and the backend closed. ENXIO if
-// there is no such interface.
+// there is no such interface. An error from the backend's Close is
+// returned (errors.Is sees its cause), though the interface is gone.
 func (c *Cloner) Destroy(name string) error {
 	c.mu.Lock()
 	var ifp *Interface
@@ -126,27 +127,31 @@ func (c *Cloner) Destroy(name string) error {
 	if ifp == nil {
 		return opErr(name, "destroy", unix.ENXIO)
 	}
-	return c.destroy(ifp)
+	_, err := c.destroy(ifp)
+	return err
 }
 
-func (c *Cloner) destroy(ifp *Interface) error {
+// destroy is virtif_unclone. gone reports that ifp was no longer the
+// cloner's (destroyed meanwhile), which Destroy answers with ENXIO and
+// Interface.Close with nil.
+func (c *Cloner) destroy(ifp *Interface) (gone bool, err error) {
 	c.mu.Lock()
 	if c.ifs[ifp.unit] != ifp {
 		c.mu.Unlock()
-		return opErr(ifp.name, "destroy", unix.ENXIO)
+		return true, opErr(ifp.name, "destroy", unix.ENXIO)
 	}
 	ifp.mu.Lock()
 	if ifp.flags.Load()&uint32(FlagUp) != 0 {
 		ifp.mu.Unlock()
 		c.mu.Unlock()
-		return opErr(ifp.name, "destroy", unix.EBUSY)
+		return false, opErr(ifp.name, "destroy", unix.EBUSY)
 	}
 	b := ifp.backend
 	if b != nil {
 		if err := b.Dying(); err != nil {
 			ifp.mu.Unlock()
 			c.mu.Unlock()
-			return opErr(ifp.name, "destroy: backend dying", err)
+			return false, opErr(ifp.name, "destroy: backend dying", err)
 		}
 	}
 	ifp.stopLocked()
@@ -159,13 +164,15 @@ func (c *Cloner) destroy(ifp *Interface) error {
 	ifp.mu.Unlock()
 	c.mu.Unlock()
 	// Close outside the locks: it waits for RX goroutines whose upcalls may
-	// call back into the interface or the cloner.
+	// call back into the interface or the cloner. Its error is returned,
+	// but the interface is gone whatever it says, as in virtif_unclone,
+	// which frees it whatever VIFHYPER_DESTROY does.
 	if b != nil {
 		if err := b.Close(); err != nil {
-			return opErr(ifp.name, "destroy: backend close", err)
+			return false, opErr(ifp.name, "destroy: backend close", err)
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // Interface returns the named interface (if_unit lookup).
@@ -206,7 +213,8 @@ func (c *Cloner) Detach() error {
 }
 
 // Close brings every interface down, destroys it and detaches the cloner.
-// It returns the first error; calling it twice is fine.
+// It returns the first error, a backend's Close error included; calling it
+// twice is fine.
 func (c *Cloner) Close() error {
 	var first error
 	for _, i := range c.Interfaces() {

@@ -217,3 +217,40 @@ func TestZeroInterface(t *testing.T) {
 		t.Errorf("NewPcapWriter(nil): %v", err)
 	}
 }
+
+// VIFHYPER_DESTROY's error reaches the caller of every way to destroy,
+// with its errno, and the interface is gone all the same (the seed's
+// virtif_unclone frees it whatever the hypercall says).
+func TestDestroyBackendCloseError(t *testing.T) {
+	c, err := NewCloner(ClonerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, destroy := range map[string]func(*Interface) error{
+		"Interface.Close": (*Interface).Close,
+		"Cloner.Destroy": func(i *Interface) error {
+			_ = i.Down() // Destroy refuses an up interface
+			return c.Destroy(i.Name())
+		},
+		"Cloner.Close": func(*Interface) error { return c.Close() },
+	} {
+		ifp, err := c.Create()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ifp.SetLinkStr("rec:closeerr,closeerr"); err != nil {
+			t.Fatal(err)
+		}
+		_ = ifp.Up()
+		err = destroy(ifp)
+		wantErrno(t, name, err, unix.EIO)
+		if err != nil && !strings.Contains(err.Error(), "backend close") {
+			t.Errorf("%s: error %q does not say the backend's close failed", name, err)
+		}
+		if _, ok := c.Interface(ifp.Name()); ok {
+			t.Errorf("%s: interface kept after its backend's close failed", name)
+		}
+		wantErrno(t, name+" then Close again", ifp.Close(), 0)
+	}
+	wantErrno(t, "Cloner.Close again", c.Close(), 0)
+}

@@ -296,8 +296,10 @@ func (i *Interface) Down() error {
 // stopLocked mirrors virtif_stop.
 func (i *Interface) stopLocked() { i.flags.And(^uint32(FlagRunning)) }
 
-// Close brings the interface down and destroys it (virtif_unclone).
-// Calling it twice is fine.
+// Close brings the interface down and destroys it (virtif_unclone). The
+// backend's Close error is returned (errors.Is sees its cause); the
+// interface is destroyed even then. Calling it twice, or after Destroy,
+// returns nil.
 func (i *Interface) Close() error {
 	i.mu.Lock()
 	gone := i.destroyed
@@ -309,17 +311,10 @@ func (i *Interface) Close() error {
 		return opErr(i.name, "close: not from a cloner", unix.ENXIO)
 	}
 	_ = i.Down()
-	err := i.cloner.destroy(i)
-	if err != nil && i.isDestroyed() {
-		return nil
+	if gone, err := i.cloner.destroy(i); !gone {
+		return err
 	}
-	return err
-}
-
-func (i *Interface) isDestroyed() bool {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.destroyed
+	return nil
 }
 
 // SetHardwareAddr changes the MAC (SIOCSIFLLADDR): only while down (EBUSY),
