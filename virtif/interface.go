@@ -393,7 +393,9 @@ func (i *Interface) JoinMulticast(group net.HardwareAddr) error {
 }
 
 // LeaveMulticast leaves a group (SIOCDELMULTI, ether_delmulti): the last
-// leave reaches the backend. ENOENT if the group was not joined.
+// leave reaches the backend. ENXIO if the group was not joined, as
+// ether_delmulti answers when it finds no entry (the message says "not
+// joined"); EINVAL if group is not a multicast MAC, ENXIO without a backend.
 func (i *Interface) LeaveMulticast(group net.HardwareAddr) error {
 	return i.multicast(group, false)
 }
@@ -414,7 +416,7 @@ func (i *Interface) multicast(group net.HardwareAddr, join bool) error {
 	k := [6]byte(group)
 	n := i.multi[k]
 	if !join && n == 0 {
-		return opErr(i.name, fmt.Sprintf("%s %v", op, group), unix.ENOENT)
+		return opErr(i.name, fmt.Sprintf("%s %v: not joined", op, group), unix.ENXIO)
 	}
 	if (join && n == 0) || (!join && n == 1) {
 		if f, ok := i.backend.(MulticastFilter); ok {
