@@ -81,7 +81,10 @@ type (
 	AddrRegistrar interface {
 		SetIPv4(addr netip.Addr, add bool) error
 	}
-	// MTULimiter bounds SetMTU.
+	// MTULimiter says how large an MTU the backend carries (the frame
+	// less Ethernet and VLAN headers): SetMTU allows MinMTU..MaxMTU() in
+	// place of the seed's MinMTU..MaxMTU (ETHERMTU), the way a NetBSD
+	// driver's ETHERCAP_JUMBO_MTU lifts ether_ioctl's ceiling.
 	MTULimiter interface{ MaxMTU() int }
 	// StatsReporter appends backend counters to the interface statistics.
 	StatsReporter interface{ AppendStats(dst []Stat) []Stat }

@@ -40,6 +40,9 @@ type recBackend struct {
 	overlap  atomic.Bool // Send was ever entered concurrently
 }
 
+// recMaxMTU is rec's MaxMTU unless mtu=N says otherwise: a jumbo backend.
+const recMaxMTU = 9000
+
 // bareBackend implements only Backend (scheme "bare").
 type bareBackend struct{ cfg BackendConfig }
 
@@ -197,7 +200,7 @@ func (b *recBackend) SetIPv4(a netip.Addr, add bool) error {
 }
 func (b *recBackend) MaxMTU() int {
 	if b.maxMTU == 0 {
-		return MaxMTU
+		return recMaxMTU
 	}
 	return b.maxMTU
 }

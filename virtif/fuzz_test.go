@@ -138,7 +138,9 @@ func FuzzOutputSegments(f *testing.F) {
 	f.Add([]byte{}, []byte{})
 	f.Add(make([]byte, 64), bytes.Repeat([]byte{1}, 64))
 	ifp, b := newRec(f, "", true)
-	_ = ifp.SetMTU(MaxMTU)
+	if err := ifp.SetMTU(recMaxMTU); err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, data, cuts []byte) {
 		// cuts are segment lengths (0 makes an empty segment); the rest of
 		// data is the last segment.
@@ -157,7 +159,7 @@ func FuzzOutputSegments(f *testing.F) {
 			if !errors.Is(err, unix.EINVAL) {
 				t.Fatalf("empty frame: %v", err)
 			}
-		case len(data) > MaxMTU+18:
+		case len(data) > recMaxMTU+18:
 			if !errors.Is(err, unix.EMSGSIZE) {
 				t.Fatalf("oversized frame: %v", err)
 			}

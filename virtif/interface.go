@@ -18,13 +18,27 @@ import (
 // as the seed's ifd_len does, so a link string has 1..LinkStrMax-1 bytes.
 const LinkStrMax = 4096 // RUMP_VIF_LINKSTRMAX
 
-// MTU limits: the default is ETHERMTU; the floor is Linux's ETH_MIN_MTU (68,
-// the IPv4 minimum; NetBSD's ether_ioctl allows down to ETHERMIN, 46); the
-// ceiling is the backend's MaxMTU or, without MTULimiter, ETHERMTU_JUMBO.
+// MTU limits. What is the seed's: if_virt.c's virtif_clone sets if_mtu to
+// ETHERMTU, and NetBSD's ether_ioctl (SIOCSIFMTU) allows ETHERMIN..ETHERMTU
+// on an interface without ETHERCAP_JUMBO_MTU, which if_virt.c never sets.
+// So DefaultMTU, MinMTU and MaxMTU are those three, and a backend that says
+// nothing of its frame size gets exactly the seed's range.
+//
+// What is ours: a backend that carries larger frames says so by
+// implementing MTULimiter, as a NetBSD driver sets ETHERCAP_JUMBO_MTU, and
+// its MaxMTU replaces MaxMTU as the ceiling, even beyond NetBSD's
+// ETHERMTU_JUMBO (9000) when its buffers hold more (package mem: 65517).
+//
+// The floor is NetBSD's ETHERMIN (46), not Linux's ETH_MIN_MTU (68), on
+// purpose: the interface is an Ethernet link, and 46 is the smallest
+// payload an Ethernet frame has (60 bytes with the header), so any smaller
+// MTU could not be met by any frame; 68 is IPv4's minimum (RFC 791), a
+// rule of the IP layer above, which may refuse a link too small for it,
+// while a link carrying other EtherTypes may run below it, as on NetBSD.
 const (
-	DefaultMTU = 1500
-	MinMTU     = 68
-	MaxMTU     = 9000
+	DefaultMTU = 1500 // ETHERMTU: virtif_clone's if_mtu
+	MinMTU     = 46   // ETHERMIN: ether_ioctl's floor
+	MaxMTU     = 1500 // ETHERMTU: ether_ioctl's ceiling without MTULimiter
 )
 
 // ethHeaderLen is sizeof(struct ether_header); an oversized-frame check on
@@ -341,8 +355,11 @@ func (i *Interface) SetHardwareAddr(mac net.HardwareAddr) error {
 	return nil
 }
 
-// SetMTU sets the MTU (SIOCSIFMTU): MinMTU up to the backend's MaxMTU, or
-// MaxMTU without MTULimiter; EINVAL otherwise, ENXIO without a backend.
+// SetMTU sets the MTU (SIOCSIFMTU, ether_ioctl): MinMTU up to MaxMTU, or
+// up to the backend's MaxMTU if it is an MTULimiter (see MinMTU for which
+// bound is the seed's); EINVAL otherwise, ENXIO without a backend. The
+// send path then refuses frames longer than the MTU plus the Ethernet
+// header and one VLAN tag (EMSGSIZE).
 func (i *Interface) SetMTU(mtu int) error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
