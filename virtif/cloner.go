@@ -33,8 +33,20 @@ type ClonerConfig struct {
 // maxNameLen is IFNAMSIZ minus the NUL.
 const maxNameLen = 15
 
+// defaults fills in what a zero field means.
+func (cfg ClonerConfig) defaults() ClonerConfig {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "vif"
+	}
+	if cfg.SendQueueLen <= 0 {
+		cfg.SendQueueLen = 256
+	}
+	return cfg
+}
+
 // Cloner creates and destroys interfaces (struct if_clone with
-// virtif_clone / virtif_unclone). It is safe for concurrent use.
+// virtif_clone / virtif_unclone). It is safe for concurrent use. The zero
+// value is ready to use and the same as NewCloner(ClonerConfig{}).
 type Cloner struct {
 	cfg      ClonerConfig
 	mu       sync.Mutex
@@ -45,9 +57,7 @@ type Cloner struct {
 // NewCloner attaches a cloner (VIF_MODCMD's MODULE_CMD_INIT). A prefix that
 // is not 1..12 letters is EINVAL.
 func NewCloner(cfg ClonerConfig) (*Cloner, error) {
-	if cfg.Prefix == "" {
-		cfg.Prefix = "vif"
-	}
+	cfg = cfg.defaults()
 	if len(cfg.Prefix) > maxNameLen-3 {
 		return nil, opErr(cfg.Prefix, "new cloner: prefix too long", unix.EINVAL)
 	}
@@ -56,14 +66,11 @@ func NewCloner(cfg ClonerConfig) (*Cloner, error) {
 			return nil, opErr(cfg.Prefix, "new cloner: prefix must be letters", unix.EINVAL)
 		}
 	}
-	if cfg.SendQueueLen <= 0 {
-		cfg.SendQueueLen = 256
-	}
-	return &Cloner{cfg: cfg, ifs: make(map[int]*Interface)}, nil
+	return &Cloner{cfg: cfg}, nil
 }
 
 // Prefix is the interface name prefix.
-func (c *Cloner) Prefix() string { return c.cfg.Prefix }
+func (c *Cloner) Prefix() string { return c.cfg.defaults().Prefix }
 
 // Create clones an interface with the lowest free unit number.
 func (c *Cloner) Create() (*Interface, error) {
@@ -86,7 +93,8 @@ func (c *Cloner) CreateUnit(unit int) (*Interface, error) {
 
 // createLocked mirrors virtif_clone.
 func (c *Cloner) createLocked(unit int) (*Interface, error) {
-	name := c.cfg.Prefix + strconv.Itoa(unit)
+	cfg := c.cfg.defaults() // the zero Cloner's too
+	name := cfg.Prefix + strconv.Itoa(unit)
 	switch {
 	case c.detached:
 		return nil, opErr(name, "create", unix.ENXIO)
@@ -95,8 +103,8 @@ func (c *Cloner) createLocked(unit int) (*Interface, error) {
 	case c.ifs[unit] != nil:
 		return nil, opErr(name, "create", unix.EEXIST)
 	}
-	ifp := newInterface(c, name, unit)
-	if c.cfg.UnitMode {
+	ifp := newInterface(c, cfg, name, unit)
+	if cfg.UnitMode {
 		// Without RUMP_VIF_LINKSTR the unit number is the link string and
 		// everything is created now; on failure nothing is kept.
 		ifp.mu.Lock()
@@ -105,6 +113,9 @@ func (c *Cloner) createLocked(unit int) (*Interface, error) {
 		if err != nil {
 			return nil, err
 		}
+	}
+	if c.ifs == nil {
+		c.ifs = make(map[int]*Interface)
 	}
 	c.ifs[unit] = ifp
 	return ifp, nil
@@ -206,7 +217,7 @@ func (c *Cloner) Detach() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if n := len(c.ifs); n > 0 {
-		return opErr(c.cfg.Prefix, fmt.Sprintf("detach cloner: %d interfaces left", n), unix.EBUSY)
+		return opErr(c.Prefix(), fmt.Sprintf("detach cloner: %d interfaces left", n), unix.EBUSY)
 	}
 	c.detached = true
 	return nil

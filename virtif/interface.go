@@ -97,10 +97,10 @@ type Interface struct {
 	errs    sendErrors
 }
 
-func newInterface(c *Cloner, name string, unit int) *Interface {
+func newInterface(c *Cloner, cfg ClonerConfig, name string, unit int) *Interface {
 	i := &Interface{
 		cloner: c, name: name, unit: unit, errs: newSendErrors(name),
-		defaultScheme: c.cfg.DefaultScheme, queueLen: int32(c.cfg.SendQueueLen),
+		defaultScheme: cfg.DefaultScheme, queueLen: int32(cfg.SendQueueLen),
 	}
 	i.flags.Store(uint32(FlagBroadcast | FlagSimplex | FlagMulticast))
 	i.mtu.Store(DefaultMTU)
