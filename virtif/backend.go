@@ -25,7 +25,11 @@ type Backend interface {
 	// after it the backend should stop delivering.
 	Dying() error
 	// Close destroys the backend and waits for its goroutines
-	// (VIFHYPER_DESTROY).
+	// (VIFHYPER_DESTROY); once it returns, Deliver is not called again.
+	// Called from inside one of the backend's own Deliver upcalls (an
+	// input handler closing its interface), it must not wait for the
+	// calling goroutine: either it completes, and that goroutine ends when
+	// the upcall returns, or it fails at once with a documented errno.
 	Close() error
 }
 

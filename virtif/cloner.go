@@ -157,7 +157,7 @@ func (c *Cloner) destroy(ifp *Interface) (gone bool, err error) {
 		c.mu.Unlock()
 		return false, opErr(ifp.name, "destroy", unix.EBUSY)
 	}
-	b := ifp.backend
+	b := ifp.backend()
 	if b != nil {
 		if err := b.Dying(); err != nil {
 			ifp.mu.Unlock()
@@ -166,15 +166,18 @@ func (c *Cloner) destroy(ifp *Interface) (gone bool, err error) {
 		}
 	}
 	ifp.stopLocked()
-	ifp.sendMu.Lock() // wait for a virtif_start in progress
-	ifp.backend, ifp.tx, ifp.flusher = nil, nil, nil
-	clear(ifp.iov[:])
 	ifp.destroyed = true
-	ifp.sendMu.Unlock()
+	if l := ifp.link.Load(); l != nil {
+		ifp.link.Store(&linkState{str: l.str}) // no backend: Up and the ioctls are ENXIO
+	}
 	delete(c.ifs, ifp.unit)
 	ifp.mu.Unlock()
 	c.mu.Unlock()
-	// Close outside the locks: it waits for RX goroutines whose upcalls may
+	// Outside the locks, whose holders would wait for a tap that runs
+	// under the send lock and calls back: wait for a virtif_start in
+	// progress (later ones see !RUNNING), then detach the send path.
+	ifp.waitSend(func() { ifp.tx, ifp.flusher = nil, nil })
+	// Close outside the locks too: it waits for RX goroutines whose upcalls may
 	// call back into the interface or the cloner. Its error is returned,
 	// but the interface is gone whatever it says, as in virtif_unclone,
 	// which frees it whatever VIFHYPER_DESTROY does.

@@ -53,6 +53,15 @@ const (
 // frame accepted only because the interface is promiscuous (M_PROMISC).
 // Handlers are called concurrently when the backend delivers from several
 // goroutines.
+//
+// A handler runs on a backend's receiving goroutine holding no lock of the
+// interface or the cloner. It may call any method of any interface and
+// cloner: the getters (which take no lock: Name, Unit, Flags, MTU,
+// HardwareAddr, LinkStr, LinkStrLen, Backend, Stats), Output and
+// OutputBatch to answer, the setters, Down. Closing or destroying its own
+// interface from the handler is up to the backend's Close (see Backend):
+// package mem completes it; a backend that cannot must refuse it at once
+// with an error, never hang.
 type Input func(frame []byte, promisc bool)
 
 // Interface is one virtual interface (struct virtif_sc with its ifnet).
@@ -75,11 +84,15 @@ type Interface struct {
 	taps  atomic.Pointer[[]Tap]
 	ctr   counters
 
-	// mu guards the control plane (the ioctl side).
+	// link is the link string and backend, written under mu, read
+	// without it: the getters a callback may call (HardwareAddr, LinkStr,
+	// Backend, Stats) take no lock, so they work from a tap or handler
+	// whatever lock the goroutine that triggered it holds.
+	link atomic.Pointer[linkState]
+
+	// mu guards the control plane (the ioctl side). It is never held
+	// while waiting for sendMu, under which taps run.
 	mu        sync.Mutex
-	linkstr   string
-	hasLink   bool
-	backend   Backend
 	destroyed bool
 	multi     map[[6]byte]int
 	addrs     map[netip.Addr]struct{}
@@ -95,6 +108,22 @@ type Interface struct {
 	txAcc   [nCounters]uint64 // counts of the batch being started
 	pending atomic.Int32
 	errs    sendErrors
+}
+
+// linkState is what SIOCSLINKSTR created; backend is nil once destroyed
+// (the link string stays readable).
+type linkState struct {
+	str     string
+	backend Backend
+}
+
+// backend is the backend, nil before the link string is set and after
+// destroy.
+func (i *Interface) backend() Backend {
+	if l := i.link.Load(); l != nil {
+		return l.backend
+	}
+	return nil
 }
 
 func newInterface(c *Cloner, cfg ClonerConfig, name string, unit int) *Interface {
@@ -127,11 +156,9 @@ func (i *Interface) Flags() Flags {
 // MTU is the current MTU.
 func (i *Interface) MTU() int { return int(i.mtu.Load()) }
 
-// HardwareAddr is the MAC; nil until the backend exists.
+// HardwareAddr is the MAC; nil until the backend exists. It takes no lock.
 func (i *Interface) HardwareAddr() net.HardwareAddr {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.backend == nil {
+	if i.backend() == nil {
 		return nil
 	}
 	return macBytes(i.mac.Load())
@@ -164,7 +191,7 @@ func (i *Interface) SetLinkStr(s string) error {
 		return opErr(i.name, "set link string", unix.ENXIO)
 	case i.flags.Load()&uint32(FlagUp) != 0:
 		return opErr(i.name, "set link string: interface up", unix.EBUSY)
-	case i.hasLink:
+	case i.link.Load() != nil:
 		return opErr(i.name, "set link string: already set", unix.EBUSY)
 	case len(s)+1 > LinkStrMax:
 		return opErr(i.name, fmt.Sprintf("set link string: %d bytes", len(s)+1), unix.E2BIG)
@@ -183,14 +210,14 @@ func (i *Interface) UnsetLinkStr() error {
 	return opErr(i.name, "unset link string", unix.ENOTSUP)
 }
 
-// LinkStr returns the link string (SIOCGLINKSTR); ENOENT when unset.
+// LinkStr returns the link string (SIOCGLINKSTR); ENOENT when unset. It
+// takes no lock.
 func (i *Interface) LinkStr() (string, error) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if !i.hasLink {
+	l := i.link.Load()
+	if l == nil {
 		return "", opErr(i.name, "get link string", unix.ENOENT)
 	}
-	return i.linkstr, nil
+	return l.str, nil
 }
 
 // LinkStrLen is IFLINKSTR_QUERYLEN: the link string's length counting the
@@ -248,8 +275,7 @@ func (i *Interface) createLocked(s string) error {
 		}
 	}
 	i.mac.Store(macKey(mac))
-	i.linkstr, i.hasLink = s, true
-	i.backend = b
+	i.link.Store(&linkState{str: s, backend: b})
 	f, _ := b.(Flusher)
 	i.sendMu.Lock()
 	i.tx, i.flusher = b, f
@@ -264,17 +290,14 @@ func checkUnicast(m net.HardwareAddr) error {
 	return nil
 }
 
-// Backend returns the backend, nil before the link string is set.
-func (i *Interface) Backend() Backend {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.backend
-}
+// Backend returns the backend, nil before the link string is set and
+// after destroy. It takes no lock.
+func (i *Interface) Backend() Backend { return i.backend() }
 
 // needBackend is the default ioctl branch: ENXIO until the link string is
 // set. Called with mu held.
 func (i *Interface) needBackend(op string) error {
-	if i.backend == nil {
+	if i.backend() == nil {
 		return opErr(i.name, op, unix.ENXIO)
 	}
 	return nil
@@ -296,15 +319,24 @@ func (i *Interface) Up() error {
 // returns, no frame is being sent; frames still arriving are dropped.
 func (i *Interface) Down() error {
 	i.mu.Lock()
-	defer i.mu.Unlock()
 	i.flags.And(^uint32(FlagUp))
 	i.stopLocked()
-	// Wait for a virtif_start in progress; later ones see !RUNNING.
-	i.sendMu.Lock()
-	clear(i.iov[:]) // drop references to the callers' last segments
-	i.sendMu.Unlock()
-
+	i.mu.Unlock()
+	i.waitSend(nil)
 	return nil
+}
+
+// waitSend waits for a virtif_start in progress (later ones see !RUNNING)
+// and drops the references to the callers' last segments; detach, if
+// given, runs under the send lock too. Called without mu: an Out tap runs
+// under the send lock and may call back into the interface.
+func (i *Interface) waitSend(detach func()) {
+	i.sendMu.Lock()
+	clear(i.iov[:])
+	if detach != nil {
+		detach()
+	}
+	i.sendMu.Unlock()
 }
 
 // stopLocked mirrors virtif_stop.
@@ -346,7 +378,7 @@ func (i *Interface) SetHardwareAddr(mac net.HardwareAddr) error {
 	if err := checkUnicast(mac); err != nil {
 		return opErr(i.name, fmt.Sprintf("set MAC %v", mac), err)
 	}
-	if s, ok := i.backend.(HardwareAddrSetter); ok {
+	if s, ok := i.backend().(HardwareAddrSetter); ok {
 		if err := s.SetHardwareAddr(append(net.HardwareAddr(nil), mac...)); err != nil {
 			return opErr(i.name, "set MAC", err)
 		}
@@ -367,7 +399,7 @@ func (i *Interface) SetMTU(mtu int) error {
 		return err
 	}
 	hi := MaxMTU
-	if l, ok := i.backend.(MTULimiter); ok {
+	if l, ok := i.backend().(MTULimiter); ok {
 		hi = l.MaxMTU()
 	}
 	if mtu < MinMTU || mtu > hi {
@@ -389,7 +421,7 @@ func (i *Interface) SetPromisc(on bool) error {
 	if (i.flags.Load()&uint32(FlagPromisc) != 0) == on {
 		return nil
 	}
-	if p, ok := i.backend.(Promiscuous); ok {
+	if p, ok := i.backend().(Promiscuous); ok {
 		if err := p.SetPromisc(on); err != nil {
 			return opErr(i.name, "set promiscuous", err)
 		}
@@ -436,7 +468,7 @@ func (i *Interface) multicast(group net.HardwareAddr, join bool) error {
 		return opErr(i.name, fmt.Sprintf("%s %v: not joined", op, group), unix.ENXIO)
 	}
 	if (join && n == 0) || (!join && n == 1) {
-		if f, ok := i.backend.(MulticastFilter); ok {
+		if f, ok := i.backend().(MulticastFilter); ok {
 			if err := f.SetMulticast(append(net.HardwareAddr(nil), group...), join); err != nil {
 				return opErr(i.name, fmt.Sprintf("%s %v", op, group), err)
 			}
@@ -496,7 +528,7 @@ func (i *Interface) ipv4(addr netip.Addr, add bool) error {
 	case !add && !have:
 		return opErr(i.name, fmt.Sprintf("%s %v", op, addr), unix.EADDRNOTAVAIL)
 	}
-	if r, ok := i.backend.(AddrRegistrar); ok {
+	if r, ok := i.backend().(AddrRegistrar); ok {
 		if err := r.SetIPv4(addr, add); err != nil {
 			return opErr(i.name, fmt.Sprintf("%s %v", op, addr), err)
 		}

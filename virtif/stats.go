@@ -167,7 +167,8 @@ func (c *counters) sum(s *shard, dst *[nCounters]uint64) {
 }
 
 // Stats returns a snapshot of the interface counters, safe to call while
-// traffic flows. Each frame is in the snapshot with all of its counters or
+// traffic flows, and from a tap or input handler: it takes no lock of the
+// interface (a StatsReporter backend's AppendStats may take its own). Each frame is in the snapshot with all of its counters or
 // not at all (e.g. IBytes is always the sum of the sizes of the IPackets
 // frames), although frames counted concurrently on other CPUs may or may
 // not be included.
@@ -181,10 +182,7 @@ func (i *Interface) Stats() Stats {
 		OPackets: v[cOPackets], OBytes: v[cOBytes], OErrors: v[cOErrors],
 		ODrops: v[cODrops], OMcasts: v[cOMcasts], Coalesced: v[cCoalesced],
 	}
-	i.mu.Lock()
-	b := i.backend
-	i.mu.Unlock()
-	if r, ok := b.(StatsReporter); ok {
+	if r, ok := i.backend().(StatsReporter); ok {
 		st.Backend = r.AppendStats(nil)
 	}
 	return st
