@@ -210,6 +210,17 @@ func (b *recBackend) AppendStats(dst []Stat) []Stat {
 	return append(dst, Stat{Name: "rec_sends", Value: uint64(len(b.frames))})
 }
 
+// backendLink is the link string a test backend was opened with.
+func backendLink(b Backend) string {
+	switch b := b.(type) {
+	case *recBackend:
+		return b.cfg.Link
+	case *bareBackend:
+		return b.cfg.Link
+	}
+	return ""
+}
+
 // newCloner is a cloner closed at the end of the test.
 func newCloner(t testing.TB, cfg ClonerConfig) *Cloner {
 	t.Helper()

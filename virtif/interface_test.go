@@ -51,14 +51,7 @@ func TestSetLinkStr(t *testing.T) {
 				wantErrno(t, "SetLinkStr after failed set", ifp.SetLinkStr("rec:again"), 0)
 				return
 			}
-			got := ""
-			switch b := ifp.Backend().(type) {
-			case *recBackend:
-				got = b.cfg.Link
-			case *bareBackend:
-				got = b.cfg.Link
-			}
-			if got != tc.link {
+			if got := backendLink(ifp.Backend()); got != tc.link {
 				t.Errorf("backend link %.40q, want %.40q", got, tc.link)
 			}
 			if s, _ := ifp.LinkStr(); s != tc.s {
