@@ -20,6 +20,12 @@ type Backend interface {
 	// Send transmits one frame given as 1..MaxSegments non-empty segments
 	// (VIFHYPER_SEND). Segments are valid only for the call. Called with the
 	// interface's send lock held (never concurrently for one backend).
+	//
+	// nil means the backend has committed the frame (copied it and taken
+	// what it needs to send it, e.g. a TX ring slot): it must not drop it
+	// later, and the interface counts it in OPackets. An error means the
+	// frame was not taken; the interface counts it in OErrors and returns
+	// the error to the caller of Output.
 	Send(segs [][]byte) error
 	// Dying: the interface is going away (VIFHYPER_DYING). Non-blocking;
 	// after it the backend should stop delivering.
@@ -71,6 +77,10 @@ type (
 	}
 	// Flusher is called once after a batch of Sends (the end of
 	// virtif_start), so a backend can kick the kernel once per batch.
+	// Flush only pushes frames Send already committed to the device: its
+	// error changes no frame's fate (they stay in OPackets), so the
+	// interface neither returns nor counts it; a backend whose Flush can
+	// fail counts that itself (StatsReporter).
 	Flusher interface{ Flush() error }
 	// MulticastFilter is told of the first join and the last leave of a
 	// group.

@@ -11,7 +11,10 @@ import (
 // Every frame handed to the receive upcall is counted exactly once in
 // IPackets, IErrors or IDrops; IFiltered and INoHandler break IDrops down.
 // Every frame given to Output is counted exactly once in OPackets, OErrors
-// or ODrops.
+// or ODrops before Output returns, so every snapshot taken after it has the
+// frame (OutputBatch: the frames it sent and the one it failed on).
+// OPackets are the frames the backend's Send committed; a later Flush
+// error does not move them.
 type Stats struct {
 	IPackets   uint64 // frames handed to the input handler
 	IBytes     uint64 // their bytes
@@ -21,7 +24,7 @@ type Stats struct {
 	INoHandler uint64 // of IDrops: accepted but no input handler set (SetInput)
 	IMcasts    uint64 // of IPackets: multicast and broadcast frames
 
-	OPackets  uint64 // frames the backend accepted
+	OPackets  uint64 // frames the backend committed (Send returned nil)
 	OBytes    uint64 // their bytes
 	OErrors   uint64 // empty or oversized frames, backend send errors
 	ODrops    uint64 // send queue full, interface down or without backend
