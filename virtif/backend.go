@@ -20,12 +20,22 @@ type Backend interface {
 	// Send transmits one frame given as 1..MaxSegments non-empty segments
 	// (VIFHYPER_SEND). Segments are valid only for the call. Called with the
 	// interface's send lock held (never concurrently for one backend).
+	//
+	// nil means the backend has committed the frame (copied it and taken
+	// what it needs to send it, e.g. a TX ring slot): it must not drop it
+	// later, and the interface counts it in OPackets. An error means the
+	// frame was not taken; the interface counts it in OErrors and returns
+	// the error to the caller of Output.
 	Send(segs [][]byte) error
 	// Dying: the interface is going away (VIFHYPER_DYING). Non-blocking;
 	// after it the backend should stop delivering.
 	Dying() error
 	// Close destroys the backend and waits for its goroutines
-	// (VIFHYPER_DESTROY).
+	// (VIFHYPER_DESTROY); once it returns, Deliver is not called again.
+	// Called from inside one of the backend's own Deliver upcalls (an
+	// input handler closing its interface), it must not wait for the
+	// calling goroutine: either it completes, and that goroutine ends when
+	// the upcall returns, or it fails at once with a documented errno.
 	Close() error
 }
 
@@ -67,6 +77,10 @@ type (
 	}
 	// Flusher is called once after a batch of Sends (the end of
 	// virtif_start), so a backend can kick the kernel once per batch.
+	// Flush only pushes frames Send already committed to the device: its
+	// error changes no frame's fate (they stay in OPackets), so the
+	// interface neither returns nor counts it; a backend whose Flush can
+	// fail counts that itself (StatsReporter).
 	Flusher interface{ Flush() error }
 	// MulticastFilter is told of the first join and the last leave of a
 	// group.
@@ -81,7 +95,10 @@ type (
 	AddrRegistrar interface {
 		SetIPv4(addr netip.Addr, add bool) error
 	}
-	// MTULimiter bounds SetMTU.
+	// MTULimiter says how large an MTU the backend carries (the frame
+	// less Ethernet and VLAN headers): SetMTU allows MinMTU..MaxMTU() in
+	// place of the seed's MinMTU..MaxMTU (ETHERMTU), the way a NetBSD
+	// driver's ETHERCAP_JUMBO_MTU lifts ether_ioctl's ceiling.
 	MTULimiter interface{ MaxMTU() int }
 	// StatsReporter appends backend counters to the interface statistics.
 	StatsReporter interface{ AppendStats(dst []Stat) []Stat }

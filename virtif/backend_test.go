@@ -16,7 +16,8 @@ import (
 
 // recBackend is a small recording backend (scheme "rec"). It implements
 // every optional interface. Link string options after the name:
-// fail (open fails with EIO), mac=XX:..., mtu=N, senderr, dyingerr.
+// fail (open fails with EIO), mac=XX:..., mtu=N, senderr, dyingerr,
+// closeerr (Close fails with EIO).
 type recBackend struct {
 	cfg BackendConfig
 
@@ -30,6 +31,7 @@ type recBackend struct {
 	maxMTU   int
 	sendErr  error
 	dyingErr error
+	closeErr error
 	failNext error     // returned by the next optional-interface call
 	block    chan bool // if set, Send waits for a value
 	entered  chan bool // if set, Send signals entry
@@ -37,6 +39,9 @@ type recBackend struct {
 	busy     atomic.Int32
 	overlap  atomic.Bool // Send was ever entered concurrently
 }
+
+// recMaxMTU is rec's MaxMTU unless mtu=N says otherwise: a jumbo backend.
+const recMaxMTU = 9000
 
 // bareBackend implements only Backend (scheme "bare").
 type bareBackend struct{ cfg BackendConfig }
@@ -92,6 +97,8 @@ func openRec(cfg BackendConfig) (Backend, error) {
 			b.sendErr = unix.EIO
 		case "dyingerr":
 			b.dyingErr = unix.EAGAIN
+		case "closeerr":
+			b.closeErr = unix.EIO
 		}
 	}
 	return b, nil
@@ -153,7 +160,7 @@ func (b *recBackend) Close() error {
 		f = b.ifp.Flags()
 	}
 	b.log("close running=%v", f&FlagRunning != 0)
-	return nil
+	return b.closeErr
 }
 
 func (b *recBackend) HardwareAddr() net.HardwareAddr { return b.mac }
@@ -193,7 +200,7 @@ func (b *recBackend) SetIPv4(a netip.Addr, add bool) error {
 }
 func (b *recBackend) MaxMTU() int {
 	if b.maxMTU == 0 {
-		return MaxMTU
+		return recMaxMTU
 	}
 	return b.maxMTU
 }
@@ -201,6 +208,17 @@ func (b *recBackend) AppendStats(dst []Stat) []Stat {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append(dst, Stat{Name: "rec_sends", Value: uint64(len(b.frames))})
+}
+
+// backendLink is the link string a test backend was opened with.
+func backendLink(b Backend) string {
+	switch b := b.(type) {
+	case *recBackend:
+		return b.cfg.Link
+	case *bareBackend:
+		return b.cfg.Link
+	}
+	return ""
 }
 
 // newCloner is a cloner closed at the end of the test.

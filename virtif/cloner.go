@@ -33,8 +33,20 @@ type ClonerConfig struct {
 // maxNameLen is IFNAMSIZ minus the NUL.
 const maxNameLen = 15
 
+// defaults fills in what a zero field means.
+func (cfg ClonerConfig) defaults() ClonerConfig {
+	if cfg.Prefix == "" {
+		cfg.Prefix = "vif"
+	}
+	if cfg.SendQueueLen <= 0 {
+		cfg.SendQueueLen = 256
+	}
+	return cfg
+}
+
 // Cloner creates and destroys interfaces (struct if_clone with
-// virtif_clone / virtif_unclone). It is safe for concurrent use.
+// virtif_clone / virtif_unclone). It is safe for concurrent use. The zero
+// value is ready to use and the same as NewCloner(ClonerConfig{}).
 type Cloner struct {
 	cfg      ClonerConfig
 	mu       sync.Mutex
@@ -45,9 +57,7 @@ type Cloner struct {
 // NewCloner attaches a cloner (VIF_MODCMD's MODULE_CMD_INIT). A prefix that
 // is not 1..12 letters is EINVAL.
 func NewCloner(cfg ClonerConfig) (*Cloner, error) {
-	if cfg.Prefix == "" {
-		cfg.Prefix = "vif"
-	}
+	cfg = cfg.defaults()
 	if len(cfg.Prefix) > maxNameLen-3 {
 		return nil, opErr(cfg.Prefix, "new cloner: prefix too long", unix.EINVAL)
 	}
@@ -56,14 +66,11 @@ func NewCloner(cfg ClonerConfig) (*Cloner, error) {
 			return nil, opErr(cfg.Prefix, "new cloner: prefix must be letters", unix.EINVAL)
 		}
 	}
-	if cfg.SendQueueLen <= 0 {
-		cfg.SendQueueLen = 256
-	}
-	return &Cloner{cfg: cfg, ifs: make(map[int]*Interface)}, nil
+	return &Cloner{cfg: cfg}, nil
 }
 
 // Prefix is the interface name prefix.
-func (c *Cloner) Prefix() string { return c.cfg.Prefix }
+func (c *Cloner) Prefix() string { return c.cfg.defaults().Prefix }
 
 // Create clones an interface with the lowest free unit number.
 func (c *Cloner) Create() (*Interface, error) {
@@ -86,7 +93,8 @@ func (c *Cloner) CreateUnit(unit int) (*Interface, error) {
 
 // createLocked mirrors virtif_clone.
 func (c *Cloner) createLocked(unit int) (*Interface, error) {
-	name := c.cfg.Prefix + strconv.Itoa(unit)
+	cfg := c.cfg.defaults() // the zero Cloner's too
+	name := cfg.Prefix + strconv.Itoa(unit)
 	switch {
 	case c.detached:
 		return nil, opErr(name, "create", unix.ENXIO)
@@ -95,8 +103,8 @@ func (c *Cloner) createLocked(unit int) (*Interface, error) {
 	case c.ifs[unit] != nil:
 		return nil, opErr(name, "create", unix.EEXIST)
 	}
-	ifp := newInterface(c, name, unit)
-	if c.cfg.UnitMode {
+	ifp := newInterface(c, cfg, name, unit)
+	if cfg.UnitMode {
 		// Without RUMP_VIF_LINKSTR the unit number is the link string and
 		// everything is created now; on failure nothing is kept.
 		ifp.mu.Lock()
@@ -106,6 +114,9 @@ func (c *Cloner) createLocked(unit int) (*Interface, error) {
 			return nil, err
 		}
 	}
+	if c.ifs == nil {
+		c.ifs = make(map[int]*Interface)
+	}
 	c.ifs[unit] = ifp
 	return ifp, nil
 }
@@ -113,7 +124,8 @@ func (c *Cloner) createLocked(unit int) (*Interface, error) {
 // Destroy destroys the named interface, mirroring virtif_unclone: EBUSY if
 // it is up; otherwise the backend is told it is dying (an error there keeps
 // the interface), the interface is stopped and the backend closed. ENXIO if
-// there is no such interface.
+// there is no such interface. An error from the backend's Close is
+// returned (errors.Is sees its cause), though the interface is gone.
 func (c *Cloner) Destroy(name string) error {
 	c.mu.Lock()
 	var ifp *Interface
@@ -126,46 +138,55 @@ func (c *Cloner) Destroy(name string) error {
 	if ifp == nil {
 		return opErr(name, "destroy", unix.ENXIO)
 	}
-	return c.destroy(ifp)
+	_, err := c.destroy(ifp)
+	return err
 }
 
-func (c *Cloner) destroy(ifp *Interface) error {
+// destroy is virtif_unclone. gone reports that ifp was no longer the
+// cloner's (destroyed meanwhile), which Destroy answers with ENXIO and
+// Interface.Close with nil.
+func (c *Cloner) destroy(ifp *Interface) (gone bool, err error) {
 	c.mu.Lock()
 	if c.ifs[ifp.unit] != ifp {
 		c.mu.Unlock()
-		return opErr(ifp.name, "destroy", unix.ENXIO)
+		return true, opErr(ifp.name, "destroy", unix.ENXIO)
 	}
 	ifp.mu.Lock()
 	if ifp.flags.Load()&uint32(FlagUp) != 0 {
 		ifp.mu.Unlock()
 		c.mu.Unlock()
-		return opErr(ifp.name, "destroy", unix.EBUSY)
+		return false, opErr(ifp.name, "destroy", unix.EBUSY)
 	}
-	b := ifp.backend
+	b := ifp.backend()
 	if b != nil {
 		if err := b.Dying(); err != nil {
 			ifp.mu.Unlock()
 			c.mu.Unlock()
-			return opErr(ifp.name, "destroy: backend dying", err)
+			return false, opErr(ifp.name, "destroy: backend dying", err)
 		}
 	}
 	ifp.stopLocked()
-	ifp.sendMu.Lock() // wait for a virtif_start in progress
-	ifp.backend, ifp.tx, ifp.flusher = nil, nil, nil
-	clear(ifp.iov[:])
 	ifp.destroyed = true
-	ifp.sendMu.Unlock()
+	if l := ifp.link.Load(); l != nil {
+		ifp.link.Store(&linkState{str: l.str}) // no backend: Up and the ioctls are ENXIO
+	}
 	delete(c.ifs, ifp.unit)
 	ifp.mu.Unlock()
 	c.mu.Unlock()
-	// Close outside the locks: it waits for RX goroutines whose upcalls may
-	// call back into the interface or the cloner.
+	// Outside the locks, whose holders would wait for a tap that runs
+	// under the send lock and calls back: wait for a virtif_start in
+	// progress (later ones see !RUNNING), then detach the send path.
+	ifp.waitSend(func() { ifp.tx, ifp.flusher = nil, nil })
+	// Close outside the locks too: it waits for RX goroutines whose upcalls may
+	// call back into the interface or the cloner. Its error is returned,
+	// but the interface is gone whatever it says, as in virtif_unclone,
+	// which frees it whatever VIFHYPER_DESTROY does.
 	if b != nil {
 		if err := b.Close(); err != nil {
-			return opErr(ifp.name, "destroy: backend close", err)
+			return false, opErr(ifp.name, "destroy: backend close", err)
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // Interface returns the named interface (if_unit lookup).
@@ -199,14 +220,15 @@ func (c *Cloner) Detach() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if n := len(c.ifs); n > 0 {
-		return opErr(c.cfg.Prefix, fmt.Sprintf("detach cloner: %d interfaces left", n), unix.EBUSY)
+		return opErr(c.Prefix(), fmt.Sprintf("detach cloner: %d interfaces left", n), unix.EBUSY)
 	}
 	c.detached = true
 	return nil
 }
 
 // Close brings every interface down, destroys it and detaches the cloner.
-// It returns the first error; calling it twice is fine.
+// It returns the first error, a backend's Close error included; calling it
+// twice is fine.
 func (c *Cloner) Close() error {
 	var first error
 	for _, i := range c.Interfaces() {

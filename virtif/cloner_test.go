@@ -217,3 +217,88 @@ func TestZeroInterface(t *testing.T) {
 		t.Errorf("NewPcapWriter(nil): %v", err)
 	}
 }
+
+// VIFHYPER_DESTROY's error reaches the caller of every way to destroy,
+// with its errno, and the interface is gone all the same (the seed's
+// virtif_unclone frees it whatever the hypercall says).
+func TestDestroyBackendCloseError(t *testing.T) {
+	c, err := NewCloner(ClonerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		destroy func(*Interface) error
+	}{
+		{"Interface.Close", (*Interface).Close},
+		{"Cloner.Destroy", func(i *Interface) error {
+			_ = i.Down() // Destroy refuses an up interface
+			return c.Destroy(i.Name())
+		}},
+		{"Cloner.Close", func(*Interface) error { return c.Close() }}, // last: it detaches
+	} {
+		name, destroy := tc.name, tc.destroy
+		ifp, err := c.Create()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ifp.SetLinkStr("rec:closeerr,closeerr"); err != nil {
+			t.Fatal(err)
+		}
+		_ = ifp.Up()
+		err = destroy(ifp)
+		wantErrno(t, name, err, unix.EIO)
+		if err != nil && !strings.Contains(err.Error(), "backend close") {
+			t.Errorf("%s: error %q does not say the backend's close failed", name, err)
+		}
+		if _, ok := c.Interface(ifp.Name()); ok {
+			t.Errorf("%s: interface kept after its backend's close failed", name)
+		}
+		wantErrno(t, name+" then Close again", ifp.Close(), 0)
+	}
+	wantErrno(t, "Cloner.Close again", c.Close(), 0)
+}
+
+// The zero Cloner is NewCloner(ClonerConfig{}): prefix "vif", link-string
+// mode, no default scheme, the default send queue.
+func TestZeroCloner(t *testing.T) {
+	var c Cloner
+	ref := newCloner(t, ClonerConfig{})
+	if c.Prefix() != ref.Prefix() {
+		t.Errorf("zero Cloner prefix %q, NewCloner's %q", c.Prefix(), ref.Prefix())
+	}
+	ifp, err := c.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := ref.Create()
+	if ifp.Name() != want.Name() || ifp.queueLen != want.queueLen || ifp.defaultScheme != want.defaultScheme {
+		t.Errorf("zero Cloner made %s (queue %d, scheme %q), NewCloner %s (queue %d, scheme %q)",
+			ifp.Name(), ifp.queueLen, ifp.defaultScheme, want.Name(), want.queueLen, want.defaultScheme)
+	}
+	wantErrno(t, "scheme-less link string", ifp.SetLinkStr("seg0"), unix.ENXIO)
+	if err := ifp.SetLinkStr("rec:zero"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ifp.Up(); err != nil {
+		t.Fatal(err)
+	}
+	wantErrno(t, "Output", ifp.Output([][]byte{frameTo(bcast, 60)}), 0)
+	if u, err := c.CreateUnit(3); err != nil || u.Name() != "vif3" {
+		t.Errorf("CreateUnit(3) = %v, %v", u, err)
+	}
+	if got := len(c.Interfaces()); got != 2 {
+		t.Errorf("%d interfaces, want 2", got)
+	}
+	wantErrno(t, "Destroy", c.Destroy("vif3"), 0)
+	wantErrno(t, "Close", c.Close(), 0)
+	_, err = c.Create()
+	wantErrno(t, "Create after Close", err, unix.ENXIO)
+
+	var d Cloner
+	wantErrno(t, "Detach of a zero Cloner", d.Detach(), 0)
+	wantErrno(t, "Destroy on a zero Cloner", new(Cloner).Destroy("vif0"), unix.ENXIO)
+	if _, ok := new(Cloner).Interface("vif0"); ok {
+		t.Error("zero Cloner has vif0")
+	}
+}

@@ -124,32 +124,37 @@ func TestStatsConsistentUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	done := make(chan struct{})
+	// The reader stops when the writers have, not when it has seen every
+	// frame: a lost count then fails below instead of looping forever.
+	writing, done := make(chan struct{}), make(chan struct{})
 	var reads int
 	var bad []string
 	go func() {
 		defer close(done)
 		var last Stats
 		for {
+			select {
+			case <-writing:
+				return
+			default:
+			}
 			st := ifp.Stats()
 			reads++
-			if st.IBytes != st.IPackets*L || st.IMcasts > st.IPackets || st.IPackets < last.IPackets {
+			if st.IBytes != st.IPackets*L || st.IMcasts > st.IPackets || st.IPackets < last.IPackets || st.IPackets > G*N {
 				bad = append(bad, fmt.Sprintf("%+v after %+v", st, last))
 			}
 			last = st
-			if st.IPackets == G*N {
-				return
-			}
 		}
 	}()
 	wg.Wait()
+	close(writing)
 	<-done
 	for _, s := range bad[:min(len(bad), 5)] {
 		t.Error("inconsistent snapshot:", s)
 	}
 	st := ifp.Stats()
 	if st.IPackets != G*N || st.IBytes != G*N*L || st.IMcasts != G*N/2 {
-		t.Errorf("final stats %+v", st)
+		t.Errorf("final stats %+v; want %d packets, %d bytes, %d multicast: counts were lost", st, G*N, G*N*L, G*N/2)
 	}
 	t.Logf("%d consistent snapshots read while %d goroutines delivered", reads, G)
 	_ = ifp.Down()

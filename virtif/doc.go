@@ -21,8 +21,10 @@
 //	VIFHYPER_CREATE/SEND/DYING/DESTROY OpenFunc, Backend.Send, Backend.Dying, Backend.Close
 //	virtif_init / virtif_stop          Interface.Up (ENXIO without backend) / Down
 //	default ioctl branch: ENXIO        every operation needing the backend before it exists
-//	ether_ioctl                        SetMTU, SetHardwareAddr (only while down), SetPromisc,
-//	                                   Join/LeaveMulticast (reference counted), Add/DelIPv4
+//	ether_ioctl                        SetMTU (ETHERMIN..ETHERMTU, 46..1500; more if the backend is
+//	                                   an MTULimiter, which is ours), SetHardwareAddr (only while down), SetPromisc,
+//	                                   Join/LeaveMulticast (reference counted; leaving a group
+//	                                   not joined is ENXIO, as ether_delmulti), Add/DelIPv4
 //	if_output + virtif_start           Output, OutputBatch: bounded send queue (ENOBUFS),
 //	                                   empty segments skipped, at most MaxSegments (LB_SH)
 //	                                   per Send; panic("lazy bum") becomes coalescing

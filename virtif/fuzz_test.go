@@ -71,13 +71,75 @@ func FuzzDeliver(f *testing.F) {
 	})
 }
 
-// FuzzLinkStr: SIOCSLINKSTR never panics on any string, errors carry the
-// right errno, and a set link string reads back with strlen+1.
-func FuzzLinkStr(f *testing.F) {
-	for _, s := range []string{"mem:seg0", "bare:x", "", ":", "bare", "nosuch:x", "rec:x,fail", "a\x00b", strings.Repeat("b", 5000)} {
-		f.Add(s, true)
+// seedSetLinkStr is if_virt.c 1.52's SIOCSLINKSTR (virtif_ioctl, lines
+// 222-261 of the seed listing) for ifd_cmd 0, written out from the C and
+// not from SetLinkStr: the checks in the C's order, on the C's inputs.
+// ifdLen is ifd_len, the bytes handed in counting the NUL. A zero errno
+// means the C goes on to copyinstr and virtif_create.
+func seedSetLinkStr(ifUp, haveLinkstr bool, ifdLen int) unix.Errno {
+	const rumpVifLinkstrmax = 4096 // RUMP_VIF_LINKSTRMAX's default
+	switch {
+	case ifUp: // if (ifp->if_flags & IFF_UP)
+		return unix.EBUSY
+	case haveLinkstr: // else if (sc->sc_linkstr)
+		return unix.EBUSY
+	case ifdLen > rumpVifLinkstrmax:
+		return unix.E2BIG
+	case ifdLen < 1:
+		return unix.EINVAL
 	}
-	f.Fuzz(func(t *testing.T, s string, withDefault bool) {
+	return 0
+}
+
+// portLinkRules are the rules the port adds before VIFHYPER_CREATE, from
+// SetLinkStr's doc comment: a Go string may hold a NUL, where copyinstr
+// would cut the C string, so it is refused; so is the empty string, which
+// the seed would hand to the hypercall; the scheme picks the backend. It
+// returns the scheme chosen.
+func portLinkRules(s, defaultScheme string) (string, unix.Errno) {
+	if len(s) == 0 {
+		return "", unix.EINVAL
+	}
+	colon := -1
+	for k := len(s) - 1; k >= 0; k-- { // the first ':', found from the end
+		switch s[k] {
+		case 0:
+			return "", unix.EINVAL
+		case ':':
+			colon = k
+		}
+	}
+	scheme := defaultScheme
+	switch {
+	case colon == 0:
+		return "", unix.EINVAL
+	case colon > 0:
+		scheme = s[:colon]
+	case defaultScheme == "":
+		return "", unix.ENXIO
+	}
+	for _, b := range Backends() {
+		if b == scheme {
+			return scheme, 0
+		}
+	}
+	return "", unix.ENXIO
+}
+
+// FuzzLinkStr: SIOCSLINKSTR never panics on any string in any state, and
+// answers as the seed's rules, written out independently above, say: the
+// seed's checks first in the seed's order (up, already set, ifd_len), then
+// the port's. A set link string reads back with IFLINKSTR_QUERYLEN's
+// strlen+1, which is the ifd_len it was set with.
+func FuzzLinkStr(f *testing.F) {
+	maxOK := "bare:" + strings.Repeat("x", 4095-len("bare:")) // ifd_len 4096
+	for _, s := range []string{"mem:seg0", "bare:x", "", ":", "bare", "nosuch:x", "rec:x,fail", "a\x00b", "bare:a\x00", "nilbackend:x", maxOK, maxOK + "x", strings.Repeat("b", 5000)} {
+		for state := range uint8(4) {
+			f.Add(s, state&1 != 0, state)
+		}
+	}
+	f.Fuzz(func(t *testing.T, s string, withDefault bool, state uint8) {
+		preset, up := state&1 != 0, state&3 == 3
 		cfg := ClonerConfig{}
 		if withDefault {
 			cfg.DefaultScheme = "bare"
@@ -91,42 +153,60 @@ func FuzzLinkStr(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		const presetLink = "bare:preset"
+		if preset {
+			if err := ifp.SetLinkStr(presetLink); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if up {
+			if err := ifp.Up(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := seedSetLinkStr(up, preset, len(s)+1)
+		scheme := ""
+		if want == 0 {
+			scheme, want = portLinkRules(s, cfg.DefaultScheme)
+		}
+		if want == 0 && scheme == "nilbackend" {
+			want = unix.EINVAL // an OpenFunc returning no backend
+		}
 		err = ifp.SetLinkStr(s)
-		scheme, _, hasColon := strings.Cut(s, ":")
-		var want unix.Errno
-		switch {
-		case len(s)+1 > LinkStrMax:
-			want = unix.E2BIG
-		case s == "" || strings.IndexByte(s, 0) >= 0 || (hasColon && scheme == ""):
-			want = unix.EINVAL
-		case !hasColon && !withDefault:
-			want = unix.ENXIO
-		case hasColon && lookupBackend(scheme) == nil:
-			want = unix.ENXIO
+		if want == 0 && err != nil && scheme == "rec" {
+			// rec's own options may refuse (fail, a bad mac=): a backend error.
+			if !errors.Is(err, unix.EIO) && !errors.Is(err, unix.EINVAL) {
+				t.Fatalf("SetLinkStr(%.60q): rec refused with %v", s, err)
+			}
+			want = unix.EIO
+			if !errors.Is(err, want) {
+				want = unix.EINVAL
+			}
 		}
 		if want != 0 {
 			if !errors.Is(err, want) {
-				t.Fatalf("SetLinkStr(%.60q) = %v, want %v", s, err, want)
+				t.Fatalf("SetLinkStr(%.60q) up=%v set=%v = %v, want %v", s, up, preset, err, want)
 			}
-			if _, gerr := ifp.LinkStr(); !errors.Is(gerr, unix.ENOENT) {
-				t.Fatalf("failed SetLinkStr kept a link string: %v", gerr)
+			if up && !strings.Contains(err.Error(), "up") {
+				t.Fatalf("SetLinkStr while up: %q does not say the interface is up (the seed checks IFF_UP first)", err)
+			}
+			got, gerr := ifp.LinkStr()
+			if preset && (got != presetLink || gerr != nil) || !preset && !errors.Is(gerr, unix.ENOENT) {
+				t.Fatalf("failed SetLinkStr changed the link string: %.60q, %v", got, gerr)
 			}
 			return
 		}
 		if err != nil {
-			// The backend itself refused (rec's "fail" option): still nothing kept.
-			if ifp.Backend() != nil {
-				t.Fatalf("backend kept after %v", err)
-			}
-			return
+			t.Fatalf("SetLinkStr(%.60q) = %v, want success", s, err)
 		}
 		got, gerr := ifp.LinkStr()
 		n, nerr := ifp.LinkStrLen()
 		if got != s || gerr != nil || n != len(s)+1 || nerr != nil {
-			t.Fatalf("read back %.60q (%v), length %d (%v)", got, gerr, n, nerr)
+			t.Fatalf("read back %.60q (%v), length %d (%v); want the string and its ifd_len %d", got, gerr, n, nerr, len(s)+1)
 		}
-		if !errors.Is(ifp.SetLinkStr(s), unix.EBUSY) {
-			t.Fatal("second SetLinkStr not EBUSY")
+		link := backendLink(ifp.Backend())
+		if wantLink := scheme + ":" + strings.TrimPrefix(s, scheme+":"); link != wantLink {
+			t.Fatalf("backend got link %.60q, want %.60q", link, wantLink)
 		}
 	})
 }
@@ -138,7 +218,9 @@ func FuzzOutputSegments(f *testing.F) {
 	f.Add([]byte{}, []byte{})
 	f.Add(make([]byte, 64), bytes.Repeat([]byte{1}, 64))
 	ifp, b := newRec(f, "", true)
-	_ = ifp.SetMTU(MaxMTU)
+	if err := ifp.SetMTU(recMaxMTU); err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, data, cuts []byte) {
 		// cuts are segment lengths (0 makes an empty segment); the rest of
 		// data is the last segment.
@@ -157,7 +239,7 @@ func FuzzOutputSegments(f *testing.F) {
 			if !errors.Is(err, unix.EINVAL) {
 				t.Fatalf("empty frame: %v", err)
 			}
-		case len(data) > MaxMTU+18:
+		case len(data) > recMaxMTU+18:
 			if !errors.Is(err, unix.EMSGSIZE) {
 				t.Fatalf("oversized frame: %v", err)
 			}

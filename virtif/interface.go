@@ -18,13 +18,27 @@ import (
 // as the seed's ifd_len does, so a link string has 1..LinkStrMax-1 bytes.
 const LinkStrMax = 4096 // RUMP_VIF_LINKSTRMAX
 
-// MTU limits: the default is ETHERMTU; the floor is Linux's ETH_MIN_MTU (68,
-// the IPv4 minimum; NetBSD's ether_ioctl allows down to ETHERMIN, 46); the
-// ceiling is the backend's MaxMTU or, without MTULimiter, ETHERMTU_JUMBO.
+// MTU limits. What is the seed's: if_virt.c's virtif_clone sets if_mtu to
+// ETHERMTU, and NetBSD's ether_ioctl (SIOCSIFMTU) allows ETHERMIN..ETHERMTU
+// on an interface without ETHERCAP_JUMBO_MTU, which if_virt.c never sets.
+// So DefaultMTU, MinMTU and MaxMTU are those three, and a backend that says
+// nothing of its frame size gets exactly the seed's range.
+//
+// What is ours: a backend that carries larger frames says so by
+// implementing MTULimiter, as a NetBSD driver sets ETHERCAP_JUMBO_MTU, and
+// its MaxMTU replaces MaxMTU as the ceiling, even beyond NetBSD's
+// ETHERMTU_JUMBO (9000) when its buffers hold more (package mem: 65517).
+//
+// The floor is NetBSD's ETHERMIN (46), not Linux's ETH_MIN_MTU (68), on
+// purpose: the interface is an Ethernet link, and 46 is the smallest
+// payload an Ethernet frame has (60 bytes with the header), so any smaller
+// MTU could not be met by any frame; 68 is IPv4's minimum (RFC 791), a
+// rule of the IP layer above, which may refuse a link too small for it,
+// while a link carrying other EtherTypes may run below it, as on NetBSD.
 const (
-	DefaultMTU = 1500
-	MinMTU     = 68
-	MaxMTU     = 9000
+	DefaultMTU = 1500 // ETHERMTU: virtif_clone's if_mtu
+	MinMTU     = 46   // ETHERMIN: ether_ioctl's floor
+	MaxMTU     = 1500 // ETHERMTU: ether_ioctl's ceiling without MTULimiter
 )
 
 // ethHeaderLen is sizeof(struct ether_header); an oversized-frame check on
@@ -39,6 +53,15 @@ const (
 // frame accepted only because the interface is promiscuous (M_PROMISC).
 // Handlers are called concurrently when the backend delivers from several
 // goroutines.
+//
+// A handler runs on a backend's receiving goroutine holding no lock of the
+// interface or the cloner. It may call any method of any interface and
+// cloner: the getters (which take no lock: Name, Unit, Flags, MTU,
+// HardwareAddr, LinkStr, LinkStrLen, Backend, Stats), Output and
+// OutputBatch to answer, the setters, Down. Closing or destroying its own
+// interface from the handler is up to the backend's Close (see Backend):
+// package mem completes it; a backend that cannot must refuse it at once
+// with an error, never hang.
 type Input func(frame []byte, promisc bool)
 
 // Interface is one virtual interface (struct virtif_sc with its ifnet).
@@ -61,11 +84,15 @@ type Interface struct {
 	taps  atomic.Pointer[[]Tap]
 	ctr   counters
 
-	// mu guards the control plane (the ioctl side).
+	// link is the link string and backend, written under mu, read
+	// without it: the getters a callback may call (HardwareAddr, LinkStr,
+	// Backend, Stats) take no lock, so they work from a tap or handler
+	// whatever lock the goroutine that triggered it holds.
+	link atomic.Pointer[linkState]
+
+	// mu guards the control plane (the ioctl side). It is never held
+	// while waiting for sendMu, under which taps run.
 	mu        sync.Mutex
-	linkstr   string
-	hasLink   bool
-	backend   Backend
 	destroyed bool
 	multi     map[[6]byte]int
 	addrs     map[netip.Addr]struct{}
@@ -83,10 +110,26 @@ type Interface struct {
 	errs    sendErrors
 }
 
-func newInterface(c *Cloner, name string, unit int) *Interface {
+// linkState is what SIOCSLINKSTR created; backend is nil once destroyed
+// (the link string stays readable).
+type linkState struct {
+	str     string
+	backend Backend
+}
+
+// backend is the backend, nil before the link string is set and after
+// destroy.
+func (i *Interface) backend() Backend {
+	if l := i.link.Load(); l != nil {
+		return l.backend
+	}
+	return nil
+}
+
+func newInterface(c *Cloner, cfg ClonerConfig, name string, unit int) *Interface {
 	i := &Interface{
 		cloner: c, name: name, unit: unit, errs: newSendErrors(name),
-		defaultScheme: c.cfg.DefaultScheme, queueLen: int32(c.cfg.SendQueueLen),
+		defaultScheme: cfg.DefaultScheme, queueLen: int32(cfg.SendQueueLen),
 	}
 	i.flags.Store(uint32(FlagBroadcast | FlagSimplex | FlagMulticast))
 	i.mtu.Store(DefaultMTU)
@@ -113,11 +156,9 @@ func (i *Interface) Flags() Flags {
 // MTU is the current MTU.
 func (i *Interface) MTU() int { return int(i.mtu.Load()) }
 
-// HardwareAddr is the MAC; nil until the backend exists.
+// HardwareAddr is the MAC; nil until the backend exists. It takes no lock.
 func (i *Interface) HardwareAddr() net.HardwareAddr {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if i.backend == nil {
+	if i.backend() == nil {
 		return nil
 	}
 	return macBytes(i.mac.Load())
@@ -150,7 +191,7 @@ func (i *Interface) SetLinkStr(s string) error {
 		return opErr(i.name, "set link string", unix.ENXIO)
 	case i.flags.Load()&uint32(FlagUp) != 0:
 		return opErr(i.name, "set link string: interface up", unix.EBUSY)
-	case i.hasLink:
+	case i.link.Load() != nil:
 		return opErr(i.name, "set link string: already set", unix.EBUSY)
 	case len(s)+1 > LinkStrMax:
 		return opErr(i.name, fmt.Sprintf("set link string: %d bytes", len(s)+1), unix.E2BIG)
@@ -169,14 +210,14 @@ func (i *Interface) UnsetLinkStr() error {
 	return opErr(i.name, "unset link string", unix.ENOTSUP)
 }
 
-// LinkStr returns the link string (SIOCGLINKSTR); ENOENT when unset.
+// LinkStr returns the link string (SIOCGLINKSTR); ENOENT when unset. It
+// takes no lock.
 func (i *Interface) LinkStr() (string, error) {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if !i.hasLink {
+	l := i.link.Load()
+	if l == nil {
 		return "", opErr(i.name, "get link string", unix.ENOENT)
 	}
-	return i.linkstr, nil
+	return l.str, nil
 }
 
 // LinkStrLen is IFLINKSTR_QUERYLEN: the link string's length counting the
@@ -234,8 +275,7 @@ func (i *Interface) createLocked(s string) error {
 		}
 	}
 	i.mac.Store(macKey(mac))
-	i.linkstr, i.hasLink = s, true
-	i.backend = b
+	i.link.Store(&linkState{str: s, backend: b})
 	f, _ := b.(Flusher)
 	i.sendMu.Lock()
 	i.tx, i.flusher = b, f
@@ -250,17 +290,14 @@ func checkUnicast(m net.HardwareAddr) error {
 	return nil
 }
 
-// Backend returns the backend, nil before the link string is set.
-func (i *Interface) Backend() Backend {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.backend
-}
+// Backend returns the backend, nil before the link string is set and
+// after destroy. It takes no lock.
+func (i *Interface) Backend() Backend { return i.backend() }
 
 // needBackend is the default ioctl branch: ENXIO until the link string is
 // set. Called with mu held.
 func (i *Interface) needBackend(op string) error {
-	if i.backend == nil {
+	if i.backend() == nil {
 		return opErr(i.name, op, unix.ENXIO)
 	}
 	return nil
@@ -282,22 +319,33 @@ func (i *Interface) Up() error {
 // returns, no frame is being sent; frames still arriving are dropped.
 func (i *Interface) Down() error {
 	i.mu.Lock()
-	defer i.mu.Unlock()
 	i.flags.And(^uint32(FlagUp))
 	i.stopLocked()
-	// Wait for a virtif_start in progress; later ones see !RUNNING.
-	i.sendMu.Lock()
-	clear(i.iov[:]) // drop references to the callers' last segments
-	i.sendMu.Unlock()
-
+	i.mu.Unlock()
+	i.waitSend(nil)
 	return nil
+}
+
+// waitSend waits for a virtif_start in progress (later ones see !RUNNING)
+// and drops the references to the callers' last segments; detach, if
+// given, runs under the send lock too. Called without mu: an Out tap runs
+// under the send lock and may call back into the interface.
+func (i *Interface) waitSend(detach func()) {
+	i.sendMu.Lock()
+	clear(i.iov[:])
+	if detach != nil {
+		detach()
+	}
+	i.sendMu.Unlock()
 }
 
 // stopLocked mirrors virtif_stop.
 func (i *Interface) stopLocked() { i.flags.And(^uint32(FlagRunning)) }
 
-// Close brings the interface down and destroys it (virtif_unclone).
-// Calling it twice is fine.
+// Close brings the interface down and destroys it (virtif_unclone). The
+// backend's Close error is returned (errors.Is sees its cause); the
+// interface is destroyed even then. Calling it twice, or after Destroy,
+// returns nil.
 func (i *Interface) Close() error {
 	i.mu.Lock()
 	gone := i.destroyed
@@ -309,17 +357,10 @@ func (i *Interface) Close() error {
 		return opErr(i.name, "close: not from a cloner", unix.ENXIO)
 	}
 	_ = i.Down()
-	err := i.cloner.destroy(i)
-	if err != nil && i.isDestroyed() {
-		return nil
+	if gone, err := i.cloner.destroy(i); !gone {
+		return err
 	}
-	return err
-}
-
-func (i *Interface) isDestroyed() bool {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	return i.destroyed
+	return nil
 }
 
 // SetHardwareAddr changes the MAC (SIOCSIFLLADDR): only while down (EBUSY),
@@ -337,7 +378,7 @@ func (i *Interface) SetHardwareAddr(mac net.HardwareAddr) error {
 	if err := checkUnicast(mac); err != nil {
 		return opErr(i.name, fmt.Sprintf("set MAC %v", mac), err)
 	}
-	if s, ok := i.backend.(HardwareAddrSetter); ok {
+	if s, ok := i.backend().(HardwareAddrSetter); ok {
 		if err := s.SetHardwareAddr(append(net.HardwareAddr(nil), mac...)); err != nil {
 			return opErr(i.name, "set MAC", err)
 		}
@@ -346,8 +387,11 @@ func (i *Interface) SetHardwareAddr(mac net.HardwareAddr) error {
 	return nil
 }
 
-// SetMTU sets the MTU (SIOCSIFMTU): MinMTU up to the backend's MaxMTU, or
-// MaxMTU without MTULimiter; EINVAL otherwise, ENXIO without a backend.
+// SetMTU sets the MTU (SIOCSIFMTU, ether_ioctl): MinMTU up to MaxMTU, or
+// up to the backend's MaxMTU if it is an MTULimiter (see MinMTU for which
+// bound is the seed's); EINVAL otherwise, ENXIO without a backend. The
+// send path then refuses frames longer than the MTU plus the Ethernet
+// header and one VLAN tag (EMSGSIZE).
 func (i *Interface) SetMTU(mtu int) error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -355,7 +399,7 @@ func (i *Interface) SetMTU(mtu int) error {
 		return err
 	}
 	hi := MaxMTU
-	if l, ok := i.backend.(MTULimiter); ok {
+	if l, ok := i.backend().(MTULimiter); ok {
 		hi = l.MaxMTU()
 	}
 	if mtu < MinMTU || mtu > hi {
@@ -377,7 +421,7 @@ func (i *Interface) SetPromisc(on bool) error {
 	if (i.flags.Load()&uint32(FlagPromisc) != 0) == on {
 		return nil
 	}
-	if p, ok := i.backend.(Promiscuous); ok {
+	if p, ok := i.backend().(Promiscuous); ok {
 		if err := p.SetPromisc(on); err != nil {
 			return opErr(i.name, "set promiscuous", err)
 		}
@@ -398,7 +442,9 @@ func (i *Interface) JoinMulticast(group net.HardwareAddr) error {
 }
 
 // LeaveMulticast leaves a group (SIOCDELMULTI, ether_delmulti): the last
-// leave reaches the backend. ENOENT if the group was not joined.
+// leave reaches the backend. ENXIO if the group was not joined, as
+// ether_delmulti answers when it finds no entry (the message says "not
+// joined"); EINVAL if group is not a multicast MAC, ENXIO without a backend.
 func (i *Interface) LeaveMulticast(group net.HardwareAddr) error {
 	return i.multicast(group, false)
 }
@@ -419,10 +465,10 @@ func (i *Interface) multicast(group net.HardwareAddr, join bool) error {
 	k := [6]byte(group)
 	n := i.multi[k]
 	if !join && n == 0 {
-		return opErr(i.name, fmt.Sprintf("%s %v", op, group), unix.ENOENT)
+		return opErr(i.name, fmt.Sprintf("%s %v: not joined", op, group), unix.ENXIO)
 	}
 	if (join && n == 0) || (!join && n == 1) {
-		if f, ok := i.backend.(MulticastFilter); ok {
+		if f, ok := i.backend().(MulticastFilter); ok {
 			if err := f.SetMulticast(append(net.HardwareAddr(nil), group...), join); err != nil {
 				return opErr(i.name, fmt.Sprintf("%s %v", op, group), err)
 			}
@@ -482,7 +528,7 @@ func (i *Interface) ipv4(addr netip.Addr, add bool) error {
 	case !add && !have:
 		return opErr(i.name, fmt.Sprintf("%s %v", op, addr), unix.EADDRNOTAVAIL)
 	}
-	if r, ok := i.backend.(AddrRegistrar); ok {
+	if r, ok := i.backend().(AddrRegistrar); ok {
 		if err := r.SetIPv4(addr, add); err != nil {
 			return opErr(i.name, fmt.Sprintf("%s %v", op, addr), err)
 		}

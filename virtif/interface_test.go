@@ -51,14 +51,7 @@ func TestSetLinkStr(t *testing.T) {
 				wantErrno(t, "SetLinkStr after failed set", ifp.SetLinkStr("rec:again"), 0)
 				return
 			}
-			got := ""
-			switch b := ifp.Backend().(type) {
-			case *recBackend:
-				got = b.cfg.Link
-			case *bareBackend:
-				got = b.cfg.Link
-			}
-			if got != tc.link {
+			if got := backendLink(ifp.Backend()); got != tc.link {
 				t.Errorf("backend link %.40q, want %.40q", got, tc.link)
 			}
 			if s, _ := ifp.LinkStr(); s != tc.s {
@@ -198,35 +191,54 @@ func TestUpDown(t *testing.T) {
 	_ = ifp.Down()
 }
 
-// Mirrors ether_ioctl SIOCSIFMTU.
+// Mirrors ether_ioctl SIOCSIFMTU: ETHERMIN..ETHERMTU on a backend that
+// does not say what it carries (if_virt.c never sets ETHERCAP_JUMBO_MTU);
+// up to MaxMTU() on one that does (ours). At each accepted bound the send
+// path takes a frame of MTU plus Ethernet and VLAN headers, and no more.
 func TestSetMTU(t *testing.T) {
 	for _, tc := range []struct {
 		link string
 		mtu  int
 		want unix.Errno
 	}{
-		{"bare:x", 67, unix.EINVAL},
+		{"bare:x", 45, unix.EINVAL}, // below ETHERMIN
+		{"bare:x", 46, 0},           // ETHERMIN
 		{"bare:x", 68, 0},
-		{"bare:x", 9000, 0},
-		{"bare:x", 9001, unix.EINVAL},
+		{"bare:x", 1500, 0},           // ETHERMTU
+		{"bare:x", 1501, unix.EINVAL}, // no MTULimiter: no jumbo frames
+		{"bare:x", 9000, unix.EINVAL},
+		{"bare:x", 0, unix.EINVAL},
 		{"bare:x", -1, unix.EINVAL},
+		{"rec:x,mtu=9000", 45, unix.EINVAL}, // the floor holds for every backend
+		{"rec:x,mtu=9000", 46, 0},
+		{"rec:x,mtu=9000", 9000, 0},
+		{"rec:x,mtu=9000", 9001, unix.EINVAL},
 		{"rec:x,mtu=2000", 2000, 0},
 		{"rec:x,mtu=2000", 2001, unix.EINVAL},
+		{"rec:x,mtu=65517", 65517, 0}, // above ETHERMTU_JUMBO when the backend carries it
 	} {
+		name := fmt.Sprintf("%s SetMTU(%d)", tc.link, tc.mtu)
 		c := newCloner(t, ClonerConfig{})
 		ifp, _ := c.Create()
 		if err := ifp.SetLinkStr(tc.link); err != nil {
 			t.Fatal(err)
 		}
 		err := ifp.SetMTU(tc.mtu)
-		wantErrno(t, fmt.Sprintf("%s SetMTU(%d)", tc.link, tc.mtu), err, tc.want)
+		wantErrno(t, name, err, tc.want)
 		want := tc.mtu
 		if err != nil {
 			want = DefaultMTU
 		}
 		if ifp.MTU() != want {
-			t.Errorf("%s: MTU %d after SetMTU(%d), want %d", tc.link, ifp.MTU(), tc.mtu, want)
+			t.Errorf("%s: MTU %d, want %d", name, ifp.MTU(), want)
 		}
+		if err != nil {
+			continue
+		}
+		_ = ifp.Up()
+		wantErrno(t, name+": Output of MTU+18 bytes", ifp.Output([][]byte{frameTo(bcast, tc.mtu+18)}), 0)
+		wantErrno(t, name+": Output of MTU+19 bytes", ifp.Output([][]byte{frameTo(bcast, tc.mtu+19)}), unix.EMSGSIZE)
+		_ = ifp.Down()
 	}
 }
 
@@ -275,7 +287,8 @@ func TestSetHardwareAddr(t *testing.T) {
 }
 
 // Mirrors ether_addmulti / ether_delmulti: reference counts, first join and
-// last leave reach the backend, leave of a group not joined is ENOENT.
+// last leave reach the backend, leave of a group not joined is ENXIO
+// (ether_delmulti finds no entry).
 func TestMulticast(t *testing.T) {
 	ifp, b := newRec(t, "", false)
 	g := net.HardwareAddr{1, 0, 0x5e, 0, 0, 0xfb}
@@ -289,7 +302,7 @@ func TestMulticast(t *testing.T) {
 		{true, g, 0, 2},
 		{false, g, 0, 1},
 		{false, g, 0, 0},
-		{false, g, unix.ENOENT, 0},
+		{false, g, unix.ENXIO, 0}, // ether_delmulti: no such entry
 		{true, net.HardwareAddr{2, 0, 0, 0, 0, 1}, unix.EINVAL, 0},
 		{true, net.HardwareAddr{1, 0, 0x5e}, unix.EINVAL, 0},
 	}

@@ -37,11 +37,16 @@ func (i *Interface) reserve(n int) int {
 // virtif_start). Zero-length segments are skipped; a frame of more than
 // MaxSegments non-empty segments is coalesced into a per-interface buffer
 // so it still leaves as MaxSegments segments (counted in Coalesced).
-// Errors: ENXIO without a backend and ENETDOWN unless the interface is
-// running (both counted as ODrops, as ether_output drops on a down
-// interface), ENOBUFS when the send queue is full (ODrops), EINVAL for a
-// frame with no bytes and EMSGSIZE for one longer than MTU plus Ethernet
-// and VLAN headers (OErrors), or the backend's error (OErrors).
+//
+// The frame is counted exactly once, before Output returns: in OPackets
+// when the backend's Send committed it, and then Output returns nil (a
+// Flush error after it is the backend's to count, not returned: it
+// changes no frame's fate); otherwise in ODrops or OErrors with the error
+// returned: ENXIO without a backend and ENETDOWN unless the interface is
+// running (ODrops, as ether_output drops on a down interface), ENOBUFS
+// when the send queue is full (ODrops), EINVAL for a frame with no bytes
+// and EMSGSIZE for one longer than MTU plus Ethernet and VLAN headers
+// (OErrors), or the backend's Send error (OErrors).
 // segs may be reused by the caller once Output returns.
 func (i *Interface) Output(segs [][]byte) error {
 	if i.reserve(1) == 0 {
@@ -54,10 +59,8 @@ func (i *Interface) Output(segs [][]byte) error {
 	i.sendMu.Lock()
 	err := i.startLocked(segs)
 	i.publishTx()
-	if err == nil && i.flusher != nil {
-		if ferr := i.flusher.Flush(); ferr != nil {
-			err = opErr(i.name, "output: flush", ferr)
-		}
+	if err == nil {
+		i.flush()
 	}
 	i.sendMu.Unlock()
 	i.pending.Add(-1)
@@ -65,10 +68,11 @@ func (i *Interface) Output(segs [][]byte) error {
 }
 
 // OutputBatch sends frames in order, each as Output would, and calls the
-// backend's Flush once per batch instead of once per frame. It returns
-// how many frames were sent; on error frames[n] failed (and was counted),
-// frames after it were not tried and are not counted, unless the error is
-// from Flush, which comes after frames[:n] were handed to the backend.
+// backend's Flush once per batch instead of once per frame (a Flush error
+// is not returned, as for Output). It returns how many frames were sent:
+// frames[:n] were committed by the backend and are counted in OPackets. On
+// error frames[n] failed and was counted (ODrops or OErrors), and frames
+// after it were not tried and are not counted; the caller still owns them.
 func (i *Interface) OutputBatch(frames [][][]byte) (int, error) {
 	sent := 0
 	for sent < len(frames) {
@@ -81,7 +85,7 @@ func (i *Interface) OutputBatch(frames [][][]byte) (int, error) {
 			return sent, i.errs.nobufs
 		}
 		i.sendMu.Lock()
-		var err, ferr error
+		var err error
 		n := 0
 		for ; n < k; n++ {
 			if err = i.startLocked(frames[sent+n]); err != nil {
@@ -89,8 +93,8 @@ func (i *Interface) OutputBatch(frames [][][]byte) (int, error) {
 			}
 		}
 		i.publishTx()
-		if n > 0 && i.flusher != nil {
-			ferr = i.flusher.Flush()
+		if n > 0 {
+			i.flush()
 		}
 		i.sendMu.Unlock()
 		i.pending.Add(int32(-k))
@@ -98,11 +102,18 @@ func (i *Interface) OutputBatch(frames [][][]byte) (int, error) {
 		if err != nil {
 			return sent, fmt.Errorf("frame %d: %w", sent, err)
 		}
-		if ferr != nil {
-			return sent, opErr(i.name, "output: flush", ferr)
-		}
 	}
 	return sent, nil
+}
+
+// flush ends a batch of Sends (the end of virtif_start). The send lock is
+// held. Flush's error is not the caller's: every frame it concerns was
+// committed by Send and is counted in OPackets, and the backend counts the
+// failure itself (Flusher).
+func (i *Interface) flush() {
+	if i.flusher != nil {
+		_ = i.flusher.Flush()
+	}
 }
 
 // startLocked sends one frame, mirroring virtif_start's loop body. The

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -232,26 +232,34 @@ func TestOutputConcurrent(t *testing.T) {
 }
 
 // Mirrors virtif_stop: once Down returns no frame is inside the backend's
-// Send, and later Output fails with ENETDOWN.
+// Send, and later Output fails with ENETDOWN. The backend itself says
+// whether a Send is still running (its busy count, dropped as Send
+// returns), and Down is given time to return too early: a Down that does
+// not wait returns within it, one that waits cannot, so passing takes the
+// window but proves nothing by timing.
 func TestDownWaitsForSend(t *testing.T) {
 	ifp, b := newRec(t, "", true)
 	b.entered, b.block = make(chan bool), make(chan bool)
-	var sendDone atomic.Bool
-	go func() {
-		_ = ifp.Output([][]byte{frameTo(bcast, 60)})
-	}()
-	<-b.entered
-	downOK := make(chan bool)
+	sent := make(chan error, 1)
+	go func() { sent <- ifp.Output([][]byte{frameTo(bcast, 60)}) }()
+	<-b.entered // Send runs, and blocks until released
+	inside := make(chan int32, 1)
 	go func() {
 		_ = ifp.Down()
-		downOK <- sendDone.Load()
+		inside <- b.busy.Load()
 	}()
-	// Down now waits for the send lock (or has not started yet); either
-	// way it must not finish before Send returns.
-	sendDone.Store(true)
-	b.block <- true
-	if !<-downOK {
-		t.Error("Down returned while the backend was still sending")
+	select {
+	case n := <-inside:
+		t.Errorf("Down returned while the backend's Send was blocked (%d inside)", n)
+		b.block <- true
+	case <-time.After(200 * time.Millisecond):
+		b.block <- true
+		if n := <-inside; n != 0 {
+			t.Errorf("Down returned with %d Send calls inside the backend", n)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Errorf("the Output Down waited for: %v", err)
 	}
 	b.entered, b.block = nil, nil
 	wantErrno(t, "Output after Down", ifp.Output([][]byte{frameTo(bcast, 60)}), unix.ENETDOWN)

@@ -11,7 +11,10 @@ import (
 // Every frame handed to the receive upcall is counted exactly once in
 // IPackets, IErrors or IDrops; IFiltered and INoHandler break IDrops down.
 // Every frame given to Output is counted exactly once in OPackets, OErrors
-// or ODrops.
+// or ODrops before Output returns, so every snapshot taken after it has the
+// frame (OutputBatch: the frames it sent and the one it failed on).
+// OPackets are the frames the backend's Send committed; a later Flush
+// error does not move them.
 type Stats struct {
 	IPackets   uint64 // frames handed to the input handler
 	IBytes     uint64 // their bytes
@@ -21,7 +24,7 @@ type Stats struct {
 	INoHandler uint64 // of IDrops: accepted but no input handler set (SetInput)
 	IMcasts    uint64 // of IPackets: multicast and broadcast frames
 
-	OPackets  uint64 // frames the backend accepted
+	OPackets  uint64 // frames the backend committed (Send returned nil)
 	OBytes    uint64 // their bytes
 	OErrors   uint64 // empty or oversized frames, backend send errors
 	ODrops    uint64 // send queue full, interface down or without backend
@@ -167,7 +170,8 @@ func (c *counters) sum(s *shard, dst *[nCounters]uint64) {
 }
 
 // Stats returns a snapshot of the interface counters, safe to call while
-// traffic flows. Each frame is in the snapshot with all of its counters or
+// traffic flows, and from a tap or input handler: it takes no lock of the
+// interface (a StatsReporter backend's AppendStats may take its own). Each frame is in the snapshot with all of its counters or
 // not at all (e.g. IBytes is always the sum of the sizes of the IPackets
 // frames), although frames counted concurrently on other CPUs may or may
 // not be included.
@@ -181,10 +185,7 @@ func (i *Interface) Stats() Stats {
 		OPackets: v[cOPackets], OBytes: v[cOBytes], OErrors: v[cOErrors],
 		ODrops: v[cODrops], OMcasts: v[cOMcasts], Coalesced: v[cCoalesced],
 	}
-	i.mu.Lock()
-	b := i.backend
-	i.mu.Unlock()
-	if r, ok := b.(StatsReporter); ok {
+	if r, ok := i.backend().(StatsReporter); ok {
 		st.Backend = r.AppendStats(nil)
 	}
 	return st

@@ -35,6 +35,15 @@ func (d Direction) String() string {
 // and every frame the receive filter accepted. frame is valid only during
 // the call. Taps are called concurrently (from each receiving goroutine and
 // the sender) and must not block for long: they run on the data path.
+//
+// What a tap may call: frames Out are shown under the interface's send
+// lock, frames In on a receiving goroutine. A tap may call the getters of
+// any interface, which take no lock and so work while Down or a destroy
+// waits for the send lock: Name, Unit, Flags, MTU, HardwareAddr, LinkStr,
+// LinkStrLen, Backend, Stats; and the cloner's Interface, Interfaces and
+// Prefix. It must not call, on the interface it taps, what sends or waits
+// for the send lock (Output, OutputBatch, Down, Close, Cloner.Destroy or
+// Cloner.Close), which would wait for the tap itself.
 type Tap interface {
 	Tap(frame []byte, dir Direction)
 }

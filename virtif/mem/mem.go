@@ -8,14 +8,19 @@
 // is drained by its interrupt; a frame arriving at a full queue is dropped
 // and counted (mem_rx_queue_full), as a wire would lose it. Delivering on
 // the member's goroutine, not the sender's, means an upper layer may answer
-// a frame from inside its input handler without deadlocking.
+// a frame from inside its input handler without deadlocking, and may close
+// its own interface there: Close then completes without waiting for the
+// goroutine it runs on. Frames still queued when a member closes are
+// counted (mem_rx_dying), never delivered.
 //
 // Importing the package registers the "mem" scheme.
 package mem
 
 import (
+	"bytes"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,6 +64,7 @@ type port struct {
 	wg      sync.WaitGroup
 	dying   atomic.Bool
 	closed  sync.Once
+	runID   atomic.Uint64 // goid of the receive goroutine
 
 	tx, rx, rxFull, rxDying atomic.Uint64
 }
@@ -142,9 +148,12 @@ func parse(link string) (name string, queue int, err error) {
 	return name, queue, nil
 }
 
-// run delivers queued frames, one goroutine per member.
+// run delivers queued frames, one goroutine per member. At Close the
+// frames still queued are counted as dropped (mem_rx_dying), so every
+// frame that reached the queue is delivered or counted.
 func (p *port) run() {
 	defer p.wg.Done()
+	p.runID.Store(goid())
 	for {
 		select {
 		case fb := <-p.ready:
@@ -156,9 +165,35 @@ func (p *port) run() {
 			}
 			p.free <- fb
 		case <-p.done:
-			return
+			for {
+				select {
+				case fb := <-p.ready:
+					p.rxDying.Add(1)
+					p.free <- fb
+				default:
+					return
+				}
+			}
 		}
 	}
+}
+
+// goid is the calling goroutine's number, read from the first line of its
+// stack trace ("goroutine 18 [running]:"). Close compares it with the
+// receive goroutine's to know whether it was called from inside the
+// member's own upcall, whose goroutine it then must not wait for.
+func goid() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	var id uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			break
+		}
+		id = id*10 + uint64(c-'0')
+	}
+	return id
 }
 
 // Send copies the frame into a free buffer of every other member.
@@ -195,7 +230,12 @@ func (p *port) Dying() error {
 	return nil
 }
 
-// Close leaves the segment and waits for the receive goroutine.
+// Close leaves the segment, stops delivery and waits for the receive
+// goroutine, so nothing is delivered once it returns. Called from inside
+// the member's own upcall (an input handler closing its interface), it
+// completes all the same but does not wait for that goroutine, which is
+// the caller: the goroutine ends when the upcall returns, delivering
+// nothing more.
 func (p *port) Close() error {
 	p.closed.Do(func() {
 		p.dying.Store(true)
@@ -214,7 +254,9 @@ func (p *port) Close() error {
 		h.mu.Unlock()
 		hubs.Unlock()
 		close(p.done)
-		p.wg.Wait()
+		if goid() != p.runID.Load() {
+			p.wg.Wait()
+		}
 	})
 	return nil
 }

@@ -7,10 +7,13 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/virtif"
+	"github.com/virtif-xdp/virtif-xdp/virtif/internal/testutil"
 	"github.com/virtif-xdp/virtif-xdp/virtif/mem"
 	"golang.org/x/sys/unix"
 )
@@ -141,7 +144,17 @@ func TestQueueFull(t *testing.T) {
 }
 
 func stat(ifp *virtif.Interface, name string) uint64 {
-	for _, s := range ifp.Stats().Backend {
+	return findStat(ifp.Stats().Backend, name)
+}
+
+// backendStat reads a backend's counter directly, also after its
+// interface is destroyed.
+func backendStat(r virtif.StatsReporter, name string) uint64 {
+	return findStat(r.AppendStats(nil), name)
+}
+
+func findStat(l []virtif.Stat, name string) uint64 {
+	for _, s := range l {
 		if s.Name == name {
 			return s.Value
 		}
@@ -149,40 +162,61 @@ func stat(ifp *virtif.Interface, name string) uint64 {
 	return 0
 }
 
-// Destroy (Dying then Close) waits for the member's goroutine and nothing
-// is delivered afterwards.
+// Destroy (Dying then Close) waits for the member's goroutine, and nothing
+// is delivered afterwards. Every check is made where a late delivery would
+// already show: Close has returned, so b's goroutine has ended and its
+// counts are final; the frame queued behind the blocked one must be counted
+// as dropped, not delivered; and once the witness d has a frame sent after
+// Close, the hub has handed it to every member it still has.
 func TestCloseWaits(t *testing.T) {
 	c := newCloner(t)
-	a, b := attach(t, c, "mem:cw"), attach(t, c, "mem:cw")
-	var handlerDone atomic.Bool
+	a, b, d := attach(t, c, "mem:cw"), attach(t, c, "mem:cw"), attach(t, c, "mem:cw")
+	bb := b.ifp.Backend().(virtif.StatsReporter) // b's counters outlive its interface
+	var inHandler atomic.Bool
 	entered, release := make(chan bool), make(chan bool)
-	var after atomic.Int32
 	b.ifp.SetInput(func([]byte, bool) {
-		if handlerDone.Load() {
-			after.Add(1)
-			return
-		}
+		inHandler.Store(true)
 		entered <- true
 		<-release
-		handlerDone.Store(true)
+		inHandler.Store(false)
 	})
 	a.send(t, bcast, "1")
 	<-entered
-	closed := make(chan bool)
-	go func() {
-		err := b.ifp.Close()
-		closed <- err == nil && handlerDone.Load()
-	}()
-	release <- true
-	if !<-closed {
-		t.Error("Close returned before the receive goroutine finished (or failed)")
+	a.send(t, bcast, "2") // queued at b behind "1"
+	closed := make(chan error, 1)
+	go func() { closed <- b.ifp.Close() }()
+	// A Close that does not wait returns within this window; one that
+	// waits cannot until the handler is released.
+	select {
+	case err := <-closed:
+		t.Errorf("Close returned (%v) while b's handler was still running", err)
+		release <- true
+	case <-time.After(200 * time.Millisecond):
+		release <- true
+		if err := <-closed; err != nil {
+			t.Error(err)
+		}
 	}
-	if mem.Members("cw") != 1 {
-		t.Errorf("cw has %d members after close", mem.Members("cw"))
+	if inHandler.Load() {
+		t.Error("Close returned before the receive goroutine finished")
 	}
-	a.send(t, bcast, "2")
-	if after.Load() != 0 {
-		t.Error("frame delivered after Close")
+	rx, dying := backendStat(bb, "mem_rx"), backendStat(bb, "mem_rx_dying")
+	if rx != 1 || dying != 1 {
+		t.Errorf("b's queue: %d delivered, %d counted dropped when Close returned; want 1 and 1", rx, dying)
+	}
+	seen := func() uint64 { st := b.ifp.Stats(); return st.IPackets + st.IErrors + st.IDrops }
+	if n := seen(); n != 1 {
+		t.Errorf("b's interface saw %d frames, want 1", n)
+	}
+	if n := mem.Members("cw"); n != 2 {
+		t.Errorf("cw has %d members after close, want 2", n)
+	}
+	a.send(t, bcast, "3")
+	d.expect(t, "1")
+	d.expect(t, "2")
+	d.expect(t, "3") // the hub is done with "3"
+	if n, r, dy := seen(), backendStat(bb, "mem_rx"), backendStat(bb, "mem_rx_dying"); n != 1 || r != rx || dy != dying {
+		t.Errorf("after Close b saw %d frames (%d delivered, %d dropped), want no change", n, r, dy)
 	}
 	if err := b.ifp.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
@@ -330,3 +364,104 @@ func TestChurn(t *testing.T) {
 		t.Errorf("%d members left", n)
 	}
 }
+
+// An input handler that closes its own interface: Close completes (it does
+// not wait for the receive goroutine it runs on), returns nil, nothing is
+// delivered after it, and the goroutine ends once the handler returns.
+func TestCloseFromHandler(t *testing.T) {
+	c, err := virtif.NewCloner(virtif.ClonerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := attach(t, c, "mem:cfh"), attach(t, c, "mem:cfh")
+	bb := b.ifp.Backend().(virtif.StatsReporter)
+	goroutines := runtime.NumGoroutine()
+	closed := make(chan error, 1)
+	b.ifp.SetInput(func([]byte, bool) { closed <- b.ifp.Close() })
+	ok := testutil.Within(t, "Close from b's own handler", func() {
+		a.send(t, bcast, "1")
+		a.send(t, bcast, "2") // may be queued at b: dropped, not delivered
+		if err := <-closed; err != nil {
+			t.Errorf("Close from the handler: %v", err)
+		}
+		for runtime.NumGoroutine() > goroutines { // b's receive goroutine ends (within's own replaces it in the count)
+			time.Sleep(time.Millisecond)
+		}
+	})
+	if !ok {
+		return
+	}
+	if _, still := c.Interface(b.ifp.Name()); still || mem.Members("cfh") != 1 {
+		t.Errorf("b still the cloner's (%v) or on the segment (%d members)", still, mem.Members("cfh"))
+	}
+	if rx := backendStat(bb, "mem_rx"); rx != 1 {
+		t.Errorf("b delivered %d frames, want 1 (the one whose handler closed it)", rx)
+	}
+	if len(closed) != 0 {
+		t.Error("handler called again after Close")
+	}
+	a.send(t, bcast, "3")
+	if err := c.Close(); err != nil {
+		t.Error(err)
+	}
+}
+
+// A tap on a mem interface that calls the getters while the interface is
+// closed under traffic in both directions: Close finishes.
+func TestTapGettersDuringClose(t *testing.T) {
+	c, err := virtif.NewCloner(virtif.ClonerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := range 10 {
+		seg := fmt.Sprintf("mem:tgc%d", round)
+		a, b := attach(t, c, seg), attach(t, c, seg)
+		a.ifp.SetInput(func([]byte, bool) {})
+		b.ifp.SetInput(func([]byte, bool) {})
+		var calls atomic.Uint64
+		tap := tapFunc(func([]byte, virtif.Direction) {
+			_ = b.ifp.HardwareAddr()
+			_, _ = b.ifp.LinkStr()
+			_ = b.ifp.Stats()
+			_, _ = c.Interface(b.ifp.Name())
+			calls.Add(1)
+		})
+		if err := b.ifp.AddTap(tap); err != nil {
+			t.Fatal(err)
+		}
+		var stop atomic.Bool
+		var wg sync.WaitGroup
+		for _, m := range []*member{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				segs := frame(bcast, m.ifp.HardwareAddr(), "tap")
+				for !stop.Load() {
+					if err := m.ifp.Output(segs); errors.Is(err, unix.ENXIO) {
+						return // destroyed
+					}
+				}
+			}()
+		}
+		ok := testutil.Within(t, "Close under traffic with a tap calling getters", func() {
+			for calls.Load() < 100 {
+				runtime.Gosched()
+			}
+			if err := b.ifp.Close(); err != nil {
+				t.Error(err)
+			}
+			stop.Store(true)
+			wg.Wait()
+		})
+		if !ok {
+			return
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Error(err)
+	}
+}
+
+type tapFunc func([]byte, virtif.Direction)
+
+func (f tapFunc) Tap(b []byte, d virtif.Direction) { f(b, d) }
