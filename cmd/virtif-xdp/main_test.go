@@ -173,6 +173,7 @@ func TestUsageErrors(t *testing.T) {
 		{"l2fwd", "--link", "xdp:eth0", "--batch", "0"},
 		{"capture", "--link", "xdp:eth0"},
 		{"capture", "-w", "/dev/null"},
+		{"capture", "--link", "xdp:eth0", "-w", "/dev/null", "--queue", "0"},
 		{"run"},
 		{"run", "--link", "xdp:eth0"},
 		{"run", "--addr", "198.18.0.3/24"},
