@@ -49,11 +49,7 @@ func TestIntegrationCaptureStalledReader(t *testing.T) {
 				cmd.Process.Kill() // harmless once it has exited
 				<-exited
 			})
-			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errb.String(), "msg=running"); time.Sleep(10 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("not running:\n%s", errb.String())
-				}
-			}
+			waitLogged(t, &errb)
 			// Far more than the pipe, the writer's buffer and the queue
 			// hold: 64-byte frames are 80 bytes of pcap each.
 			const frames = 20000
