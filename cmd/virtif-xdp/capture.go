@@ -156,7 +156,11 @@ func runCapture(cmd *cobra.Command, f *vifFlags, o captureOpts) error {
 	qerr := q.Close()
 	st := q.Stats()
 	fmt.Fprintf(report, "captured %d frames to %s in %.2fs; stopped: %s\n", c.written(), o.file, elapsed.Seconds(), why)
-	fmt.Fprintf(report, "  the tap saw %d frames; drops: %s\n", st.Offered, dropsGrown(nil, c.drops()))
+	past := ""
+	if n := sink.skipped.Load(); n > 0 {
+		past = fmt.Sprintf(" (%d after --count was reached, not written)", n)
+	}
+	fmt.Fprintf(report, "  the tap saw %d frames%s; drops: %s\n", st.Offered, past, dropsGrown(nil, c.drops()))
 	if st.Abandoned {
 		// The writer is still inside pw and bw: neither may be touched.
 		return errors.Join(err, fmt.Errorf("the pcap output was still blocked %v after the stop (a reader that does not read?): "+

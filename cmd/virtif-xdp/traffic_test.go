@@ -266,7 +266,7 @@ func TestIntegrationCapture(t *testing.T) {
 		}
 	}
 	res := r.wait(t)
-	if res.code != exitOK || !strings.Contains(res.stdout, "captured 50 frames") {
+	if res.code != exitOK || !strings.Contains(res.stdout, "captured 50 frames") || !strings.Contains(res.stdout, "; drops: none\n") {
 		t.Fatalf("capture exit %d:\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	out, err := exec.Command(tcpdump, "-nr", file).CombinedOutput()
