@@ -47,8 +47,10 @@ never the receive path's time. Once stopped, capture waits up to ` + captureClos
 writer to take what is queued; a writer still blocked then (a reader that
 does not read) is given up on: the frames still queued are counted
 (tap_queue_cut), the output may end in a partial record, and capture exits
-with status 1 saying so. A line a second on stderr, the summary and the
---metrics counters give the drops.`,
+with status 1 saying so. The summary's "captured N" counts only frames
+flushed out whole; those a failed or abandoned write took with it are
+output_lost. A line a second on stderr, the summary and the --metrics
+counters give the drops.`,
 		Example: `  ip netns exec vxlab-h virtif-xdp capture --link xdp:vxlabh --promisc -w /tmp/vif.pcap --count 100
   tcpdump -nr /tmp/vif.pcap
   ip netns exec vxlab-h virtif-xdp capture --link xdp:vxlabh -w - | tcpdump -nr -`,
@@ -155,6 +157,11 @@ func runCapture(cmd *cobra.Command, f *vifFlags, o captureOpts) error {
 	err = errors.Join(err, v.Close())
 	qerr := q.Close()
 	st := q.Stats()
+	var ferr error
+	if !st.Abandoned {
+		ferr = sink.Flush() // the queue's goroutine is done: nothing else writes
+	}
+	c.over.Store(true)
 	fmt.Fprintf(report, "captured %d frames to %s in %.2fs; stopped: %s\n", c.written(), o.file, elapsed.Seconds(), why)
 	past := ""
 	if n := sink.skipped.Load(); n > 0 {
@@ -166,13 +173,14 @@ func runCapture(cmd *cobra.Command, f *vifFlags, o captureOpts) error {
 		return errors.Join(err, fmt.Errorf("the pcap output was still blocked %v after the stop (a reader that does not read?): "+
 			"gave up on it, %s may end in a partial record: %w", captureCloseTimeout, o.file, qerr))
 	}
-	return errors.Join(err, qerr, pw.Err(), bw.Flush(), closeFile())
+	return errors.Join(err, qerr, pw.Err(), ferr, closeFile())
 }
 
 // captureSink is what the tap queue hands frames to: it writes the first
 // limit of them (all when limit is 0) and stops the run at the last, so
 // --count writes exactly that many; Flush pushes the buffered output out
-// when the queue runs empty. Only the queue's goroutine calls it.
+// when the queue runs empty. Only the queue's goroutine calls it (and
+// capture, once that goroutine is done).
 type captureSink struct {
 	pw      *virtif.PcapWriter
 	bw      *bufio.Writer
@@ -180,6 +188,7 @@ type captureSink struct {
 	stop    *stopper
 	n       uint64
 	skipped atomic.Uint64 // frames after --count was reached
+	flushed atomic.Uint64 // frames written when a flush last succeeded: out whole
 }
 
 func (s *captureSink) Tap(frame []byte, dir virtif.Direction) {
@@ -198,7 +207,14 @@ func (s *captureSink) TapQueued(frame []byte, dir virtif.Direction, at time.Time
 	}
 }
 
-func (s *captureSink) Flush() error { return s.bw.Flush() }
+func (s *captureSink) Flush() error {
+	w, _ := s.pw.Stats()
+	err := s.bw.Flush()
+	if err == nil {
+		s.flushed.Store(w)
+	}
+	return err
+}
 
 // captureCounts reads what became of the frames capture's tap saw, for the
 // live line, the summary and the metrics.
@@ -206,20 +222,33 @@ type captureCounts struct {
 	q    *virtif.TapQueue
 	pw   *virtif.PcapWriter
 	sink *captureSink
+	over atomic.Bool // the writing is over: what is not flushed now is lost
 }
 
-func (c *captureCounts) written() uint64 { w, _ := c.pw.Stats(); return w }
+// written is the frames written; once over, only those flushed out whole.
+func (c *captureCounts) written() uint64 {
+	w, _ := c.pw.Stats()
+	if c.over.Load() {
+		return c.sink.flushed.Load()
+	}
+	return w
+}
 
 // drops are the frames lost, by where.
 func (c *captureCounts) drops() map[string]uint64 {
 	st := c.q.Stats()
-	_, failed := c.pw.Stats()
-	return map[string]uint64{
+	w, failed := c.pw.Stats()
+	d := map[string]uint64{
 		"tap_queue_full":       st.Full,
 		"tap_queue_after_stop": st.Closed,
 		"tap_queue_cut":        st.Cut,
 		"write_errors":         failed,
 	}
+	if c.over.Load() {
+		// Written to the buffer, but its flush failed or was given up on.
+		d["output_lost"] = w - c.sink.flushed.Load()
+	}
+	return d
 }
 
 // dropsGrown lists the drops that grew since prev (nil: since the start),
@@ -243,7 +272,7 @@ func dropsGrown(prev, cur map[string]uint64) string {
 }
 
 var captureFramesDesc = prometheus.NewDesc("virtif_capture_frames_total",
-	"What became of the frames capture's tap saw: written, past_count, or dropped (write_errors, tap_queue_full, tap_queue_after_stop, tap_queue_cut).",
+	"What became of the frames capture's tap saw: written, past_count, or dropped (write_errors, output_lost, tap_queue_full, tap_queue_after_stop, tap_queue_cut).",
 	[]string{"outcome"}, nil)
 
 func (c *captureCounts) Describe(ch chan<- *prometheus.Desc) { ch <- captureFramesDesc }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/gopacket/pcapgo"
+
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 )
 
@@ -94,6 +96,24 @@ func TestIntegrationCaptureStalledReader(t *testing.T) {
 			if drops["tap_queue_full"] == 0 || seen == 0 || written+dropped != seen {
 				t.Fatalf("the tap saw %d frames: %d written, drops %v; want drops for the full queue, and every frame accounted for",
 					seen, written, drops)
+			}
+			// The pipe holds at least the frames said captured, whole: the
+			// count claims none the reader cannot get. (It may hold more:
+			// part of what the given-up writer was writing.)
+			pr, err := pcapgo.NewReader(r)
+			if err != nil {
+				t.Fatalf("the pipe holds no pcap header: %v", err)
+			}
+			var records uint64
+			for {
+				if _, _, err := pr.ReadPacketData(); err != nil {
+					break
+				}
+				records++
+			}
+			if records < written || records > written+drops["output_lost"]+drops["tap_queue_cut"] {
+				t.Errorf("the pipe holds %d whole records; the summary says %d captured, %d lost in the output, %d cut",
+					records, written, drops["output_lost"], drops["tap_queue_cut"])
 			}
 			if how == "duration" && !regexp.MustCompile(`s  captured \d+  drops: .*tap_queue_full \+\d+`).MatchString(stderr) {
 				t.Errorf("no live line showed the queue's drops:\n%s", stderr)
