@@ -32,12 +32,12 @@ func TestIntegrationCaptureStalledReader(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer r.Close() // never read: a reader that stopped reading
-			duration := "0"
+			args := []string{"capture", "--netns", lab.NS[netlab.Host], "--link", "xdp:" + lab.Link[netlab.Host],
+				"--mac", testMAC, "--queue", "64", "-w", "-"}
 			if how == "duration" {
-				duration = "3s"
+				args = append(args, "--duration", "5s", "--metrics", "127.0.0.1:0")
 			}
-			cmd := exec.Command(bin, "capture", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host],
-				"--mac", testMAC, "--queue", "64", "--duration", duration, "-w", "-")
+			cmd := exec.Command(bin, args...)
 			var errb syncBuffer
 			cmd.Stdout, cmd.Stderr = w, &errb
 			if err := cmd.Start(); err != nil {
@@ -57,6 +57,16 @@ func TestIntegrationCaptureStalledReader(t *testing.T) {
 			const frames = 20000
 			if sent, err := gen.SendPaced(toVif(lab), frames, testPPS); err != nil || sent != frames {
 				t.Fatalf("generator sent %d of %d: %v", sent, frames, err)
+			}
+			if how == "duration" {
+				// While it runs, the metrics count the drops too.
+				url := regexp.MustCompile(`url=(http://\S+/metrics)`).FindStringSubmatch(errb.String())
+				if url == nil {
+					t.Fatalf("no metrics URL logged:\n%s", errb.String())
+				}
+				if v, ok := metricValue(scrape(t, url[1]), "virtif_capture_frames_total", `outcome="tap_queue_full"`); !ok || v == 0 {
+					t.Errorf("virtif_capture_frames_total{outcome=\"tap_queue_full\"} = %v (found %v), want > 0", v, ok)
+				}
 			}
 			stopped := time.Now()
 			if how == "sigterm" {
