@@ -479,7 +479,7 @@ func TestIntegrationSIGTERM(t *testing.T) {
 		t.Fatalf("after SIGTERM: %v\n%s", err, errb.String())
 	}
 	s := summaryJSON(t, result{stdout: out.String()})
-	if s.Mode != "rxdrop" || s.Attach == "" {
+	if s.Mode != "rxdrop" || s.Attach == "" || s.Stopped != "signal" || s.StopError != "" {
 		t.Fatalf("summary after SIGTERM: %+v", s)
 	}
 	if attached, err := xdpAttached(lab); err != nil || attached {
