@@ -317,3 +317,39 @@ func waitUntil(cond func() bool) bool {
 	}
 	return cond()
 }
+
+// blockedFlush takes frames at once and blocks in Flush until open closes.
+type blockedFlush struct {
+	open    chan struct{}
+	flushes atomic.Int64
+}
+
+func (b *blockedFlush) Tap([]byte, Direction) {}
+func (b *blockedFlush) Flush() error          { b.flushes.Add(1); <-b.open; return nil }
+
+// A consumer stuck flushing (a buffered writer on a full pipe) is abandoned
+// at the bound as well: nothing was queued, so nothing is cut.
+func TestTapQueueCloseBlockedFlush(t *testing.T) {
+	b := &blockedFlush{open: make(chan struct{})}
+	defer close(b.open)
+	q, err := NewTapQueue(b, TapQueueOptions{CloseTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Tap(seqFrame(1, 60), In)
+	if !waitUntil(func() bool { return b.flushes.Load() == 1 }) {
+		t.Fatal("never flushed")
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- q.Close() }()
+	select {
+	case err = <-errc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return with its consumer blocked in Flush")
+	}
+	st := q.Stats()
+	balanced(t, st)
+	if !errors.Is(err, unix.ETIMEDOUT) || !st.Abandoned || st.Delivered != 1 || st.Cut != 0 {
+		t.Fatalf("Close: %v, %+v; want ETIMEDOUT, abandoned, 1 delivered, none cut", err, st)
+	}
+}
