@@ -158,8 +158,10 @@ func runCapture(cmd *cobra.Command, f *vifFlags, o captureOpts) error {
 	qerr := q.Close()
 	st := q.Stats()
 	var ferr error
-	if !st.Abandoned {
-		ferr = sink.Flush() // the queue's goroutine is done: nothing else writes
+	if qerr == nil {
+		// The queue's goroutine is done and flushed, so this returns at
+		// once (nothing is buffered); after a failure it could block.
+		ferr = sink.Flush()
 	}
 	c.over.Store(true)
 	fmt.Fprintf(report, "captured %d frames to %s in %.2fs; stopped: %s\n", c.written(), o.file, elapsed.Seconds(), why)
