@@ -56,6 +56,7 @@ type benchFlags struct {
 	size  int
 	dst   string
 	batch int
+	count uint64
 	json  bool
 
 	dstMAC net.HardwareAddr
@@ -70,11 +71,16 @@ func newBenchCmd(m benchMode) *cobra.Command {
 		Short: m.short,
 		Long: m.long + `
 
-It prints a line per second (to stderr with --json, else stdout) and a
-summary at the end; --json makes the summary one JSON object on stdout.
-A line "ready: virtif-xdp MODE" on stderr tells a harness the vif is up.
-Ctrl-C or SIGTERM ends the run early; the vif is destroyed and its XDP
-program taken off the NIC either way.`,
+It runs until --duration, until --count frames (received by rxdrop and
+l2fwd, given to OutputBatch by txonly), or until Ctrl-C or SIGTERM, whichever
+comes first; a NIC that fails (deleted, say) ends it at once with exit 1 and
+the reason. It prints a line per second (to stderr with --json, else
+stdout) and a summary at the end that gives the rate, the wall time it ran
+and why it stopped; --json makes the summary one JSON object on stdout, with
+"wall_seconds", "stopped" (duration, count, signal, nic or error) and, for
+a failure, "stop_error". A line "ready: virtif-xdp MODE" on stderr tells a
+harness the vif is up. The vif is destroyed and its XDP program taken off
+the NIC however the run ends.`,
 		Example: fmt.Sprintf(`  virtif-xdp lab up
   ip netns exec vxlab-h virtif-xdp %s --link xdp:vxlabh --duration 5s
   virtif-xdp %s --netns vxlab-h --link xdp:vxlabh --json`, m.name, m.name),
@@ -104,6 +110,7 @@ program taken off the NIC either way.`,
 	fs.IntVar(&f.size, "size", 64, "txonly: frame size in bytes, without the FCS")
 	fs.StringVar(&f.dst, "dst", defaultDst, "txonly: destination MAC of the frames sent")
 	fs.IntVar(&f.batch, "batch", 64, "txonly, l2fwd: frames per OutputBatch call (one kernel kick each)")
+	fs.Uint64Var(&f.count, "count", 0, "stop after this many frames: received (rxdrop, l2fwd) or sent (txonly); 0: no limit")
 	fs.BoolVar(&f.json, "json", false, "print the summary as one JSON object on stdout")
 	return cmd
 }
@@ -121,9 +128,13 @@ type benchSummary struct {
 	// the first to the last frame received (to a millisecond), as the
 	// reference programs in bench/ref count it, so neither start-up nor a
 	// quiet tail dilutes the rate; for txonly the whole run. WallSeconds is
-	// the whole run.
+	// the whole run, from the vif up to the stop.
 	Seconds     float64 `json:"seconds"`
 	WallSeconds float64 `json:"wall_seconds"`
+	// Stopped says why the run ended (a stopReason: duration, count,
+	// signal, nic, error); StopError is the reason of a failure.
+	Stopped   string `json:"stopped"`
+	StopError string `json:"stop_error,omitempty"`
 	// Packets and Bytes are what the mode moved: frames received (rxdrop),
 	// sent (txonly) or forwarded (l2fwd), since the vif came up.
 	Packets   uint64            `json:"packets"`
@@ -138,6 +149,7 @@ type benchSummary struct {
 
 func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 	ctx := cmd.Context()
+	stop := newStopper()
 	var fwd *forwarder
 	var act *activity // not for txonly: its ticker would only cost wakeups
 	var input virtif.Input
@@ -152,6 +164,9 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 		fwd = newForwarder(f.batch)
 		fwd.act = act
 		input = fwd.input
+	}
+	if m.rx && f.count > 0 {
+		input = countInput(input, f.count, stop)
 	}
 	v, err := openVif(vifSetup{link: f.link, netns: f.netns, mac: f.hw, promisc: f.promisc, input: input})
 	if err != nil {
@@ -179,17 +194,16 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 	// For benchmark harnesses (as bench/ref's programs do): traffic may start.
 	fmt.Fprintf(cmd.ErrOrStderr(), "ready: virtif-xdp %s\n", m.name)
 	start := time.Now()
-	var sendErr error
 	var sender sync.WaitGroup
-	stopSend := make(chan struct{})
 	var stopFlag atomic.Bool
 	if m.tx && !m.rx {
 		sender.Add(1)
 		go func() {
 			defer sender.Done()
-			sendErr = txLoop(v.ifc, txFrames(v.ifc.HardwareAddr(), f), &stopFlag, 0)
-			if sendErr != nil {
-				close(stopSend)
+			if err := txLoop(v.ifc, txFrames(v.ifc.HardwareAddr(), f), &stopFlag, f.count); err != nil {
+				stop.stop(stopError, err)
+			} else if !stopFlag.Load() {
+				stop.stop(stopCount, nil)
 			}
 		}()
 	}
@@ -198,21 +212,22 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 	}
 	prev := v.ifc.Stats()
 	prevT := time.Duration(0)
-	err = runFor(ctx, f.duration, v, stopSend, func(el time.Duration) {
+	why, err := runFor(ctx, f.duration, v, stop, func(el time.Duration) {
 		cur := v.ifc.Stats()
 		printLive(live, m, el, el-prevT, prev, cur)
 		prev, prevT = cur, el
 	})
+	elapsed := time.Since(start)
 	stopFlag.Store(true)
 	sender.Wait()
 	if fwd != nil {
 		fwd.stop()
 	}
-	elapsed := time.Since(start)
-	if err == nil && sendErr != nil {
-		err = sendErr
-	}
 	sum := summarize(m, f, v, elapsed)
+	sum.Stopped = string(why)
+	if err != nil {
+		sum.StopError = err.Error()
+	}
 	if m.rx {
 		if active, ok := act.span(); ok && sum.Packets > 1 {
 			sum.Seconds = active.Seconds()
@@ -245,14 +260,32 @@ func txFrames(src []byte, f *benchFlags) [][][]byte {
 	return frames
 }
 
+// countInput wraps an input handler to stop the run once it has seen
+// count frames.
+func countInput(next virtif.Input, count uint64, stop *stopper) virtif.Input {
+	var n atomic.Uint64
+	return func(frame []byte, promisc bool) {
+		next(frame, promisc)
+		if n.Add(1) == count {
+			stop.stop(stopCount, nil)
+		}
+	}
+}
+
 // txLoop sends the batch of frames over and over until stop is set or, when
-// rounds > 0, that many times. ENOBUFS (no free UMEM frame: the kernel is
-// behind) is back-pressure, counted by the interface.
-func txLoop(ifc *virtif.Interface, frames [][][]byte, stop *atomic.Bool, rounds int) error {
-	for r := 0; !stop.Load() && (rounds == 0 || r < rounds); r++ {
+// limit > 0, until it has given OutputBatch limit frames (the last batch cut
+// short). ENOBUFS (no free UMEM frame: the kernel is behind) is
+// back-pressure, counted by the interface.
+func txLoop(ifc *virtif.Interface, frames [][][]byte, stop *atomic.Bool, limit uint64) error {
+	for given := uint64(0); !stop.Load() && (limit == 0 || given < limit); {
+		batch := frames
+		if left := limit - given; limit > 0 && left < uint64(len(batch)) {
+			batch = batch[:left]
+		}
+		given += uint64(len(batch))
 		sent := 0
-		for sent < len(frames) {
-			n, err := ifc.OutputBatch(frames[sent:])
+		for sent < len(batch) {
+			n, err := ifc.OutputBatch(batch[sent:])
 			sent += n
 			if err == nil {
 				break
@@ -540,6 +573,11 @@ func printSummary(w io.Writer, s benchSummary) {
 	fmt.Fprintf(w, "%s on %s (%s %s, attach %s, bind %s, queues %s): %d packets, %d bytes in %.2fs = %s pps, %.1f Mbit/s\n",
 		s.Mode, s.Link, s.Vif, s.MAC, s.Attach, s.Bind, intsString(s.Queues), s.Packets, s.Bytes, s.Seconds,
 		strings.TrimSpace(fmtRate(s.PPS)), s.Mbps)
+	stopped := stopReason(s.Stopped).String()
+	if s.StopError != "" {
+		stopped += ": " + s.StopError
+	}
+	fmt.Fprintf(w, "  ran %.2fs; stopped: %s\n", s.WallSeconds, stopped)
 	fmt.Fprintf(w, "  received %d, sent %d\n", s.RXPackets, s.TXPackets)
 	names := make([]string, 0, len(s.Drops))
 	for n, v := range s.Drops {

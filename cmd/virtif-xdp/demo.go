@@ -946,7 +946,7 @@ func runLinkDemo(cmd *cobra.Command, f *demoFlags) error {
 	fmt.Fprintf(w, "vif0 (mac %s%s) on %s: attach %s, bind %s, queues %s; Ctrl-C stops\n",
 		v.ifc.HardwareAddr(), map[bool]string{true: ", answering ARP and ping for " + f.ip}[f.ip != ""],
 		f.link, info.Attach, info.Mode, intsString(info.Queues))
-	err = runFor(cmd.Context(), f.duration, v, nil, func(el time.Duration) {
+	_, err = runFor(cmd.Context(), f.duration, v, nil, func(el time.Duration) {
 		st := v.ifc.Stats()
 		fmt.Fprintf(w, "%6.1fs  rx %d (%d B)  tx %d  drops in %d out %d  rules: unicast %d multicast %d arp %d promisc %d  host %d\n",
 			el.Seconds(), st.IPackets, st.IBytes, st.OPackets, st.IDrops, st.ODrops+st.OErrors,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -32,6 +33,9 @@ func newLabCmd() *cobra.Command {
 				return fmt.Errorf("lab %q exists already: 'virtif-xdp lab down --name %s' removes it", name, name)
 			}
 			l, err := netlab.New(netlab.Options{Name: name, Queues: queues})
+			if errors.Is(err, os.ErrExist) {
+				return fmt.Errorf("lab %q is partly there (%w): 'virtif-xdp lab down --name %s' removes what is left", name, err, name)
+			}
 			if err != nil {
 				return withRootHint(err)
 			}
@@ -43,18 +47,27 @@ func newLabCmd() *cobra.Command {
 
 	down := &cobra.Command{
 		Use:   "down",
-		Short: "Remove the lab (its namespaces, and with them the veth pair)",
-		Args:  cobraArgs(cobra.NoArgs),
+		Short: "Remove whatever is left of the lab: its veth pair, XDP programs, namespaces",
+		Long: `down removes whatever is left of the lab, however it got there: the veth
+pair (and with it any XDP program on it), then both namespaces. It says
+what it removed and what was already gone, and succeeds (exit 0) whatever
+was missing, so it can be repeated; of a lab of which nothing is left it
+says "nothing to remove". It fails (exit 1) only when something that is
+there cannot be removed.`,
+		Args: cobraArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			l, err := netlab.Open(name)
-			if err != nil {
-				return fmt.Errorf("lab %q: %w", name, err)
+			r, err := netlab.Remove(name)
+			w := cmd.OutOrStdout()
+			switch {
+			case r.Nothing() && err == nil:
+				fmt.Fprintf(w, "lab %s: nothing to remove\n", name)
+			case len(r.Removed) > 0:
+				fmt.Fprintf(w, "lab %s: removed %s\n", name, strings.Join(r.Removed, ", "))
+				if len(r.Missing) > 0 {
+					fmt.Fprintf(w, "lab %s: already gone: %s\n", name, strings.Join(r.Missing, ", "))
+				}
 			}
-			if err := l.Close(); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "lab %s removed\n", name)
-			return nil
+			return withRootHint(err)
 		},
 	}
 

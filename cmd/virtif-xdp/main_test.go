@@ -92,6 +92,17 @@ func (r *running) waitRunning(t *testing.T) {
 	}
 }
 
+// waitLogged waits until a command run as a process logged to stderr that
+// its vif is up.
+func waitLogged(t *testing.T, stderr *syncBuffer) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "msg=running"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not running:\n%s", stderr.String())
+		}
+	}
+}
+
 // wait waits for the command to end and returns its result.
 func (r *running) wait(t *testing.T) result {
 	t.Helper()
@@ -173,6 +184,7 @@ func TestUsageErrors(t *testing.T) {
 		{"l2fwd", "--link", "xdp:eth0", "--batch", "0"},
 		{"capture", "--link", "xdp:eth0"},
 		{"capture", "-w", "/dev/null"},
+		{"capture", "--link", "xdp:eth0", "-w", "/dev/null", "--queue", "0"},
 		{"run"},
 		{"run", "--link", "xdp:eth0"},
 		{"run", "--addr", "198.18.0.3/24"},
@@ -322,8 +334,75 @@ func TestIntegrationLabCommands(t *testing.T) {
 	if _, err := netlab.Open(name); err == nil {
 		t.Fatal("lab still there after lab down")
 	}
-	if r := runCmd(t, "lab", "down", "--name", name); r.code != exitFailure {
-		t.Fatalf("lab down of a missing lab: %d, want %d", r.code, exitFailure)
+	if r := runCmd(t, "lab", "down", "--name", name); r.code != exitOK || !strings.Contains(r.stdout, "nothing to remove") {
+		t.Fatalf("lab down of a missing lab: %d, want %d and nothing to remove:\n%s%s", r.code, exitOK, r.stdout, r.stderr)
+	}
+}
+
+// lab down removes whatever is left of a lab, says what was already gone,
+// and succeeds however often it is repeated, even for a lab never made.
+func TestIntegrationLabDownIdempotent(t *testing.T) {
+	netlab.RequireRoot(t)
+	name := fmt.Sprintf("vxd%05d", os.Getpid()%100000)
+	t.Cleanup(func() { netlab.Remove(name) })
+	if r := runCmd(t, "lab", "up", "--name", name); r.code != exitOK {
+		t.Fatalf("lab up: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", name+"-h", "ip", "link", "del", name+"h").CombinedOutput(); err != nil {
+		t.Fatalf("deleting the veth by hand: %v\n%s", err, out)
+	}
+	if r := runCmd(t, "lab", "up", "--name", name); r.code != exitFailure || !strings.Contains(r.stderr, "partly there") {
+		t.Errorf("lab up over what is left: %d, want %d saying it is partly there:\n%s", r.code, exitFailure, r.stderr)
+	}
+	r := runCmd(t, "lab", "down", "--name", name)
+	if r.code != exitOK || !strings.Contains(r.stdout, "removed namespace "+name+"-h, namespace "+name+"-p") ||
+		!strings.Contains(r.stdout, "already gone: link "+name+"h in "+name+"-h, link "+name+"p in "+name+"-p") {
+		t.Fatalf("lab down without its veth: %d, want %d naming the namespaces removed and the links missing:\n%s%s",
+			r.code, exitOK, r.stdout, r.stderr)
+	}
+	for _, ns := range []string{name + "-h", name + "-p"} {
+		if _, err := os.Stat("/run/netns/" + ns); err == nil {
+			t.Errorf("namespace %s left behind", ns)
+		}
+	}
+	for _, n := range []string{name, "vxnevermade"} {
+		if r := runCmd(t, "lab", "down", "--name", n); r.code != exitOK || r.stdout != "lab "+n+": nothing to remove\n" {
+			t.Errorf("lab down --name %s of nothing: %d, want %d:\n%s%s", n, r.code, exitOK, r.stdout, r.stderr)
+		}
+	}
+}
+
+// lab down under a running vif takes the veth with its XDP program away,
+// though the vif's process holds the namespace; the vif notices.
+func TestIntegrationLabDownUnderVif(t *testing.T) {
+	netlab.RequireRoot(t)
+	bin := commandBinary(t)
+	name := fmt.Sprintf("vxv%05d", os.Getpid()%100000)
+	t.Cleanup(func() { netlab.Remove(name) })
+	if r := runCmd(t, "lab", "up", "--name", name); r.code != exitOK {
+		t.Fatalf("lab up: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	cmd := exec.Command(bin, "rxdrop", "--netns", name+"-h", "--link", "xdp:"+name+"h", "--duration", "0")
+	var errb syncBuffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitLogged(t, &errb)
+	r := runCmd(t, "lab", "down", "--name", name)
+	if r.code != exitOK || !regexp.MustCompile(`removed XDP program \d+ on `+name+`h, link `+name+`h in `+name+`-h, `).MatchString(r.stdout) {
+		t.Fatalf("lab down: %d, want the XDP program and the link removed:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("rxdrop exited 0 after its NIC was removed:\n%s", errb.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("rxdrop still running after lab down:\n%s", errb.String())
 	}
 }
 
@@ -389,13 +468,7 @@ func TestIntegrationSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(errb.String(), "msg=running") {
-		if time.Now().After(deadline) {
-			t.Fatalf("not running:\n%s", errb.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLogged(t, &errb)
 	if attached, err := xdpAttached(lab); err != nil || !attached {
 		t.Fatalf("no XDP program on the NIC while rxdrop runs (%v)", err)
 	}
@@ -406,7 +479,7 @@ func TestIntegrationSIGTERM(t *testing.T) {
 		t.Fatalf("after SIGTERM: %v\n%s", err, errb.String())
 	}
 	s := summaryJSON(t, result{stdout: out.String()})
-	if s.Mode != "rxdrop" || s.Attach == "" {
+	if s.Mode != "rxdrop" || s.Attach == "" || s.Stopped != "signal" || s.StopError != "" {
 		t.Fatalf("summary after SIGTERM: %+v", s)
 	}
 	if attached, err := xdpAttached(lab); err != nil || attached {

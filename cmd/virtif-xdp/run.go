@@ -205,7 +205,7 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 	printHostBanner(w, f, v)
 	slog.Info("running", "mode", "run", "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr().String(), "link", f.link,
 		"addrs", f.addrs, "attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration)
-	err = runFor(cmd.Context(), f.duration, v, nil, nil)
+	_, err = runFor(cmd.Context(), f.duration, v, nil, nil)
 
 	// What the host answered, before the stack goes (its counters go too).
 	c := h.Counters()

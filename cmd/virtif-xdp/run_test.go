@@ -146,11 +146,7 @@ func TestIntegrationRunSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(errb.String(), "msg=running"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("not running:\n%s", errb.String())
-		}
-	}
+	waitLogged(t, &errb)
 	if o, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "1", "-W", "5", "198.18.0.3"); err != nil {
 		t.Fatalf("ping the userspace host: %v\n%s", err, o)
 	}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -265,7 +266,7 @@ func TestIntegrationCapture(t *testing.T) {
 		}
 	}
 	res := r.wait(t)
-	if res.code != exitOK || !strings.Contains(res.stdout, "captured 50 frames") {
+	if res.code != exitOK || !strings.Contains(res.stdout, "captured 50 frames") || !strings.Contains(res.stdout, "; drops: none\n") {
 		t.Fatalf("capture exit %d:\n%s%s", res.code, res.stdout, res.stderr)
 	}
 	out, err := exec.Command(tcpdump, "-nr", file).CombinedOutput()
@@ -289,24 +290,38 @@ func TestIntegrationCapture(t *testing.T) {
 
 // The NIC deleted under a running rxdrop or run: it ends at once with exit 1
 // and an error that says why, instead of running on deaf, and still prints
-// its summary.
+// its summary, which gives the time it really ran and the reason it stopped.
 func TestIntegrationNICDeleted(t *testing.T) {
 	netlab.RequireRoot(t)
+	stoppedByNIC := func(t *testing.T, s benchSummary) {
+		t.Helper()
+		if s.Stopped != "nic" || !strings.Contains(s.StopError, "stopped receiving") || s.WallSeconds < 1 {
+			t.Errorf("summary: stopped %q (%q) after %.2fs; want nic, the reason, and at least the 1s it ran",
+				s.Stopped, s.StopError, s.WallSeconds)
+		}
+	}
 	for _, c := range []struct {
+		name    string
 		args    []string
 		summary func(t *testing.T, res result)
 	}{
-		{[]string{"rxdrop", "--json"}, func(t *testing.T, res result) { summaryJSON(t, res) }},
-		{[]string{"run", "--addr", "198.18.0.3/24"}, func(t *testing.T, res result) {
+		{"rxdrop-json", []string{"rxdrop", "--json"}, func(t *testing.T, res result) { stoppedByNIC(t, summaryJSON(t, res)) }},
+		{"rxdrop-text", []string{"rxdrop"}, func(t *testing.T, res result) {
+			if !regexp.MustCompile(`\n  ran [1-9][0-9.]*s; stopped: NIC failure: vif0 stopped receiving: .+\n`).MatchString(res.stdout) {
+				t.Errorf("summary lacks the wall time and the reason:\n%s", res.stdout)
+			}
+		}},
+		{"run", []string{"run", "--addr", "198.18.0.3/24"}, func(t *testing.T, res result) {
 			if !strings.Contains(res.stdout, "answered: ping 0,") {
 				t.Errorf("no summary:\n%s", res.stdout)
 			}
 		}},
 	} {
-		t.Run(c.args[0], func(t *testing.T) {
+		t.Run(c.name, func(t *testing.T) {
 			lab := netlab.NewT(t, netlab.Options{})
 			r := startCmd(t, append(c.args, "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--duration", "0")...)
 			r.waitRunning(t)
+			time.Sleep(time.Second) // so the wall time shows it ran
 			if out, err := lab.Run(netlab.Host, "ip", "link", "del", lab.Link[netlab.Host]); err != nil {
 				t.Fatalf("%v\n%s", err, out)
 			}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -161,10 +162,59 @@ func (v *vif) Close() error {
 	return v.cloner.Close()
 }
 
-// runFor waits for d (0: until ctx ends), calling tick once a second with
-// the time since start. It returns early, with the reason, when the NIC
-// fails; a signal (ctx done) is a normal end.
-func runFor(ctx context.Context, d time.Duration, v *vif, stop <-chan struct{}, tick func(elapsed time.Duration)) error {
+// stopReason says why a run ended.
+type stopReason string
+
+const (
+	stopDuration stopReason = "duration" // --duration reached
+	stopCount    stopReason = "count"    // --count reached
+	stopSignal   stopReason = "signal"   // Ctrl-C or SIGTERM
+	stopNIC      stopReason = "nic"      // the NIC failed: deleted, or its RX goroutines ended
+	stopError    stopReason = "error"    // the mode's own work failed (txonly's send)
+)
+
+// String is the reason as the text summaries give it.
+func (r stopReason) String() string {
+	switch r {
+	case stopDuration:
+		return "--duration reached"
+	case stopCount:
+		return "--count reached"
+	case stopSignal:
+		return "signal"
+	case stopNIC:
+		return "NIC failure"
+	case stopError:
+		return "error"
+	}
+	return string(r)
+}
+
+// stopper lets the work of a run end it early, once, with a reason.
+type stopper struct {
+	once   sync.Once
+	ch     chan struct{}
+	reason stopReason
+	err    error
+}
+
+func newStopper() *stopper { return &stopper{ch: make(chan struct{})} }
+
+// stop ends the run with reason and err (nil for a normal end); later calls
+// do nothing.
+func (s *stopper) stop(reason stopReason, err error) {
+	s.once.Do(func() {
+		s.reason, s.err = reason, err
+		close(s.ch)
+	})
+}
+
+// runFor waits for d (0: until ctx ends or stop is called), calling tick
+// once a second with the time since start. It says why it returned; the
+// error is set when that is a failure: the NIC failed (its reason) or the
+// work stopped with an error. A signal (ctx done) is a normal end. stop
+// may be nil.
+func runFor(ctx context.Context, d time.Duration, v *vif, stop *stopper, tick func(elapsed time.Duration)) (stopReason, error) {
 	start := time.Now()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -174,20 +224,24 @@ func runFor(ctx context.Context, d time.Duration, v *vif, stop <-chan struct{}, 
 		defer tm.Stop()
 		deadline = tm.C
 	}
+	var stopped <-chan struct{}
+	if stop != nil {
+		stopped = stop.ch
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			slog.Debug("stopping", "reason", context.Cause(ctx))
-			return nil
+			return stopSignal, nil
 		case <-deadline:
-			return nil
-		case <-stop:
-			return nil
+			return stopDuration, nil
+		case <-stopped:
+			return stop.reason, stop.err
 		case <-v.be.Done():
 			if err := v.be.Err(); err != nil {
-				return fmt.Errorf("%s stopped receiving: %w", v.ifc.Name(), err)
+				return stopNIC, fmt.Errorf("%s stopped receiving: %w", v.ifc.Name(), err)
 			}
-			return errors.New(v.ifc.Name() + ": the NIC's receive goroutines ended")
+			return stopNIC, errors.New(v.ifc.Name() + ": the NIC's receive goroutines ended")
 		case now := <-t.C:
 			if tick != nil {
 				tick(now.Sub(start))

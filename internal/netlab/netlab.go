@@ -18,11 +18,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Options shape a lab. The zero value is a single-queue veth pair, MTU 1500.
@@ -54,7 +56,8 @@ const (
 	Peer = 1
 )
 
-// New creates a lab. On error nothing is left behind.
+// New creates a lab. On error nothing is left behind. A namespace of the
+// lab's name that exists already is an error wrapping os.ErrExist.
 func New(opts Options) (l *Lab, err error) {
 	if opts.Queues <= 0 {
 		opts.Queues = 1
@@ -82,6 +85,13 @@ func New(opts Options) (l *Lab, err error) {
 		l.Addr = [2]netip.Prefix{
 			netip.MustParsePrefix("198.18.0.1/24"),
 			netip.MustParsePrefix("198.18.0.2/24"),
+		}
+	}
+	// What is there belongs to someone else (or to a lab half removed):
+	// fail before the cleanup below could take it away.
+	for _, ns := range l.NS {
+		if _, err := os.Stat(filepath.Join(netnsDir, ns)); err == nil {
+			return nil, fmt.Errorf("netlab: namespace %s: %w", ns, os.ErrExist)
 		}
 	}
 	defer func() {
@@ -201,7 +211,7 @@ func Open(name string) (*Lab, error) {
 // List returns the names of the labs present on this machine (namespace
 // pairs NAME-h and NAME-p).
 func List() ([]string, error) {
-	ents, err := os.ReadDir("/run/netns")
+	ents, err := os.ReadDir(netnsDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	} else if err != nil {
@@ -282,19 +292,102 @@ func (l *Lab) Run(side int, name string, args ...string) ([]byte, error) {
 	return out, nil
 }
 
-// Close deletes both namespaces, which destroys the veth pair and anything
-// attached to it. It is safe to call more than once.
+// Close removes the lab as Remove does. It is safe to call more than once.
 func (l *Lab) Close() error {
+	_, err := remove(l)
+	return err
+}
+
+// Removal is what Remove found of a lab: the parts it took away and those
+// already gone, each named ("namespace vxlab-h", "link vxlabh in vxlab-h",
+// "XDP program 42 on vxlabh").
+type Removal struct {
+	Removed, Missing []string
+}
+
+// Nothing says no part of the lab was there.
+func (r Removal) Nothing() bool { return len(r.Removed) == 0 }
+
+// Remove takes away whatever is left of the lab name, in whatever state it
+// is: the veth pair (and with it any XDP program on it; deleting the link
+// explicitly also covers a namespace that a process keeps alive), then both
+// namespaces. A part already gone is reported in Missing, not an error, so
+// Remove can be repeated, and removing a lab of which nothing is left
+// succeeds with Nothing() true. Errors are real failures (EPERM, say), with
+// everything else still attempted.
+func Remove(name string) (Removal, error) {
+	return remove(&Lab{
+		Name: name,
+		NS:   [2]string{name + "-h", name + "-p"},
+		Link: [2]string{name + "h", name + "p"},
+	})
+}
+
+func remove(l *Lab) (Removal, error) {
+	var r Removal
 	var errs []error
-	for _, ns := range l.NS {
+	note := func(there bool, what string) {
+		if there {
+			r.Removed = append(r.Removed, what)
+		} else {
+			r.Missing = append(r.Missing, what)
+		}
+	}
+	var linkGone bool // the pair is gone: deleting one end deletes the other
+	for side, ns := range l.NS {
 		if ns == "" {
 			continue
 		}
-		if err := netns.DeleteNamed(ns); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("netlab: delete namespace %s: %w", ns, err))
+		if _, err := os.Stat(filepath.Join(netnsDir, ns)); err != nil {
+			note(false, "namespace "+ns)
+			note(false, fmt.Sprintf("link %s in %s", l.Link[side], ns))
+			continue
+		}
+		err := DoIn(ns, func() error {
+			link, err := netlink.LinkByName(l.Link[side])
+			var nf netlink.LinkNotFoundError
+			if errors.As(err, &nf) {
+				note(linkGone, fmt.Sprintf("link %s in %s", l.Link[side], ns))
+				return nil
+			} else if err != nil {
+				return fmt.Errorf("netlab: find %s in %s: %w", l.Link[side], ns, err)
+			}
+			if x := link.Attrs().Xdp; x != nil && x.Attached {
+				note(true, fmt.Sprintf("XDP program %d on %s", x.ProgId, l.Link[side]))
+			}
+			if err := netlink.LinkDel(link); err != nil {
+				return fmt.Errorf("netlab: delete %s in %s: %w", l.Link[side], ns, err)
+			}
+			note(true, fmt.Sprintf("link %s in %s", l.Link[side], ns))
+			linkGone = true
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if err := deleteNamed(ns); err != nil {
+			errs = append(errs, err)
+		} else {
+			note(true, "namespace "+ns)
 		}
 	}
-	return errors.Join(errs...)
+	return r, errors.Join(errs...)
+}
+
+// netnsDir is where `ip netns` keeps named namespaces (bind mounts).
+const netnsDir = "/run/netns"
+
+// deleteNamed removes a named namespace: its bind mount, then the file (a
+// stale file that is no mount any more is removed too).
+func deleteNamed(ns string) error {
+	p := filepath.Join(netnsDir, ns)
+	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+		return fmt.Errorf("netlab: delete namespace %s: %w", ns, os.NewSyscallError("umount", err))
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("netlab: delete namespace %s: %w", ns, err)
+	}
+	return nil
 }
 
 // DialContext returns a dial function (the shape of net.Dialer.DialContext

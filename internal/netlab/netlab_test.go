@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net"
 	"os"
+	"slices"
 	"testing"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -62,5 +64,65 @@ func TestIntegrationOpenList(t *testing.T) {
 	}
 	if _, err := Open("vxnothere"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Open of a missing lab: %v, want ErrNotExist", err)
+	}
+}
+
+// Remove takes away what is left of a lab whose veth was deleted by hand,
+// says what was missing, and can be repeated.
+func TestIntegrationRemovePartial(t *testing.T) {
+	l := NewT(t, Options{})
+	if out, err := l.Run(Host, "ip", "link", "del", l.Link[Host]); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	r, err := Remove(l.Name)
+	if err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	wantRemoved := []string{"namespace " + l.NS[Host], "namespace " + l.NS[Peer]}
+	wantMissing := []string{"link " + l.Link[Host] + " in " + l.NS[Host], "link " + l.Link[Peer] + " in " + l.NS[Peer]}
+	if !slices.Equal(r.Removed, wantRemoved) || !slices.Equal(r.Missing, wantMissing) {
+		t.Fatalf("Remove: removed %q, missing %q; want %q, %q", r.Removed, r.Missing, wantRemoved, wantMissing)
+	}
+	for _, ns := range l.NS {
+		if _, err := netns.GetFromName(ns); err == nil {
+			t.Errorf("namespace %s left", ns)
+		}
+	}
+	if r, err := Remove(l.Name); err != nil || !r.Nothing() {
+		t.Fatalf("Remove again: %+v, %v; want nothing removed, no error", r, err)
+	}
+}
+
+// Remove of a whole lab takes the veth pair explicitly, so a namespace that
+// something still holds open loses its link too.
+func TestIntegrationRemoveHeldNamespace(t *testing.T) {
+	l := NewT(t, Options{})
+	h, err := netns.GetFromName(l.NS[Host])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close() // keeps the namespace alive after its name is gone
+	r, err := Remove(l.Name)
+	if err != nil || len(r.Missing) != 0 || len(r.Removed) != 4 {
+		t.Fatalf("Remove: %+v, %v; want 2 links and 2 namespaces removed", r, err)
+	}
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nl.Close()
+	if _, err := nl.LinkByName(l.Link[Host]); err == nil {
+		t.Fatalf("link %s still in the held namespace", l.Link[Host])
+	}
+}
+
+// New refuses a name whose namespace exists, and leaves that namespace be.
+func TestIntegrationNewExisting(t *testing.T) {
+	l := NewT(t, Options{})
+	if _, err := New(Options{Name: l.Name}); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("New over an existing lab: %v, want ErrExist", err)
+	}
+	if _, err := Open(l.Name); err != nil {
+		t.Fatalf("the existing lab was harmed: %v", err)
 	}
 }
