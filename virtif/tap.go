@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
@@ -160,28 +159,7 @@ func NewPcapWriter(w io.Writer, opts PcapOptions) (*PcapWriter, error) {
 
 // Tap writes one frame.
 func (p *PcapWriter) Tap(frame []byte, dir Direction) {
-	if p.dirs&dir == 0 {
-		return
-	}
-	data := frame
-	if len(data) > p.snaplen {
-		data = data[:p.snaplen]
-	}
-	ci := gopacket.CaptureInfo{Timestamp: time.Now(), CaptureLength: len(data), Length: len(frame)}
-	p.mu.Lock()
-	err := p.w.WritePacket(ci, data)
-	if err != nil && p.err == nil {
-		p.err = err
-		if p.ew.err != nil {
-			p.err = p.ew.err
-		}
-	}
-	p.mu.Unlock()
-	if err != nil {
-		p.failed.Add(1)
-	} else {
-		p.written.Add(1)
-	}
+	p.TapQueued(frame, dir, time.Now(), len(frame))
 }
 
 // Err is the first write error, nil if every frame was written.
