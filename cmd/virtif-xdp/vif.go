@@ -209,6 +209,10 @@ func (s *stopper) stop(reason stopReason, err error) {
 	})
 }
 
+// nicNoticeTime bounds how long the RX goroutines take to notice a NIC
+// that went away (they look every 100 ms), with room for a busy machine.
+const nicNoticeTime = 1500 * time.Millisecond
+
 // runFor waits for d (0: until ctx ends or stop is called), calling tick
 // once a second with the time since start. It says why it returned; the
 // error is set when that is a failure: the NIC failed (its reason) or the
@@ -236,6 +240,18 @@ func runFor(ctx context.Context, d time.Duration, v *vif, stop *stopper, tick fu
 		case <-deadline:
 			return stopDuration, nil
 		case <-stopped:
+			if stop.reason == stopError {
+				// A send that failed because the NIC went away usually
+				// beats the receive side's notice by a moment: name the
+				// NIC's failure when it comes.
+				select {
+				case <-v.be.Done():
+					if err := v.be.Err(); err != nil {
+						return stopNIC, fmt.Errorf("%s stopped receiving: %w; sending had failed: %w", v.ifc.Name(), err, stop.err)
+					}
+				case <-time.After(nicNoticeTime):
+				}
+			}
 			return stop.reason, stop.err
 		case <-v.be.Done():
 			if err := v.be.Err(); err != nil {
