@@ -347,10 +347,12 @@ func (s *Steering) update(e entry, vif int, add bool) error {
 	}
 	m := e.m(objs)
 	var owner uint32
+	changed := false // only a change of macs is mirrored in fast: a repeated add must not take a second slot
 	err = m.Lookup(e.key, &owner)
 	switch {
 	case add && errors.Is(err, ebpf.ErrKeyNotExist):
 		err = m.Update(e.key, uint32(vif), ebpf.UpdateNoExist)
+		changed = true
 	case err != nil:
 	case int(owner) != vif && add:
 		err = fmt.Errorf("held by vif %d: %w", owner, unix.EEXIST)
@@ -358,8 +360,9 @@ func (s *Steering) update(e entry, vif int, add bool) error {
 		err = fmt.Errorf("held by vif %d: %w", owner, unix.ENOENT)
 	case !add:
 		err = m.Delete(e.key)
+		changed = true
 	}
-	if err == nil && e.unicast {
+	if err == nil && changed && e.unicast {
 		err = s.syncFast(objs, e.key.(steerMacKey).Addr, vif, add)
 	}
 	if err != nil {
