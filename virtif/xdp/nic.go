@@ -105,8 +105,13 @@ type queue struct {
 	// vif waits for it to move on, so no frame reaches a closed vif.
 	batch atomic.Uint64
 	// txMu serialises the TX half of sock among the vifs sending on it.
-	txMu sync.Mutex
-	_    [64]byte
+	// Send stages each frame on the TX ring (its slot is reserved, so an
+	// accepted frame is never dropped by the backend); staged counts those
+	// not yet handed to the kernel, which a kick does every txBatch frames
+	// and at Flush.
+	txMu   sync.Mutex
+	staged int
+	_      [64]byte
 }
 
 var nics struct {
