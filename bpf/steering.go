@@ -14,8 +14,9 @@
 //  4. a vif is promiscuous (SetPromisc): it takes every other frame;
 //  5. otherwise XDP_PASS.
 //
-// A frame whose vif has no socket on the frame's queue (SetSocket) passes to
-// the host and is counted as NoSocket: frames are never black-holed. Frames
+// A frame whose vif has no socket on the frame's queue (SetSocket), or that
+// cannot carry its vif's tag while tagging is on (SetTagging), passes to the
+// host and is counted as NoSocket: frames are never black-holed. Frames
 // too short for their headers pass and are counted as Runt.
 //
 // One Steering serves one NIC. Nothing is pinned: the program and its maps
