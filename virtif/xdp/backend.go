@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -211,7 +212,8 @@ func (b *Backend) pushLocked() error {
 }
 
 // Flush hands the staged frames to the kernel and kicks it until it has
-// taken them all. Every frame Send accepted is already on the TX ring, so
+// taken them all (or has taken none for drainStall: then they wait on the
+// ring for the next Send or Flush). Every frame Send accepted is already on the TX ring, so
 // an error here (a kick the kernel refused, e.g. ENXIO when the NIC went
 // away; counted in tx_kick_errors) changes no frame's fate: the frames stay
 // on the ring for the next kick. It is returned for direct users of the
@@ -249,11 +251,27 @@ func (b *Backend) flushNow() error {
 
 // drainLocked pushes the staged frames and kicks until the kernel has
 // taken every descriptor: in copy mode one kick sends only a budget of
-// frames, and frames left on the ring would wait for the next send.
+// frames, and frames left on the ring would wait for the next send. While
+// the device is busy (a slow receiver behind a veth) it keeps kicking as
+// long as the kernel takes frames; after drainStall without progress it
+// gives up, and the frames wait on the ring for the next Send or Flush.
 func (b *Backend) drainLocked() error {
 	q := b.txq
 	err := b.pushLocked()
-	for tries := 0; err == nil && q.sock.TXPending() > 0 && tries < 4096; tries++ {
+	last, idle := -1, 0
+	var since time.Time
+	for err == nil {
+		left := q.sock.TXPending()
+		if left == 0 {
+			break
+		}
+		if left != last {
+			last, idle = left, 0
+		} else if idle++; idle == 1024 {
+			since = time.Now()
+		} else if idle > 1024 && idle%256 == 0 && time.Since(since) > drainStall {
+			break
+		}
 		if err = q.sock.Kick(); err != nil {
 			b.txKickErrors.Add(1)
 			err = fmt.Errorf("xdp: %s: transmit: %w", b.name, err)
@@ -262,6 +280,10 @@ func (b *Backend) drainLocked() error {
 	}
 	return err
 }
+
+// drainStall is how long Flush kicks a TX ring the kernel takes nothing
+// from before it returns.
+const drainStall = 100 * time.Millisecond
 
 // Dying is VIFHYPER_DYING: the vif receives nothing from now on (its frames
 // pass to the host kernel again).
