@@ -2,13 +2,17 @@ package xdp
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
@@ -175,5 +179,92 @@ func TestIntegrationTaggingTransitions(t *testing.T) {
 	}
 	for _, v := range []*testVif{a, cv, d} {
 		_ = v.ifc.Close()
+	}
+}
+
+// 6, under traffic: while the peer floods vif A, vifs join, receive and
+// answer from their handlers, and leave, many times. No vif ever gets a
+// frame for another MAC (the interface would count it in IFiltered), and
+// afterwards A's queue has all its TX frames back.
+func TestIntegrationJoinLeaveUnderTraffic(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{})
+	a := newVif(t, lab, nil, "")
+	peer := openRaw(t, lab, netlab.Peer)
+	gen, err := trafficgen.LiveIn(lab, netlab.Peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gen.Close()
+	flood := trafficgen.UDPFrame(a.ifc.HardwareAddr(), lab.MAC[netlab.Peer], peerIP, vifIP, 9, 9, 64)
+	stop := make(chan struct{})
+	floodDone := make(chan struct{})
+	go func() {
+		defer close(floodDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := gen.SendFor(flood, 50*time.Millisecond); err != nil {
+				return
+			}
+		}
+	}()
+	var all []*testVif
+	check := func(when string) {
+		t.Helper()
+		for _, v := range append(all, a) {
+			if st := v.ifc.Stats(); st.IFiltered != 0 {
+				t.Fatalf("%s: %s got %d frames for another MAC", when, v.ifc.Name(), st.IFiltered)
+			}
+		}
+	}
+	for cycle := range 30 {
+		var vs []*testVif
+		for range 1 + cycle%3 { // one to three vifs beside A
+			v := newVif(t, lab, a.c, "")
+			ifc := v.ifc
+			ifc.SetInput(func(in []byte, _ bool) {
+				out := append([]byte(nil), in...)
+				copy(out[0:6], in[6:12])
+				copy(out[6:12], in[0:6])
+				_ = ifc.Output([][]byte{out})
+			})
+			vs = append(vs, v)
+			all = append(all, v)
+		}
+		for _, v := range vs {
+			for i := range 20 {
+				f := frame(lab, v.ifc.HardwareAddr(), fmt.Sprintf("JL%02d-%02d", cycle, i), 100)
+				for tries := 0; ; tries++ { // the flood fills the peer's queue: retry
+					_, err := unix.Write(peer.fd, f)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, unix.ENOBUFS) || tries > 1000 {
+						t.Fatal(err)
+					}
+					time.Sleep(100 * time.Microsecond)
+				}
+			}
+		}
+		for _, v := range vs {
+			if err := v.ifc.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	<-floodDone
+	settle()
+	check("after the churn")
+	if free, inFlight := txIdle(a.b); free != txFrames(a.b) || inFlight != 0 {
+		t.Fatalf("vif A's queue: %d of %d TX frames free, %d in flight", free, txFrames(a.b), inFlight)
+	}
+	st := a.ifc.Stats()
+	t.Logf("A received %d frames; rx_unclaimed %d, rx_untagged %d", st.IPackets, stat(st, "rx_unclaimed"), stat(st, "rx_untagged"))
+	if st.IPackets == 0 {
+		t.Fatal("A received nothing of the flood")
 	}
 }
