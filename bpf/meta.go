@@ -8,8 +8,11 @@ import (
 )
 
 // MetaLen is the length of the XDP metadata the program writes in front of
-// every frame it redirects while tagging is on (SetTagging). An AF_XDP receiver finds it in the UMEM right
-// before the frame's first byte (copy mode copies it along; Linux 5.x+).
+// every frame it redirects while tagging is on (SetTagging). An AF_XDP
+// receiver finds it in the UMEM right before the frame's first byte (copy
+// mode copies it along; Linux 5.x+). A frame the program cannot tag (a
+// driver without XDP metadata) is not redirected while tagging is on: it
+// passes to the host and counts as NoSocket.
 const MetaLen = 4
 
 // MetaTag is the high half of that metadata; the low 16 bits are the vif.
@@ -17,7 +20,9 @@ const MetaTag = 0x5ef00000
 
 // VifFromMeta returns the vif a redirected frame was steered to, from the
 // MetaLen bytes in front of it (host byte order, as the program wrote them).
-// ok is false when the bytes carry no tag: the program could not write it.
+// ok is false when the bytes carry no tag: the frame was redirected while
+// tagging was off. The program never clears the bytes, so a receiver that
+// reuses the frame should wipe a tag it has read.
 func VifFromMeta(meta []byte) (vif int, ok bool) {
 	if len(meta) < MetaLen {
 		return 0, false

@@ -151,26 +151,28 @@ static __always_inline void count(__u32 row, __u32 rule)
 }
 
 // tag writes META_TAG|vif into the 4 bytes of XDP metadata in front of the
-// frame. Sockets can be shared by several vifs (one UMEM per NIC queue is all
-// the kernel allows), and the tag tells the receiver whose frame it is
-// without repeating these rules in userspace. A frame the tag could not be
-// written to still goes to the socket; the receiver counts it if it cannot
-// tell the owner.
+// frame and returns 0, or -1 when it cannot (a driver without XDP metadata).
+// Sockets can be shared by several vifs (one UMEM per NIC queue is all the
+// kernel allows), and the tag tells the receiver whose frame it is without
+// repeating these rules in userspace.
 #define META_TAG 0x5ef00000u
-static __always_inline void tag(struct xdp_md *ctx, __u32 vif)
+static __always_inline int tag(struct xdp_md *ctx, __u32 vif)
 {
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
-		return;
+		return -1;
 	__u32 *meta = (void *)(long)ctx->data_meta;
-	if ((void *)(meta + 1) <= (void *)(long)ctx->data)
-		*meta = META_TAG | vif;
+	if ((void *)(meta + 1) > (void *)(long)ctx->data)
+		return -1;
+	*meta = META_TAG | vif;
+	return 0;
 }
 
 // deliver redirects to vif's socket on this queue, or passes to the host
 // when there is none: bpf_redirect_map's flags give the action for a missing
 // entry (5.3+), so one map access both redirects and tells a missing socket
 // apart, to be counted. The tag, when tagging is on, goes on only once the
-// redirect is certain.
+// redirect is certain; a frame that cannot be tagged passes to the host and
+// counts as NoSocket too, since the receiver could not tell whose it is.
 static __always_inline int deliver(struct xdp_md *ctx, __u32 vif, __u32 rule)
 {
 	__u32 q = ctx->rx_queue_index;
@@ -180,10 +182,10 @@ static __always_inline int deliver(struct xdp_md *ctx, __u32 vif, __u32 rule)
 			__u32 zero = 0;
 			__u32 *on = bpf_map_lookup_elem(&tagging, &zero);
 
-			count(vif + 1, rule);
-			if (on && *on)
-				tag(ctx, vif);
-			return XDP_REDIRECT;
+			if (!on || !*on || tag(ctx, vif) == 0) {
+				count(vif + 1, rule);
+				return XDP_REDIRECT;
+			}
 		}
 	}
 	if (vif < max_vifs)

@@ -14,8 +14,9 @@
 //  4. a vif is promiscuous (SetPromisc): it takes every other frame;
 //  5. otherwise XDP_PASS.
 //
-// A frame whose vif has no socket on the frame's queue (SetSocket) passes to
-// the host and is counted as NoSocket: frames are never black-holed. Frames
+// A frame whose vif has no socket on the frame's queue (SetSocket), or that
+// cannot carry its vif's tag while tagging is on (SetTagging), passes to the
+// host and is counted as NoSocket: frames are never black-holed. Frames
 // too short for their headers pass and are counted as Runt.
 //
 // One Steering serves one NIC. Nothing is pinned: the program and its maps
@@ -347,10 +348,12 @@ func (s *Steering) update(e entry, vif int, add bool) error {
 	}
 	m := e.m(objs)
 	var owner uint32
+	changed := false // only a change of macs is mirrored in fast: a repeated add must not take a second slot
 	err = m.Lookup(e.key, &owner)
 	switch {
 	case add && errors.Is(err, ebpf.ErrKeyNotExist):
 		err = m.Update(e.key, uint32(vif), ebpf.UpdateNoExist)
+		changed = true
 	case err != nil:
 	case int(owner) != vif && add:
 		err = fmt.Errorf("held by vif %d: %w", owner, unix.EEXIST)
@@ -358,8 +361,9 @@ func (s *Steering) update(e entry, vif int, add bool) error {
 		err = fmt.Errorf("held by vif %d: %w", owner, unix.ENOENT)
 	case !add:
 		err = m.Delete(e.key)
+		changed = true
 	}
-	if err == nil && e.unicast {
+	if err == nil && changed && e.unicast {
 		err = s.syncFast(objs, e.key.(steerMacKey).Addr, vif, add)
 	}
 	if err != nil {

@@ -153,3 +153,20 @@ func (s *Socket) Wakeup() error {
 	}
 	return nil
 }
+
+// RXConsumed is the RX ring index of the next descriptor Receive returns: a
+// free-running count of the descriptors taken off the ring. descs[i] of a
+// Receive that followed it sat at index RXConsumed()+i. Call it from the
+// goroutine that receives.
+func (s *Socket) RXConsumed() uint32 { return s.rx.cons }
+
+// RXProduced is the RX ring index the kernel will put its next descriptor
+// at (the ring's producer, free-running like RXConsumed): every packet the
+// kernel has put on the ring so far lies below it. It may be called from any
+// goroutine, but not concurrently with Close; 0 after Close.
+func (s *Socket) RXProduced() uint32 {
+	if s.closed.Load() {
+		return 0
+	}
+	return s.rx.producer.Load() // acquire, like a consumer's peek
+}

@@ -41,6 +41,7 @@ func (s *Socket) FreeFrame(addr uint64) {
 // many; those frames belong to the kernel until Complete takes them back.
 // The rest (n < len(descs)) did not fit: the ring is full, the caller keeps
 // them and may retry later or count them as dropped and FreeFrame them.
+// Frames staged before (Stage) are handed to the kernel with them.
 //
 // It then kicks the kernel when the kernel asked for it (need_wakeup, or
 // always without it). In copy mode a kick sends at most a budget of frames
@@ -52,21 +53,36 @@ func (s *Socket) Transmit(descs []Desc) (n int, err error) {
 	if s.closed.Load() {
 		return 0, net.ErrClosed
 	}
-	idx, got := s.tx.reserve(uint32(len(descs)))
-	s.tx.put(idx, descs[:got])
-	s.tx.submit()
-	s.inFlight += int(got)
+	n = s.Stage(descs)
 	// Kick even when nothing fit: a full ring only drains when kicked.
-	return int(got), s.kick()
+	return n, s.Kick()
 }
 
-// Kick asks the kernel to send what is on the TX ring, if it asked to be
-// kicked (or always without need_wakeup). EAGAIN (more is pending than one
-// kick sends), EBUSY and ENOBUFS are transient and return nil.
+// Stage puts as many of descs on the TX ring as fit and returns how many,
+// like Transmit, but does not hand them to the kernel yet: the next Kick
+// or Transmit publishes them, in order. A staged frame has its ring slot,
+// so a sender can accept a frame only once it is certain to go out, and
+// kick once per batch. The frames belong to the kernel from now on (they
+// count in InFlight and TXPending).
+func (s *Socket) Stage(descs []Desc) int {
+	if s.closed.Load() {
+		return 0
+	}
+	idx, got := s.tx.reserve(uint32(len(descs)))
+	s.tx.put(idx, descs[:got])
+	s.inFlight += int(got)
+	return int(got)
+}
+
+// Kick publishes the staged frames and asks the kernel to send what is on
+// the TX ring, if it asked to be kicked (or always without need_wakeup).
+// EAGAIN (more is pending than one kick sends), EBUSY and ENOBUFS are
+// transient and return nil.
 func (s *Socket) Kick() error {
 	if s.closed.Load() {
 		return net.ErrClosed
 	}
+	s.tx.submit()
 	return s.kick()
 }
 

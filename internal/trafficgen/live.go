@@ -108,7 +108,7 @@ func NewLive(ifindex int) (*Live, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trafficgen: open own network namespace: %w", os.NewSyscallError("open", err))
 	}
-	c, err := loadCounted("tg_live_tx", xdpTX, false)
+	c, err := loadCounted("tg_live_tx", xdpTX, false, 0)
 	if err != nil {
 		unix.Close(nsfd)
 		return nil, err

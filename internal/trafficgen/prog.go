@@ -18,7 +18,8 @@ const (
 )
 
 // counted is an XDP program that adds one to slot 0 of a per-CPU array for
-// every frame (or every IPv4 frame) and returns a fixed action.
+// every frame (or every IPv4 frame), spins for a while if asked, and
+// returns a fixed action.
 type counted struct {
 	prog  *ebpf.Program
 	count *ebpf.Map
@@ -26,7 +27,7 @@ type counted struct {
 
 // loadCounted loads the program. A per-CPU counter needs no atomic add, so
 // counting costs the generator and the sink almost nothing.
-func loadCounted(name string, action int32, ipv4Only bool) (*counted, error) {
+func loadCounted(name string, action int32, ipv4Only bool, spins int) (*counted, error) {
 	m, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name:       name,
 		Type:       ebpf.PerCPUArray,
@@ -60,7 +61,16 @@ func loadCounted(name string, action int32, ipv4Only bool) (*counted, error) {
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.Add.Imm(asm.R1, 1),
 		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-		asm.Mov.Imm(asm.R0, action).WithSymbol("out"),
+		asm.Mov.Imm(asm.R2, 0).WithSymbol("out"),
+	)
+	if spins > 0 {
+		insns = append(insns,
+			asm.Add.Imm(asm.R2, 1).WithSymbol("spin"),
+			asm.JLT.Imm(asm.R2, int32(spins), "spin"),
+		)
+	}
+	insns = append(insns,
+		asm.Mov.Imm(asm.R0, action),
 		asm.Return(),
 	)
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
@@ -119,8 +129,14 @@ type Sink struct {
 // interface's network namespace (netlab's Lab.Do); the ifindex is resolved
 // there. Needs Linux 5.9 (XDP bpf_link) and CAP_NET_ADMIN + CAP_BPF; a busy
 // interface (another XDP program attached) gives an error wrapping EBUSY.
-func NewSink(ifindex int, action SinkAction) (*Sink, error) {
-	c, err := loadCounted("tg_sink", int32(action), true)
+func NewSink(ifindex int, action SinkAction) (*Sink, error) { return NewSlowSink(ifindex, action, 0) }
+
+// NewSlowSink is NewSink with a receiver slower than any sender: the program
+// spins spins rounds per frame (200000 take ~100 µs). Behind a veth with a
+// qdisc, whose queue the kernel stops while the peer's ring is full, it
+// backs up the sender's transmit path, e.g. an AF_XDP TX ring.
+func NewSlowSink(ifindex int, action SinkAction, spins int) (*Sink, error) {
+	c, err := loadCounted("tg_sink", int32(action), true, spins)
 	if err != nil {
 		return nil, err
 	}

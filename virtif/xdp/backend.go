@@ -7,8 +7,10 @@
 // the IPv4 addresses it registered, everything when it is promiscuous — into
 // an AF_XDP socket (package xsk) per NIC queue; one RX goroutine per queue,
 // locked to its OS thread, hands them to the vif (VIF_DELIVERPKT). Send
-// copies a frame's segments into one UMEM frame and queues it on the TX ring;
-// Flush (once per send batch) kicks the kernel.
+// copies a frame's segments into one UMEM frame and stages it on the TX
+// ring, refusing it (ENOBUFS) when there is no room: a frame Send accepted
+// is never dropped by the backend. Flush (once per send batch) hands the
+// staged frames to the kernel.
 //
 // Several vifs of one process may share a NIC; they then share its sockets
 // (the kernel allows one UMEM per queue), and the program's metadata tag says
@@ -22,6 +24,7 @@
 package xdp
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -30,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -46,7 +50,7 @@ func init() {
 // packet this far into its UMEM frame.
 const xdpPacketHeadroom = 256
 
-// txBatch is how many frames Send gathers before putting them on the ring.
+// txBatch is how many frames Send stages before it hands them to the kernel.
 const txBatch = 64
 
 // Backend is one vif's hold on a NIC.
@@ -69,14 +73,14 @@ type Backend struct {
 	addrs   map[netip.Addr]bool
 	promisc bool
 
-	// TX state, used under the interface's send lock (Send, Flush).
-	txq     *queue
-	pending [txBatch]xsk.Desc
-	npend   int
+	// The queue b sends on; its TX state is under txq.txMu.
+	txq *queue
 
-	rxq                     []paddedCounter // frames handed to delivers[i]
-	txRingFull, txTooBig    atomic.Uint64   // frames dropped on the way out
-	txNoFrame, txKickErrors atomic.Uint64
+	rxq                   []paddedCounter // frames handed to delivers[i]
+	txRingFull, txNoFrame atomic.Uint64   // frames Send refused (ENOBUFS)
+	txTooBig              atomic.Uint64   // frames Send refused (EMSGSIZE)
+	txKickErrors          atomic.Uint64   // kicks the kernel refused
+	txUnsent              atomic.Uint64   // frames left on the TX ring at Close
 }
 
 var (
@@ -151,17 +155,24 @@ func withPrivilegeHint(err error) error {
 }
 
 // Send is VIFHYPER_SEND: it copies the frame's segments into a free UMEM
-// frame and queues it; a batch goes on the TX ring when full or at Flush.
-// ENOBUFS when no UMEM frame is free even after reaping completions
-// (back-pressure: the caller counts the drop), EMSGSIZE for a frame larger
-// than a UMEM frame.
+// frame and stages it on the TX ring of the vif's queue; the kernel gets
+// the staged frames every txBatch frames and at Flush. A nil error means
+// the frame has its ring slot: the backend never drops it later (only the
+// kernel can, and counts it). Errors, all before anything is staged:
+// ENOBUFS when no UMEM frame or no TX ring slot is free even after kicking
+// the kernel and reaping completions (back-pressure, counted in tx_no_frame
+// or tx_ring_full; the caller counts the drop), EMSGSIZE for a frame larger
+// than a UMEM frame, net.ErrClosed after Close. Safe for concurrent use,
+// also with Close.
 func (b *Backend) Send(segs [][]byte) error {
-	if b.closed.Load() {
-		return net.ErrClosed
-	}
 	q := b.txq
 	q.txMu.Lock()
-	err := b.sendLocked(segs)
+	var err error
+	if b.closed.Load() {
+		err = net.ErrClosed
+	} else {
+		err = b.sendLocked(segs)
+	}
 	q.txMu.Unlock()
 	return err
 }
@@ -170,8 +181,8 @@ func (b *Backend) sendLocked(segs [][]byte) error {
 	q := b.txq
 	addr, buf, ok := q.sock.NextFrame()
 	if !ok {
-		// Everything is in flight: push out what we hold and retry once.
-		b.transmitLocked(true)
+		// Everything is in flight: push out what is staged and retry once.
+		_ = b.pushLocked()
 		if addr, buf, ok = q.sock.NextFrame(); !ok {
 			b.txNoFrame.Add(1)
 			return fmt.Errorf("xdp: %s: no free TX frame: %w", b.name, unix.ENOBUFS)
@@ -186,21 +197,51 @@ func (b *Backend) sendLocked(segs [][]byte) error {
 		}
 		n += copy(buf[n:], s)
 	}
-	b.pending[b.npend] = xsk.Desc{Addr: addr, Len: uint32(n)}
-	b.npend++
-	if b.npend == len(b.pending) {
-		return b.transmitLocked(false)
+	d := [1]xsk.Desc{{Addr: addr, Len: uint32(n)}}
+	if q.sock.Stage(d[:]) == 0 {
+		// The ring is full: let the kernel take some and retry once.
+		_ = b.pushLocked()
+		if q.sock.Stage(d[:]) == 0 {
+			q.sock.FreeFrame(addr)
+			b.txRingFull.Add(1)
+			return fmt.Errorf("xdp: %s: TX ring full: %w", b.name, unix.ENOBUFS)
+		}
+	}
+	if q.staged++; q.staged >= txBatch {
+		_ = b.pushLocked() // the frame is staged: a kick error is only counted
 	}
 	return nil
 }
 
-// Flush puts the frames Send gathered on the TX ring and kicks the kernel
-// until it has taken them all.
+// pushLocked hands the staged frames to the kernel, kicks it and reaps
+// completions. A kick error is counted (tx_kick_errors) and returned; the
+// frames stay on the ring.
+func (b *Backend) pushLocked() error {
+	q := b.txq
+	b.nic.noteTX()
+	q.sock.Complete()
+	err := q.sock.Kick()
+	q.staged = 0
+	q.sock.Complete()
+	if err != nil {
+		b.txKickErrors.Add(1)
+		return fmt.Errorf("xdp: %s: transmit: %w", b.name, err)
+	}
+	return nil
+}
+
+// Flush hands the staged frames to the kernel and kicks it until it has
+// taken them all (or has taken none for drainStall: then they wait on the
+// ring for the next Send or Flush). Every frame Send accepted is already on the TX ring, so
+// an error here (a kick the kernel refused, e.g. ENXIO when the NIC went
+// away; counted in tx_kick_errors) changes no frame's fate: the frames stay
+// on the ring for the next kick. It is returned for direct users of the
+// Backend; net.ErrClosed after Close.
 //
 // Called while an RX goroutine of the NIC is delivering a batch — typically
 // from an input handler that answers or forwards — it returns at once and
 // the RX goroutine flushes at the end of its batch: one kick per batch, not
-// per frame. A failure there is counted (tx_kick_errors), not returned.
+// per frame. A failure there is counted, not returned.
 func (b *Backend) Flush() error {
 	if b.closed.Load() {
 		return net.ErrClosed
@@ -221,52 +262,47 @@ func (b *Backend) Flush() error {
 func (b *Backend) flushNow() error {
 	b.txq.txMu.Lock()
 	defer b.txq.txMu.Unlock()
-	return b.transmitLocked(true)
+	if b.closed.Load() {
+		return net.ErrClosed // Close flushed what b staged
+	}
+	return b.drainLocked()
 }
 
-// transmitLocked moves the pending frames onto the TX ring, reaping
-// completions while the ring is full. With drain it then kicks until the
-// kernel has taken every descriptor: in copy mode one kick sends only a
-// budget of frames, and frames left on the ring would wait for the next send.
-func (b *Backend) transmitLocked(drain bool) error {
+// drainLocked pushes the staged frames and kicks until the kernel has
+// taken every descriptor: in copy mode one kick sends only a budget of
+// frames, and frames left on the ring would wait for the next send. While
+// the device is busy (a slow receiver behind a veth) it keeps kicking as
+// long as the kernel takes frames; after drainStall without progress it
+// gives up, and the frames wait on the ring for the next Send or Flush.
+func (b *Backend) drainLocked() error {
 	q := b.txq
-	b.nic.noteTX()
-	sent := 0
-	var err error
-	for tries := 0; sent < b.npend; tries++ {
-		var n int
-		n, err = q.sock.Transmit(b.pending[sent:b.npend])
-		sent += n
-		if err != nil || sent == b.npend {
+	err := b.pushLocked()
+	last, idle := -1, 0
+	var since time.Time
+	for err == nil {
+		left := q.sock.TXPending()
+		if left == 0 {
 			break
 		}
-		if q.sock.Complete() == 0 && tries > 1024 {
-			break // the kernel takes nothing: give up on the rest
+		if left != last {
+			last, idle = left, 0
+		} else if idle++; idle == 1024 {
+			since = time.Now()
+		} else if idle > 1024 && idle%256 == 0 && time.Since(since) > drainStall {
+			break
 		}
-	}
-	for _, d := range b.pending[sent:b.npend] {
-		q.sock.FreeFrame(d.Addr)
-	}
-	if lost := b.npend - sent; lost > 0 {
-		b.txRingFull.Add(uint64(lost))
-	}
-	b.npend = 0
-	if err != nil {
-		b.txKickErrors.Add(1)
-		return fmt.Errorf("xdp: %s: transmit: %w", b.name, err)
-	}
-	if drain {
-		for tries := 0; q.sock.TXPending() > 0 && tries < 4096; tries++ {
-			if err := q.sock.Kick(); err != nil {
-				b.txKickErrors.Add(1)
-				return fmt.Errorf("xdp: %s: transmit: %w", b.name, err)
-			}
-			q.sock.Complete()
+		if err = q.sock.Kick(); err != nil {
+			b.txKickErrors.Add(1)
+			err = fmt.Errorf("xdp: %s: transmit: %w", b.name, err)
 		}
+		q.sock.Complete()
 	}
-	q.sock.Complete()
-	return nil
+	return err
 }
+
+// drainStall is how long Flush kicks a TX ring the kernel takes nothing
+// from before it returns.
+const drainStall = 100 * time.Millisecond
 
 // Dying is VIFHYPER_DYING: the vif receives nothing from now on (its frames
 // pass to the host kernel again).
@@ -304,6 +340,15 @@ func (b *Backend) Close() error {
 	if b.closed.Swap(true) {
 		return nil
 	}
+	// No Send of b is past its closed check once txMu is ours: what b
+	// staged goes out now, and nothing touches the socket for b after.
+	q := b.txq
+	q.txMu.Lock()
+	_ = b.drainLocked() // counted in tx_kick_errors
+	if left := q.sock.TXPending(); left > 0 {
+		b.txUnsent.Add(uint64(left)) // the kernel would not take them
+	}
+	q.txMu.Unlock()
 	dyErr := b.Dying()
 	n := b.nic
 	// Undo what this vif registered, so the next vif in the slot starts clean.
@@ -374,10 +419,17 @@ func (b *Backend) Info() Info {
 	return i
 }
 
-// SetHardwareAddr moves the steering of unicast frames to the new MAC.
+// SetHardwareAddr moves the steering of unicast frames to the new MAC
+// (the MAC the vif has already: nothing to do). After Close: net.ErrClosed.
 func (b *Backend) SetHardwareAddr(mac net.HardwareAddr) error {
 	b.regMu.Lock()
 	defer b.regMu.Unlock()
+	if b.closed.Load() {
+		return fmt.Errorf("xdp: %s: set MAC: %w", b.name, net.ErrClosed)
+	}
+	if bytes.Equal(mac, b.mac) {
+		return nil // adding it again and deleting the old would delete it
+	}
 	if err := b.nic.addrs.add(mac); err != nil {
 		return fmt.Errorf("xdp: %s: %w", b.name, err)
 	}
@@ -401,6 +453,9 @@ func (b *Backend) SetHardwareAddr(mac net.HardwareAddr) error {
 func (b *Backend) SetMulticast(group net.HardwareAddr, join bool) error {
 	b.regMu.Lock()
 	defer b.regMu.Unlock()
+	if b.closed.Load() {
+		return fmt.Errorf("xdp: %s: multicast: %w", b.name, net.ErrClosed)
+	}
 	var err error
 	if join {
 		if err = b.nic.addrs.add(group); err == nil {
@@ -429,6 +484,9 @@ func (b *Backend) SetMulticast(group net.HardwareAddr, join bool) error {
 func (b *Backend) SetPromisc(on bool) error {
 	b.regMu.Lock()
 	defer b.regMu.Unlock()
+	if b.closed.Load() {
+		return fmt.Errorf("xdp: %s: promiscuous: %w", b.name, net.ErrClosed)
+	}
 	if err := b.nic.steer.SetPromisc(b.slot, on); err != nil {
 		return fmt.Errorf("xdp: %s: promiscuous: %w", b.name, err)
 	}
@@ -440,6 +498,9 @@ func (b *Backend) SetPromisc(on bool) error {
 func (b *Backend) SetIPv4(addr netip.Addr, add bool) error {
 	b.regMu.Lock()
 	defer b.regMu.Unlock()
+	if b.closed.Load() {
+		return fmt.Errorf("xdp: %s: IPv4: %w", b.name, net.ErrClosed)
+	}
 	var err error
 	if add {
 		err = b.nic.steer.AddIPv4(addr, b.slot)
@@ -469,7 +530,8 @@ func (b *Backend) MaxMTU() int { return b.nic.cfg.FrameSize - xdpPacketHeadroom 
 func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	n := b.nic
 	add := func(name string, v uint64) { dst = append(dst, virtif.Stat{Name: name, Value: v}) }
-	if c, err := n.steer.Counters(b.slot); err == nil {
+	// After Close the slot may be another vif's: its counters are not ours.
+	if c, err := n.steer.Counters(b.slot); err == nil && !b.closed.Load() {
 		add("xdp_unicast", c.Unicast)
 		add("xdp_multicast", c.Multicast)
 		add("xdp_arp", c.ARP)
@@ -512,10 +574,11 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	add("rx_frames", rx)
 	add("rx_untagged", n.untagged.Load())
 	add("rx_unclaimed", n.unclaimed.Load())
-	add("tx_ring_full_drops", b.txRingFull.Load())
+	add("tx_ring_full", b.txRingFull.Load())
 	add("tx_no_frame", b.txNoFrame.Load())
 	add("tx_too_big", b.txTooBig.Load())
 	add("tx_kick_errors", b.txKickErrors.Load())
+	add("tx_unsent_at_close", b.txUnsent.Load())
 	return dst
 }
 

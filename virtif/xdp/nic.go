@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,10 +35,16 @@ type nic struct {
 
 	// vifs[slot] is the backend steered to slot; read on every frame.
 	vifs []atomic.Pointer[Backend]
-	// solo gets the frames without a tag: the vif alone on the NIC, while
-	// the program tags nothing (tagging false; see updateSolo).
-	solo    atomic.Pointer[Backend]
-	tagging atomic.Bool
+	// Whose untagged frames are, era by era (see era and updateSolo):
+	// era0 is where the RX goroutines start, lastEra the newest (nics
+	// held). held is what updateSolo last saw in vifs; freedAt[slot] the
+	// RX positions a departed vif's frames lie below (nil: none), so its
+	// slot is reused only once they are consumed (see slotFree).
+	era0     era
+	lastEra  *era
+	held     []*Backend
+	freedAt  [][]uint32
+	readTags atomic.Bool // the program's tagging state is unknown: always read tags
 
 	// Under nics.Mutex: refs counts the vifs holding the nic, taken[slot]
 	// the slots they hold (a slot stays taken until its vif's release has
@@ -116,8 +121,16 @@ type queue struct {
 	// batch is odd while the RX goroutine is delivering a batch: detaching a
 	// vif waits for it to move on, so no frame reaches a closed vif.
 	batch atomic.Uint64
+	// rxDone is the RX ring index below which every frame was handed
+	// out (xsk RXConsumed after each batch), for slotFree.
+	rxDone atomic.Uint32
 	// txMu serialises the TX half of sock among the vifs sending on it.
-	txMu sync.Mutex
+	// Send stages each frame on the TX ring (its slot is reserved, so an
+	// accepted frame is never dropped by the backend); staged counts those
+	// not yet handed to the kernel, which a kick does every txBatch frames
+	// and at Flush.
+	txMu   sync.Mutex
+	staged int
 	// tid is the OS thread of the RX goroutine (locked to it) while it
 	// runs: Open and Close called from an input handler must not wait for
 	// the batch they are part of.
@@ -194,7 +207,15 @@ func acquireNIC(c *Config, b *Backend) (*nic, int, error) {
 
 // reserveLocked gives b a free slot of n (nics held).
 func (n *nic) reserveLocked(b *Backend) (int, error) {
-	slot := slices.Index(n.taken, false)
+	// A slot is free once no vif holds it and the RX rings are past the
+	// frames steered to its last vif (slotFree).
+	slot := -1
+	for i := range n.taken {
+		if !n.taken[i] && n.slotFree(i) {
+			slot = i
+			break
+		}
+	}
 	if slot < 0 {
 		return 0, fmt.Errorf("xdp: %s: all %d vif slots in use: %w", n.cfg.Ifname, len(n.vifs), unix.ENOSPC)
 	}
@@ -227,33 +248,126 @@ func onRXThreadLocked() bool {
 	return false
 }
 
-// updateSolo keeps solo and tagging in step with the vifs on the NIC
-// (nics held). A lone vif gets every frame without a tag, so the program
-// tags nothing; with several, the program tags and solo stays the vif that
-// was alone before, for untagged frames still on the rings.
+// An era says whose the untagged frames on the RX rings are, from a point
+// of each ring on. A lone vif's frames go untagged (the program skips
+// bpf_xdp_adjust_meta: a fifth of the receive rate on a veth), so the RX
+// goroutine must know which frames were steered while that vif was alone:
+// owner is that vif, or nil while the program tags every frame. The RX
+// ring is in steering order, so an era begins at an RX ring index per
+// queue (start), read once every frame steered under the old setting is
+// on the rings (rcuFence). While a next era is linked, the RX goroutine
+// reads and wipes tags, so a tagged frame always goes to its tag's vif and
+// no UMEM frame keeps a stale tag; in the lone vif's era with nothing
+// coming it reads none.
+type era struct {
+	owner *Backend
+	start []uint32    // per queue, in nic.queues order; valid once ready
+	ready atomic.Bool //
+	next  atomic.Pointer[era]
+}
+
+// updateSolo keeps the program's tagging and the eras in step with the vifs
+// on the NIC (nics held): a lone vif's frames go untagged, several vifs'
+// tagged. It also notes the RX positions below which the frames of vifs
+// that left lie (freedAt). Vifs joining have no socket yet and vifs
+// leaving have none any more (Dying), so the fences order exactly which
+// frames each era holds:
+//
+//   - to tagging: link the era, tag, fence, start;
+//   - to a lone vif X: fence (no frame of a departed vif is in flight),
+//     link the era (from now on the current era's untagged frames are X's:
+//     only X can receive), stop tagging, fence, start.
 func (n *nic) updateSolo() error {
+	if n.held == nil {
+		n.held = make([]*Backend, len(n.vifs))
+		n.freedAt = make([][]uint32, len(n.vifs))
+	}
 	var only *Backend
-	count := 0
+	count, gone := 0, false
 	for i := range n.vifs {
-		if v := n.vifs[i].Load(); v != nil {
+		v := n.vifs[i].Load()
+		if v != nil {
 			only = v
 			count++
 		}
-	}
-	switch {
-	case count == 1:
-		n.solo.Store(only)
-		n.tagging.Store(false)
-		return n.steer.SetTagging(false)
-	case count > 1:
-		if cur := n.solo.Load(); cur != nil && n.vifs[cur.slot].Load() != cur {
-			n.solo.Store(nil)
+		if h := n.held[i]; h != nil && h != v {
+			gone = true
 		}
-		n.tagging.Store(true)
-		return n.steer.SetTagging(true)
 	}
-	n.solo.Store(nil)
-	return nil
+	if gone {
+		rcuFence()
+		pos := n.rxPositions()
+		for i := range n.vifs {
+			if h := n.held[i]; h != nil && h != n.vifs[i].Load() {
+				n.freedAt[i] = pos
+			}
+		}
+	}
+	for i := range n.vifs {
+		n.held[i] = n.vifs[i].Load()
+	}
+	last := n.lastEra
+	if last == nil {
+		last = &n.era0
+	}
+	var want *Backend
+	if count == 1 {
+		want = only
+	}
+	if count == 0 || want == last.owner {
+		return nil
+	}
+	e := &era{owner: want}
+	last.next.Store(e)
+	n.lastEra = e
+	err := n.steer.SetTagging(want == nil)
+	if err != nil {
+		n.readTags.Store(true) // the program's state is not what the eras say
+	}
+	rcuFence()
+	e.start = n.rxPositions()
+	e.ready.Store(true)
+	return err
+}
+
+// rxPositions is where each queue's RX ring producer stands.
+func (n *nic) rxPositions() []uint32 {
+	pos := make([]uint32, len(n.queues))
+	for i, q := range n.queues {
+		pos[i] = q.sock.RXProduced()
+	}
+	return pos
+}
+
+// slotFree: slot i has no vif, and the frames steered to the one before
+// are all consumed, so none of them can reach a new vif by the slot's tag
+// (nics held).
+func (n *nic) slotFree(i int) bool {
+	if n.vifs[i].Load() != nil {
+		return false
+	}
+	if n.freedAt == nil || n.freedAt[i] == nil {
+		return true
+	}
+	for _, q := range n.queues {
+		if int32(q.rxDone.Load()-n.freedAt[i][q.idx]) < 0 {
+			return false
+		}
+	}
+	n.freedAt[i] = nil
+	return true
+}
+
+// rcuFence returns once every XDP program run that began before it has
+// ended, with the frames it redirected on the RX rings: XDP runs inside
+// an RCU read-side section (softirq), and MEMBARRIER_CMD_GLOBAL waits for
+// an RCU grace period (synchronize_rcu). Kernels with nohz_full refuse it;
+// there a pause stands in (a program run takes microseconds).
+func rcuFence() {
+	const membarrierCmdGlobal = 1
+	if _, _, e := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0); e != 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // compatible: the sockets are set up once, by the first vif, so later vifs
@@ -435,7 +549,9 @@ func (n *nic) rxLoop(q *queue) {
 		idle      uint
 		lastCheck = time.Now()
 	)
+	cur := &n.era0 // the era of the next frame on the ring
 	for !n.stop.Load() {
+		at := q.sock.RXConsumed()
 		got := q.sock.Receive(descs[:])
 		if got == 0 {
 			// Every mode checks that the NIC is still there and up, at
@@ -496,33 +612,8 @@ func (n *nic) rxLoop(q *queue) {
 		nap, rxSeen = minNap, time.Now()
 		q.batch.Add(1)
 		n.rxDepth.Add(1)
-		solo, tagged := n.solo.Load(), n.tagging.Load()
-		for i := range got {
-			frame := q.sock.Frame(descs[i])
-			b := solo
-			if tagged {
-				meta := q.sock.Metadata(descs[i], bpf.MetaLen)
-				if vif, ok := bpf.VifFromMeta(meta); ok && vif < len(n.vifs) {
-					// Wipe the tag: a frame received into this UMEM
-					// frame later without one must not look tagged.
-					clear(meta)
-					if b = n.vifs[vif].Load(); b == nil {
-						n.unclaimed.Add(1)
-						continue
-					}
-				} else if b == nil {
-					n.untagged.Add(1)
-					continue
-				}
-			}
-			if b == nil {
-				n.untagged.Add(1)
-				continue
-			}
-			c := &b.rxq[q.idx].n
-			c.Store(c.Load() + 1) // one writer: no locked add
-			b.delivers[q.idx](frame)
-		}
+		cur = n.demux(q, cur, descs[:got], at)
+		q.rxDone.Store(at + uint32(got))
 		q.batch.Add(1)
 		q.sock.Release(descs[:got])
 		n.rxDepth.Add(-1)
@@ -530,6 +621,74 @@ func (n *nic) rxLoop(q *queue) {
 			n.flushDeferred(set)
 		}
 	}
+}
+
+// demux hands each frame of a batch to the vif it was steered to
+// (VIF_DELIVERPKT), or counts it: rx_unclaimed for a tag whose vif is gone,
+// rx_untagged for an untagged frame whose vif is gone or unknown. descs[i]
+// sat at RX ring index at+i and e is the era of descs[0]; it returns the
+// era of the frame after the batch.
+func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
+	for i := 0; i < len(descs); {
+		end := len(descs)
+		nx := e.next.Load()
+		if nx != nil && nx.ready.Load() {
+			d := int32(nx.start[q.idx] - (at + uint32(i)))
+			if d <= 0 {
+				e = nx
+				continue
+			}
+			end = min(end, i+int(d))
+		}
+		if o := e.owner; o != nil && nx == nil && !n.readTags.Load() {
+			// The lone vif's era and no change coming: its frames, untagged.
+			if n.vifs[o.slot].Load() != o {
+				n.untagged.Add(uint64(end - i))
+				i = end
+				continue
+			}
+			c, deliver := &o.rxq[q.idx].n, o.delivers[q.idx]
+			for ; i < end; i++ {
+				c.Store(c.Load() + 1) // one writer: no locked add
+				deliver(q.sock.Frame(descs[i]))
+			}
+			continue
+		}
+		// Untagged frames are the owner's; in a tagging era, those the
+		// program steered after it stopped tagging for the next era's vif.
+		untagged := e.owner
+		if untagged == nil && nx != nil {
+			untagged = nx.owner
+		}
+		if untagged != nil && n.vifs[untagged.slot].Load() != untagged {
+			untagged = nil
+		}
+		for ; i < end; i++ {
+			b := untagged
+			if meta := q.sock.Metadata(descs[i], bpf.MetaLen); meta != nil {
+				if vif, ok := bpf.VifFromMeta(meta); ok {
+					// Wipe the tag: a frame received into this UMEM
+					// frame later without one must not look tagged.
+					clear(meta)
+					if b = nil; vif < len(n.vifs) {
+						b = n.vifs[vif].Load()
+					}
+					if b == nil {
+						n.unclaimed.Add(1)
+						continue
+					}
+				}
+			}
+			if b == nil {
+				n.untagged.Add(1)
+				continue
+			}
+			c := &b.rxq[q.idx].n
+			c.Store(c.Load() + 1)
+			b.delivers[q.idx](q.sock.Frame(descs[i]))
+		}
+	}
+	return e
 }
 
 const (
