@@ -53,7 +53,8 @@ pair (and with it any XDP program on it), then both namespaces. It says
 what it removed and what was already gone, and succeeds (exit 0) whatever
 was missing, so it can be repeated; of a lab of which nothing is left it
 says "nothing to remove". It fails (exit 1) only when something that is
-there cannot be removed.`,
+there cannot be removed. Then it runs 'virtif-xdp cleanup', which forgets
+the address-list records of killed processes whose NICs went with the lab.`,
 		Args: cobraArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := netlab.Remove(name)
@@ -67,7 +68,7 @@ there cannot be removed.`,
 					fmt.Fprintf(w, "lab %s: already gone: %s\n", name, strings.Join(r.Missing, ", "))
 				}
 			}
-			return withRootHint(err)
+			return errors.Join(withRootHint(err), runCleanup(w, false))
 		},
 	}
 

@@ -179,8 +179,8 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 		EchoPort: f.echo,
 		HTTPAddr: f.http,
 		StatusFunc: func(w io.Writer) {
-			fmt.Fprintf(w, "served by virtif-xdp run: attach %s, bind %s, queues %s, up %s\n",
-				info.Attach, info.Mode, intsString(info.Queues), time.Since(start).Round(time.Second))
+			fmt.Fprintf(w, "served by virtif-xdp run: attach %s, bind %s, queues %s, NIC accepts the vif's MACs by %s, up %s\n",
+				info.Attach, info.Mode, intsString(info.Queues), info.AddrFilter, time.Since(start).Round(time.Second))
 		},
 		Stack: netstack.StackConfig{Endpoint: netstack.EndpointOptions{RXChecksumOffload: f.trust}},
 	})
@@ -226,6 +226,11 @@ func printHostBanner(w io.Writer, f *runFlags, v *vif) {
 	}
 	fmt.Fprintf(w, "%s (mac %s) on %s%s: attach %s, bind %s, queues %s\n",
 		v.ifc.Name(), v.ifc.HardwareAddr(), f.link, where, info.Attach, info.Mode, intsString(info.Queues))
+	fmt.Fprintf(w, "  the NIC accepts the vif's MACs by %s", info.AddrFilter)
+	if info.LeftoversRemoved > 0 {
+		fmt.Fprintf(w, "; removed %d entries a killed process left on its address lists", info.LeftoversRemoved)
+	}
+	fmt.Fprintln(w)
 	for _, p := range f.prefixes {
 		fam := "inet"
 		if p.Addr().Is6() {

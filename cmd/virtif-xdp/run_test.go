@@ -41,6 +41,11 @@ func TestIntegrationRun(t *testing.T) {
 	if !strings.Contains(r.out.String(), "status http://198.18.0.3:80/ http://[fd00:198:18::3]:80/") {
 		t.Errorf("banner lacks the status page URLs:\n%s", r.out.String())
 	}
+	// veth has no unicast filter: the kernel makes it promiscuous for the
+	// vif's MAC, and the banner says so.
+	if !strings.Contains(r.out.String(), "the NIC accepts the vif's MACs by promiscuous (the NIC has no unicast filter)") {
+		t.Errorf("banner does not say how the NIC accepts the vif's MACs:\n%s", r.out.String())
+	}
 	ping := func(dst string) {
 		t.Helper()
 		if out, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "2", "-i", "0.2", "-W", "5", dst); err != nil {
@@ -83,7 +88,7 @@ func TestIntegrationRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("GET %s from the peer: %v", u, err)
 		}
-		for _, want := range []string{"interface vif0", "inet fd00:198:18::3/64", "rx packets", "xdp_unicast", "served by virtif-xdp run"} {
+		for _, want := range []string{"interface vif0", "inet fd00:198:18::3/64", "rx packets", "xdp_unicast", "served by virtif-xdp run", "accepts the vif's MACs by promiscuous"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("status page at %s lacks %q:\n%s", u, want, body)
 			}

@@ -285,7 +285,10 @@ type Leftover struct {
 	Ifname  string
 	MACs    []string // the entries it named
 	Removed int      // of them, removed now (the rest were gone already)
-	Err     error    // why it could not be cleaned (the file is kept)
+	// Gone: the NIC (or its namespace) no longer exists, and its lists
+	// went with it; only the file was removed.
+	Gone bool
+	Err  error // why it could not be cleaned (the file is kept)
 }
 
 // readStates lists the state files, those of one NIC when netns is not 0.
@@ -337,8 +340,8 @@ func cleanNIC(h *netlink.Handle, netns uint64, ifindex int, ifname string) (int,
 // that ifindex still has the name it recorded (otherwise the NIC it meant
 // is gone, and its lists with it).
 func cleanState(h *netlink.Handle, file string, st addrState, ifname string) Leftover {
-	lo := Leftover{File: file, PID: st.PID, Ifname: st.Ifname, MACs: st.MACs}
-	if ifname == st.Ifname {
+	lo := Leftover{File: file, PID: st.PID, Ifname: st.Ifname, MACs: st.MACs, Gone: ifname != st.Ifname}
+	if !lo.Gone {
 		for _, s := range st.MACs {
 			mac, err := net.ParseMAC(s)
 			if err != nil || len(mac) != 6 {
@@ -399,7 +402,7 @@ func CleanLeftovers() ([]Leftover, error) {
 		switch {
 		case errors.Is(err, errNetNSGone):
 			// Its NICs, and their lists, went with it.
-			lo = Leftover{File: f, PID: st.PID, Ifname: st.Ifname, MACs: st.MACs}
+			lo = Leftover{File: f, PID: st.PID, Ifname: st.Ifname, MACs: st.MACs, Gone: true}
 			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 				lo.Err = err
 			}
