@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,14 +18,7 @@ func TestIntegrationCleanupAfterKill(t *testing.T) {
 	bin := commandBinary(t)
 	lab := netlab.NewT(t, netlab.Options{})
 	const mac = "b2:0a:42:0b:0e:07"
-	cmd := exec.Command(bin, "rxdrop", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--mac", mac, "--duration", "0")
-	var errb syncBuffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitLogged(t, &errb)
+	cmd, _ := startRunning(t, bin, "rxdrop", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--mac", mac, "--duration", "0")
 	listed := func() bool {
 		out, err := lab.Run(netlab.Host, "bridge", "fdb", "show", "dev", lab.Link[netlab.Host], "self")
 		if err != nil {

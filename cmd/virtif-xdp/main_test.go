@@ -382,14 +382,7 @@ func TestIntegrationLabDownUnderVif(t *testing.T) {
 	if r := runCmd(t, "lab", "up", "--name", name); r.code != exitOK {
 		t.Fatalf("lab up: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	cmd := exec.Command(bin, "rxdrop", "--netns", name+"-h", "--link", "xdp:"+name+"h", "--duration", "0")
-	var errb syncBuffer
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitLogged(t, &errb)
+	cmd, errb := startRunning(t, bin, "rxdrop", "--netns", name+"-h", "--link", "xdp:"+name+"h", "--duration", "0")
 	r := runCmd(t, "lab", "down", "--name", name)
 	if r.code != exitOK || !regexp.MustCompile(`removed XDP program \d+ on `+name+`h, link `+name+`h in `+name+`-h, `).MatchString(r.stdout) {
 		t.Fatalf("lab down: %d, want the XDP program and the link removed:\n%s%s", r.code, r.stdout, r.stderr)
@@ -404,6 +397,21 @@ func TestIntegrationLabDownUnderVif(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("rxdrop still running after lab down:\n%s", errb.String())
 	}
+}
+
+// startRunning starts the command binary with args and waits until its vif
+// is up; the process is killed when the test ends.
+func startRunning(t *testing.T, bin string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	errb := &syncBuffer{}
+	cmd.Stderr = errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitLogged(t, errb)
+	return cmd, errb
 }
 
 // summaryJSON parses the one JSON object a --json run prints.
