@@ -1,74 +1,50 @@
 package bpf
 
 import (
-	"bytes"
-	"encoding/binary"
 	"net/netip"
+	"reflect"
 	"testing"
 )
 
-// model is the steering rules written plainly in Go, for the state setup
-// creates: it returns the action and which counter (row -1 host, else vif;
-// rule) the program must move.
+// model is what the program must do for the state setup creates: the
+// rules as Go (Rules, which the AF_XDP backend uses itself for a driver
+// without XDP metadata, so this test also proves that code matches the
+// program), and the sockets. It returns the action and which counter (row
+// -1 host, else vif; rule) the program must move.
 type model struct {
-	macs    map[[6]byte]int
-	ipv4s   map[[4]byte]int
+	rules   *Rules
 	sockets map[int]bool // vifs with a socket on queue 0
-	promisc int          // -1 for none
 }
 
-func setupModel() model {
+// setupModel is setup's state written out by hand, with vif promisc (-1:
+// none) promiscuous.
+func setupModel(promisc int) model {
 	return model{
-		macs:    map[[6]byte]int{[6]byte(mac0): 0, [6]byte(mcast0): 0, [6]byte(mac1): 1, [6]byte(mcast1): 1},
-		ipv4s:   map[[4]byte]int{ip0.As4(): 0, ip1.As4(): 1},
+		rules: NewRules(map[[6]byte]int{[6]byte(mac0): 0, [6]byte(mcast0): 0, [6]byte(mac1): 1, [6]byte(mcast1): 1},
+			map[[4]byte]int{ip0.As4(): 0, ip1.As4(): 1}, promisc),
 		sockets: map[int]bool{0: true},
-		promisc: -1,
 	}
 }
 
 type verdict struct {
 	action uint32
 	vif    int // -1: only the host row moves
-	rule   int
-}
-
-func (m model) deliver(vif, rule int) verdict {
-	if m.sockets[vif] {
-		return verdict{xdpRedirect, vif, rule}
-	}
-	return verdict{xdpPass, vif, ruleNoSocket}
+	rule   Rule
 }
 
 func (m model) steer(f []byte) verdict {
-	if len(f) < 14 {
-		return verdict{xdpPass, -1, ruleRunt}
+	vif, rule := m.rules.Match(f)
+	switch {
+	case vif < 0:
+		return verdict{xdpPass, -1, rule}
+	case m.sockets[vif]:
+		return verdict{xdpRedirect, vif, rule}
 	}
-	owner, joined := m.macs[[6]byte(f[:6])]
-	if joined && f[0]&1 == 0 {
-		return m.deliver(owner, ruleUnicast)
-	}
-	if binary.BigEndian.Uint16(f[12:]) == 0x0806 {
-		if len(f) < 42 {
-			return verdict{xdpPass, -1, ruleRunt}
-		}
-		a := f[14:]
-		if bytes.Equal(a[:8], []byte{0, 1, 8, 0, 6, 4, 0, 1}) {
-			if v, ok := m.ipv4s[[4]byte(a[24:28])]; ok {
-				return m.deliver(v, ruleARP)
-			}
-		}
-	}
-	if joined {
-		return m.deliver(owner, ruleMulticast)
-	}
-	if m.promisc >= 0 {
-		return m.deliver(m.promisc, rulePromisc)
-	}
-	return verdict{xdpPass, -1, rulePass}
+	return verdict{xdpPass, vif, RuleNoSocket}
 }
 
-func column(c RuleCounters, rule int) uint64 {
-	return [numRules]uint64{c.Unicast, c.Multicast, c.ARP, c.Promisc, c.Pass, c.NoSocket, c.Runt}[rule]
+func column(c RuleCounters, rule Rule) uint64 {
+	return [numRules]uint64{c.Unicast, c.Multicast, c.ARP, c.Promisc, c.Pass, c.NoSocket, c.Runt, c.NoMeta}[rule]
 }
 
 // FuzzSteer runs arbitrary frames through the real program and checks the
@@ -92,17 +68,21 @@ func FuzzSteer(f *testing.F) {
 		if len(frame) > 3000 {
 			frame = frame[:3000] // test runs take at most a page, less headroom
 		}
-		m := setupModel()
-		m.promisc = int(promisc%3) - 1
-		if m.promisc >= 0 {
-			if err := s.SetPromisc(m.promisc, true); err != nil {
+		p := int(promisc%3) - 1
+		m := setupModel(p)
+		if p >= 0 {
+			if err := s.SetPromisc(p, true); err != nil {
 				t.Fatal(err)
 			}
 			defer func() {
-				if err := s.SetPromisc(m.promisc, false); err != nil {
+				if err := s.SetPromisc(p, false); err != nil {
 					t.Error(err)
 				}
 			}()
+		}
+		// The Steering's own Rules are what was registered.
+		if !reflect.DeepEqual(s.Rules(), m.rules) {
+			t.Fatalf("Steering.Rules %+v, registered %+v", s.Rules(), m.rules)
 		}
 		want := m.steer(frame)
 		before := snap(t, s, 0, 1)
@@ -116,7 +96,7 @@ func FuzzSteer(f *testing.F) {
 		}
 		for row := -1; row <= 1; row++ {
 			var exp RuleCounters
-			if row == want.vif || (row == -1 && want.rule >= rulePass) {
+			if row == want.vif || (row == -1 && want.rule >= RulePass) {
 				// The host row counts every pass, the vif row what was its.
 				exp = counterOf(want.rule)
 			}
@@ -127,9 +107,49 @@ func FuzzSteer(f *testing.F) {
 	})
 }
 
-func counterOf(rule int) RuleCounters {
+func counterOf(rule Rule) RuleCounters {
 	var c [numRules]uint64
 	c[rule] = 1
-	return RuleCounters{Unicast: c[ruleUnicast], Multicast: c[ruleMulticast], ARP: c[ruleARP],
-		Promisc: c[rulePromisc], Pass: c[rulePass], NoSocket: c[ruleNoSocket], Runt: c[ruleRunt]}
+	return RuleCounters{Unicast: c[RuleUnicast], Multicast: c[RuleMulticast], ARP: c[RuleARP],
+		Promisc: c[RulePromisc], Pass: c[RulePass], NoSocket: c[RuleNoSocket], Runt: c[RuleRunt], NoMeta: c[RuleNoMeta]}
+}
+
+// Rules after registrations and their removal, as Steering keeps them: the
+// state setup made, then promiscuous vif 1 and removals.
+func TestIntegrationRulesFollowRegistrations(t *testing.T) {
+	s := loadT(t, nil)
+	if want := NewRules(nil, nil, -1); !reflect.DeepEqual(s.Rules(), want) {
+		t.Fatalf("after Load: %+v", s.Rules())
+	}
+	setup(t, s)
+	if want := setupModel(-1).rules; !reflect.DeepEqual(s.Rules(), want) {
+		t.Fatalf("after setup: %+v, want %+v", s.Rules(), want)
+	}
+	old := s.Rules()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(s.SetPromisc(1, true))
+	must(s.DelMAC(mcast0, 0))
+	must(s.DelIPv4(ip1, 1))
+	if err := s.AddMAC(mac1, 0); err == nil { // held by vif 1: no change
+		t.Fatal("AddMAC of another vif's MAC succeeded")
+	}
+	want := NewRules(map[[6]byte]int{[6]byte(mac0): 0, [6]byte(mac1): 1, [6]byte(mcast1): 1}, map[[4]byte]int{ip0.As4(): 0}, 1)
+	if !reflect.DeepEqual(s.Rules(), want) {
+		t.Fatalf("after changes: %+v, want %+v", s.Rules(), want)
+	}
+	if !reflect.DeepEqual(old, setupModel(-1).rules) {
+		t.Fatal("a Rules returned before changed afterwards")
+	}
+	if v, r := s.Rules().Match(ether(macOther, 0x0800, nil)); v != 1 || r != RulePromisc {
+		t.Fatalf("unclaimed frame: vif %d rule %d, want 1 promiscuous", v, r)
+	}
+	req := ether(bcast, 0x0806, arp(1, ip0))
+	if a := testing.AllocsPerRun(100, func() { s.Rules().Match(req) }); a != 0 {
+		t.Fatalf("Match allocates %.0f times per frame", a)
+	}
 }

@@ -12,7 +12,7 @@ import (
 // receiver finds it in the UMEM right before the frame's first byte (copy
 // mode copies it along; Linux 5.x+). A frame the program cannot tag (a
 // driver without XDP metadata) is not redirected while tagging is on: it
-// passes to the host and counts as NoSocket.
+// passes to the host and counts as NoMeta.
 const MetaLen = 4
 
 // MetaTag is the high half of that metadata; the low 16 bits are the vif.

@@ -66,3 +66,57 @@ func TestIntegrationMetaTag(t *testing.T) {
 		t.Fatal("VifFromMeta accepted no bytes")
 	}
 }
+
+// Options.NoMeta makes the program behave as on a driver without XDP
+// metadata: while tagging is on, a frame it would redirect passes to the
+// host untagged and is counted as NoMeta in the vif's row and the host's
+// (NoMeta reads the latter), not as NoSocket; with tagging off it is
+// redirected as usual, and a frame without a socket is still NoSocket.
+func TestIntegrationNoMeta(t *testing.T) {
+	s := loadT(t, &Options{NoMeta: true})
+	setup(t, s)
+	if !s.Options().NoMeta {
+		t.Fatal("Options().NoMeta is false")
+	}
+	f0, f1 := ether(mac0, 0x0800, nil), ether(mac1, 0x0800, nil)
+	if got := run(t, s, f0); got != xdpRedirect {
+		t.Fatalf("tagging off: action %d, want XDP_REDIRECT", got)
+	}
+	if err := s.SetTagging(true); err != nil {
+		t.Fatal(err)
+	}
+	before := snap(t, s, 0, 1)
+	out := make([]byte, len(f0)+64)
+	opts := &ebpf.RunOptions{Data: f0, DataOut: out}
+	if ret, err := s.Program().Run(opts); err != nil || ret != xdpPass || !bytes.Equal(opts.DataOut, f0) {
+		t.Fatalf("tagging on: action %d, %v, out % x; want XDP_PASS of the frame as it came", ret, err, opts.DataOut)
+	}
+	if got := run(t, s, f1); got != xdpPass { // vif 1 has no socket
+		t.Fatalf("no socket: action %d, want XDP_PASS", got)
+	}
+	after := snap(t, s, 0, 1)
+	if d := sub(after[0], before[0]); d != (RuleCounters{NoMeta: 1}) {
+		t.Fatalf("vif 0 counters moved by %+v, want NoMeta 1", d)
+	}
+	if d := sub(after[1], before[1]); d != (RuleCounters{NoSocket: 1}) {
+		t.Fatalf("vif 1 counters moved by %+v, want NoSocket 1", d)
+	}
+	if d := sub(after[-1], before[-1]); d != (RuleCounters{NoSocket: 1, NoMeta: 1}) || d.Passed() != 2 {
+		t.Fatalf("host counters moved by %+v, want NoSocket 1, NoMeta 1", d)
+	}
+	if n, err := s.NoMeta(); err != nil || n != after[-1].NoMeta {
+		t.Fatalf("NoMeta() = %d, %v; host row says %d", n, err, after[-1].NoMeta)
+	}
+	// Without the option the same frame is tagged and redirected.
+	plain := loadT(t, nil)
+	setup(t, plain)
+	if err := plain.SetTagging(true); err != nil {
+		t.Fatal(err)
+	}
+	if got := run(t, plain, f0); got != xdpRedirect {
+		t.Fatalf("without NoMeta: action %d, want XDP_REDIRECT", got)
+	}
+	if n, err := plain.NoMeta(); err != nil || n != 0 {
+		t.Fatalf("without NoMeta: NoMeta() = %d, %v", n, err)
+	}
+}

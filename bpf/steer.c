@@ -17,7 +17,8 @@
 // address cannot take the ARP requests meant for another vif.
 //
 // A frame whose vif has no socket on this queue passes to the host and is
-// counted (never black-holed); so do runts. Built with bpf2go (see gen.go).
+// counted (never black-holed); so do runts, and frames that cannot carry
+// their vif's tag while tagging is on. Built with bpf2go (see gen.go).
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -38,7 +39,8 @@ enum rule {
 	RULE_PASS = 4,      // matched nothing, passed (host row)
 	RULE_NOSOCK = 5,    // matched a vif without a socket on this queue, passed
 	RULE_RUNT = 6,      // too short to parse, passed (host row)
-	RULE_MAX = 7,
+	RULE_NOMETA = 7,    // matched a vif but could not be tagged (no XDP metadata), passed
+	RULE_MAX = 8,
 };
 
 // Row 0 of the stats map is the host; vif v uses row v+1.
@@ -47,6 +49,9 @@ enum rule {
 // Set by the loader before the program is loaded (spec.Variables).
 volatile const __u32 max_vifs = DEFAULT_MAX_VIFS;
 volatile const __u32 queue_stride = DEFAULT_MAX_QUEUES;
+// Non-zero: tag fails as on a driver without XDP metadata (tests only; the
+// verifier prunes the check when it is zero).
+volatile const __u32 no_meta = 0;
 
 struct mac_key {
 	__u8 addr[ETH_ALEN];
@@ -158,6 +163,8 @@ static __always_inline void count(__u32 row, __u32 rule)
 #define META_TAG 0x5ef00000u
 static __always_inline int tag(struct xdp_md *ctx, __u32 vif)
 {
+	if (no_meta)
+		return -1;
 	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
 		return -1;
 	__u32 *meta = (void *)(long)ctx->data_meta;
@@ -171,11 +178,14 @@ static __always_inline int tag(struct xdp_md *ctx, __u32 vif)
 // when there is none: bpf_redirect_map's flags give the action for a missing
 // entry (5.3+), so one map access both redirects and tells a missing socket
 // apart, to be counted. The tag, when tagging is on, goes on only once the
-// redirect is certain; a frame that cannot be tagged passes to the host and
-// counts as NoSocket too, since the receiver could not tell whose it is.
+// redirect is certain; a frame that cannot be tagged (a driver without XDP
+// metadata) passes to the host, since the receiver could not tell whose it
+// is, and counts as NoMeta: the receiver watches that count and then turns
+// tagging off for good, finding each frame's vif by these rules itself.
 static __always_inline int deliver(struct xdp_md *ctx, __u32 vif, __u32 rule)
 {
 	__u32 q = ctx->rx_queue_index;
+	__u32 why = RULE_NOSOCK;
 
 	if (vif < max_vifs && q < queue_stride) {
 		if (bpf_redirect_map(&xsks, vif * queue_stride + q, XDP_PASS) == XDP_REDIRECT) {
@@ -186,11 +196,12 @@ static __always_inline int deliver(struct xdp_md *ctx, __u32 vif, __u32 rule)
 				count(vif + 1, rule);
 				return XDP_REDIRECT;
 			}
+			why = RULE_NOMETA;
 		}
 	}
 	if (vif < max_vifs)
-		count(vif + 1, RULE_NOSOCK);
-	count(HOST_ROW, RULE_NOSOCK);
+		count(vif + 1, why);
+	count(HOST_ROW, why);
 	return XDP_PASS;
 }
 

@@ -44,6 +44,7 @@ const (
 	steerMapXsks        = "xsks"
 	steerProgSteer      = "steer"
 	steerVarMaxVifs     = "max_vifs"
+	steerVarNoMeta      = "no_meta"
 	steerVarQueueStride = "queue_stride"
 )
 
@@ -110,6 +111,7 @@ type steerMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerVariableSpecs struct {
 	MaxVifs     *ebpf.VariableSpec `ebpf:"max_vifs"`
+	NoMeta      *ebpf.VariableSpec `ebpf:"no_meta"`
 	QueueStride *ebpf.VariableSpec `ebpf:"queue_stride"`
 }
 
@@ -159,6 +161,7 @@ func (m *steerMaps) Close() error {
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerVariables struct {
 	MaxVifs     *ebpf.Variable `ebpf:"max_vifs"`
+	NoMeta      *ebpf.Variable `ebpf:"no_meta"`
 	QueueStride *ebpf.Variable `ebpf:"queue_stride"`
 }
 

@@ -14,10 +14,17 @@
 //  4. a vif is promiscuous (SetPromisc): it takes every other frame;
 //  5. otherwise XDP_PASS.
 //
-// A frame whose vif has no socket on the frame's queue (SetSocket), or that
-// cannot carry its vif's tag while tagging is on (SetTagging), passes to the
-// host and is counted as NoSocket: frames are never black-holed. Frames
+// A frame whose vif has no socket on the frame's queue (SetSocket) passes to
+// the host and is counted as NoSocket: frames are never black-holed. Frames
 // too short for their headers pass and are counted as Runt.
+//
+// Sockets shared by several vifs need to know whose each frame is: with
+// tagging on (SetTagging) the program writes the vif into MetaLen bytes of
+// XDP metadata (VifFromMeta reads it). A driver without XDP metadata
+// support cannot carry the tag: such a frame passes to the host and is
+// counted as NoMeta (NoMeta reads the count; Options.NoMeta simulates such a
+// driver for tests). A receiver that sees it turns tagging off and finds
+// each frame's vif itself with Rules, the same rules in Go.
 //
 // One Steering serves one NIC. Nothing is pinned: the program and its maps
 // live as long as the Steering's descriptors, so a process that dies (even by
@@ -35,6 +42,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -64,6 +72,10 @@ type Options struct {
 	MaxMACs int
 	// MaxIPv4s bounds the IPv4 addresses registered for ARP, default 1024.
 	MaxIPv4s int
+	// NoMeta simulates a driver without XDP metadata support, for tests:
+	// every frame the program would tag while tagging is on passes to the
+	// host instead, counted as NoMeta, as on such a driver.
+	NoMeta bool
 }
 
 func (o *Options) withDefaults() (Options, error) {
@@ -104,10 +116,11 @@ type Steering struct {
 	link    link.Link
 	ifindex int
 	mode    AttachMode
-	promisc map[int]bool    // vifs in promiscuous mode
-	sockets map[uint32]bool // socket map slots in use (XSKMAP cannot be read from user space)
-	fast    steerFastMacs   // what the program's fast map holds
-	extra   int             // unicast MACs in macs but not in fast
+	promisc map[int]bool          // vifs in promiscuous mode
+	sockets map[uint32]bool       // socket map slots in use (XSKMAP cannot be read from user space)
+	fast    steerFastMacs         // what the program's fast map holds
+	extra   int                   // unicast MACs in macs but not in fast
+	rules   atomic.Pointer[Rules] // what macs, ipv4s and promisc hold, as Go (set under mu)
 }
 
 // Load loads the steering program and creates its maps; nothing is attached
@@ -127,12 +140,17 @@ func Load(opts *Options) (*Steering, error) {
 	spec.Maps[steerMapXsks].MaxEntries = uint32(o.MaxVifs * o.MaxQueues)
 	spec.Maps[steerMapMacs].MaxEntries = uint32(o.MaxMACs)
 	spec.Maps[steerMapIpv4s].MaxEntries = uint32(o.MaxIPv4s)
-	spec.Maps[steerMapStats].MaxEntries = uint32((o.MaxVifs + 1) * numRules)
+	spec.Maps[steerMapStats].MaxEntries = uint32((o.MaxVifs + 1) * int(numRules))
 	if err := spec.Variables[steerVarMaxVifs].Set(uint32(o.MaxVifs)); err != nil {
 		return nil, fmt.Errorf("bpf: set max_vifs: %w", err)
 	}
 	if err := spec.Variables[steerVarQueueStride].Set(uint32(o.MaxQueues)); err != nil {
 		return nil, fmt.Errorf("bpf: set queue_stride: %w", err)
+	}
+	if o.NoMeta {
+		if err := spec.Variables[steerVarNoMeta].Set(uint32(1)); err != nil {
+			return nil, fmt.Errorf("bpf: set no_meta: %w", err)
+		}
 	}
 	objs := new(steerObjects)
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
@@ -144,7 +162,9 @@ func Load(opts *Options) (*Steering, error) {
 		}
 		return nil, fmt.Errorf("bpf: load steering program: %w", err)
 	}
-	return &Steering{opts: o, objs: objs, promisc: make(map[int]bool), sockets: make(map[uint32]bool)}, nil
+	s := &Steering{opts: o, objs: objs, promisc: make(map[int]bool), sockets: make(map[uint32]bool)}
+	s.rules.Store(NewRules(nil, nil, -1))
+	return s, nil
 }
 
 // Options returns the sizes the program was loaded with.
@@ -363,8 +383,11 @@ func (s *Steering) update(e entry, vif int, add bool) error {
 		err = m.Delete(e.key)
 		changed = true
 	}
-	if err == nil && changed && e.unicast {
-		err = s.syncFast(objs, e.key.(steerMacKey).Addr, vif, add)
+	if err == nil && changed {
+		s.rules.Store(s.rules.Load().with(e.key, vif, add))
+		if e.unicast {
+			err = s.syncFast(objs, e.key.(steerMacKey).Addr, vif, add)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("bpf: vif %d: %s %s: %w", vif, op, e.what, err)
@@ -455,5 +478,8 @@ func (s *Steering) SetPromisc(vif int, on bool) error {
 		}
 		return fmt.Errorf("bpf: vif %d: set promiscuous %t: %w", vif, on, err)
 	}
+	r := *s.rules.Load()
+	r.promisc = int(v) - 1
+	s.rules.Store(&r)
 	return nil
 }

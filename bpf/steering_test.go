@@ -141,7 +141,7 @@ func sub(a, b RuleCounters) RuleCounters {
 	return RuleCounters{
 		Unicast: a.Unicast - b.Unicast, Multicast: a.Multicast - b.Multicast,
 		ARP: a.ARP - b.ARP, Promisc: a.Promisc - b.Promisc, Pass: a.Pass - b.Pass,
-		NoSocket: a.NoSocket - b.NoSocket, Runt: a.Runt - b.Runt,
+		NoSocket: a.NoSocket - b.NoSocket, Runt: a.Runt - b.Runt, NoMeta: a.NoMeta - b.NoMeta,
 	}
 }
 

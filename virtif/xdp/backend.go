@@ -14,7 +14,18 @@
 //
 // Several vifs of one process may share a NIC; they then share its sockets
 // (the kernel allows one UMEM per queue), and the program's metadata tag says
-// whose each frame is. Another process cannot attach to a NIC in use (EBUSY).
+// whose each frame is (a lone vif's frames need none). On a driver without
+// XDP metadata the program cannot tag: the frames it could not tag pass to
+// the host (xdp_nometa), and within about a second (the RX goroutines look
+// at that count every 100 ms while idle) the NIC switches, for good, to
+// demultiplexing by MAC: the program stops tagging and the RX goroutine
+// finds each frame's vif by the program's own rules in the same order
+// (unicast MAC, ARP target, multicast MAC, promiscuous vif; a frame none
+// names is counted in rx_untagged). Info().Demux says which; rx_demux_solo,
+// rx_demux_tag and rx_demux_mac count how frames were demultiplexed. In MAC
+// mode a frame steered just before its address moved to another vif of the
+// NIC goes to the vif holding the address when the RX goroutine reads it.
+// Another process cannot attach to a NIC in use (EBUSY).
 //
 // Open must run on a thread inside the NIC's network namespace: the NIC's
 // name, the program's attachment and the sockets' binding are resolved there.
@@ -407,11 +418,19 @@ type Info struct {
 	// LeftoversRemoved counts the address-list entries of dead processes
 	// that opening the NIC removed.
 	LeftoversRemoved int
+	// Demux is how the RX goroutine tells the frames of several vifs on
+	// the NIC apart: "tag" (the program's XDP metadata tag) or, once the
+	// driver was found to have no XDP metadata, "mac" (the program's rules,
+	// applied by the RX goroutine). A lone vif's frames need neither.
+	Demux string
 }
 
 // Info reports the attach and bind modes chosen.
 func (b *Backend) Info() Info {
-	i := Info{Ifindex: b.nic.ifindex, Attach: b.nic.attach.String(), Mode: b.nic.mode.String(), Slot: b.slot}
+	i := Info{Ifindex: b.nic.ifindex, Attach: b.nic.attach.String(), Mode: b.nic.mode.String(), Slot: b.slot, Demux: "tag"}
+	if b.nic.demuxMAC.Load() {
+		i.Demux = "mac"
+	}
 	i.AddrFilter, i.LeftoversRemoved = b.nic.addrs.info()
 	for _, q := range b.nic.queues {
 		i.Queues = append(i.Queues, q.id)
@@ -525,8 +544,13 @@ func (b *Backend) SetIPv4(addr netip.Addr, add bool) error {
 // Ethernet header and a VLAN tag.
 func (b *Backend) MaxMTU() int { return b.nic.cfg.FrameSize - xdpPacketHeadroom - 18 }
 
-// AppendStats adds the vif's program counters, the NIC's socket counters
-// (shared by the vifs on it) and this backend's drops.
+// AppendStats adds the vif's program counters (xdp_*; xdp_nometa counts
+// its frames that passed to the host because the driver could not tag
+// them), the NIC's socket counters (shared by the vifs on it), how the NIC's
+// RX goroutines found the vif of the frames they handed out (rx_demux_solo:
+// a lone vif's untagged frames, rx_demux_tag: by the program's tag,
+// rx_demux_mac: by MAC on a driver without XDP metadata; all vifs of the
+// NIC together) and this backend's drops.
 func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	n := b.nic
 	add := func(name string, v uint64) { dst = append(dst, virtif.Stat{Name: name, Value: v}) }
@@ -537,11 +561,13 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 		add("xdp_arp", c.ARP)
 		add("xdp_promisc", c.Promisc)
 		add("xdp_nosocket", c.NoSocket)
+		add("xdp_nometa", c.NoMeta)
 	}
 	if c, err := n.steer.HostCounters(); err == nil {
 		add("xdp_host_pass", c.Pass)
 		add("xdp_host_nosocket", c.NoSocket)
 		add("xdp_host_runt", c.Runt)
+		add("xdp_host_nometa", c.NoMeta)
 	}
 	var ks xsk.Stats
 	for i, q := range n.queues {
@@ -572,6 +598,15 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 		rx += b.rxq[i].n.Load()
 	}
 	add("rx_frames", rx)
+	var solo, byTag, byMAC uint64
+	for _, q := range n.queues {
+		solo += q.bySolo.n.Load()
+		byTag += q.byTag.n.Load()
+		byMAC += q.byMAC.n.Load()
+	}
+	add("rx_demux_solo", solo)
+	add("rx_demux_tag", byTag)
+	add("rx_demux_mac", byMAC)
 	add("rx_untagged", n.untagged.Load())
 	add("rx_unclaimed", n.unclaimed.Load())
 	add("tx_ring_full", b.txRingFull.Load())
@@ -587,6 +622,13 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 type paddedCounter struct {
 	n atomic.Uint64
 	_ [56]byte
+}
+
+// add adds v; only the counter's one writer may call it.
+func (c *paddedCounter) add(v uint64) {
+	if v != 0 {
+		c.n.Store(c.n.Load() + v)
+	}
 }
 
 // bindQueues gives b a deliver function and a counter per NIC queue, before

@@ -17,3 +17,11 @@ func nicsOpen() int {
 	defer nics.Unlock()
 	return len(nics.m)
 }
+
+// setNoMeta makes the NICs set up until the test ends behave as on a driver
+// without XDP metadata (bpf.Options.NoMeta).
+func setNoMeta(t testing.TB) {
+	t.Helper()
+	simulateNoMeta.Store(true)
+	t.Cleanup(func() { simulateNoMeta.Store(false) })
+}

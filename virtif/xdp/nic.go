@@ -22,7 +22,12 @@ import (
 // binds one UMEM per NIC queue, and one XDP program per NIC. So a nic owns
 // the steering program, one socket per served queue and one RX goroutine per
 // socket; the program tags each redirected frame with its vif (XDP
-// metadata) and the RX goroutine hands it to that vif.
+// metadata) and the RX goroutine hands it to that vif. On a driver without
+// XDP metadata the program cannot tag: the RX goroutines notice (the
+// program's NoMeta count, read in their idle checks), and the nic switches
+// for good to demultiplexing by MAC (macMode): the program stops tagging
+// and the RX goroutine finds each frame's vif by the program's rules
+// (bpf.Rules).
 type nic struct {
 	key     nicKey
 	ifindex int
@@ -45,6 +50,13 @@ type nic struct {
 	held     []*Backend
 	freedAt  [][]uint32
 	readTags atomic.Bool // the program's tagging state is unknown: always read tags
+	// macMode (nics held; demuxMAC mirrors it for lock-free readers): the
+	// driver cannot tag, so eras of several vifs demultiplex by MAC and
+	// the program never tags again. tagging says the program was last
+	// told to tag (then the RX goroutines watch for untaggable frames).
+	macMode  bool
+	demuxMAC atomic.Bool
+	tagging  atomic.Bool
 
 	// Under nics.Mutex: refs counts the vifs holding the nic, taken[slot]
 	// the slots they hold (a slot stays taken until its vif's release has
@@ -135,7 +147,10 @@ type queue struct {
 	// runs: Open and Close called from an input handler must not wait for
 	// the batch they are part of.
 	tid atomic.Int32
-	_   [64]byte
+	// How the RX goroutine found the frames' vifs (one writer): a lone
+	// vif's untagged frames, by tag, by MAC (bpf.Rules).
+	_                    [64]byte
+	bySolo, byTag, byMAC paddedCounter
 }
 
 var nics struct {
@@ -258,9 +273,13 @@ func onRXThreadLocked() bool {
 // on the rings (rcuFence). While a next era is linked, the RX goroutine
 // reads and wipes tags, so a tagged frame always goes to its tag's vif and
 // no UMEM frame keeps a stale tag; in the lone vif's era with nothing
-// coming it reads none.
+// coming it reads none. In MAC mode (nic.macMode) an era of several vifs
+// has mac set: the program tags nothing and the RX goroutine finds each
+// untagged frame's vif by the program's rules (bpf.Rules), tags it reads
+// (frames from the tagging era before) still winning.
 type era struct {
 	owner *Backend
+	mac   bool        // owner is nil and untagged frames are found by MAC
 	start []uint32    // per queue, in nic.queues order; valid once ready
 	ready atomic.Bool //
 	next  atomic.Pointer[era]
@@ -276,7 +295,12 @@ type era struct {
 //   - to tagging: link the era, tag, fence, start;
 //   - to a lone vif X: fence (no frame of a departed vif is in flight),
 //     link the era (from now on the current era's untagged frames are X's:
-//     only X can receive), stop tagging, fence, start.
+//     only X can receive), stop tagging, fence, start;
+//   - to demultiplexing by MAC (several vifs in MAC mode; from tagging when
+//     the driver turned out to have no metadata): link the era (the current
+//     era's untagged frames are found by MAC from now on; its tagged ones
+//     keep their tag), stop tagging, fence, start. In MAC mode the program
+//     never tags again, so no era after has tagged frames.
 func (n *nic) updateSolo() error {
 	if n.held == nil {
 		n.held = make([]*Backend, len(n.vifs))
@@ -314,13 +338,16 @@ func (n *nic) updateSolo() error {
 	if count == 1 {
 		want = only
 	}
-	if count == 0 || want == last.owner {
+	byMAC := want == nil && n.macMode
+	if count == 0 || (want == last.owner && byMAC == last.mac) {
 		return nil
 	}
-	e := &era{owner: want}
+	e := &era{owner: want, mac: byMAC}
 	last.next.Store(e)
 	n.lastEra = e
-	err := n.steer.SetTagging(want == nil)
+	tag := want == nil && !n.macMode
+	n.tagging.Store(tag)
+	err := n.steer.SetTagging(tag)
 	if err != nil {
 		n.readTags.Store(true) // the program's state is not what the eras say
 	}
@@ -328,6 +355,32 @@ func (n *nic) updateSolo() error {
 	e.start = n.rxPositions()
 	e.ready.Store(true)
 	return err
+}
+
+// checkMeta, from an RX goroutine's idle check: while the program tags, a
+// frame it could not tag (a driver without XDP metadata) switches the nic
+// to demultiplexing by MAC, once and for good. One counter read, and only
+// while tagging.
+func (n *nic) checkMeta() {
+	if !n.tagging.Load() || n.demuxMAC.Load() {
+		return
+	}
+	if c, err := n.steer.NoMeta(); err != nil || c == 0 {
+		return
+	}
+	n.demuxByMAC()
+}
+
+// demuxByMAC switches the nic to demultiplexing by MAC for good.
+func (n *nic) demuxByMAC() {
+	nics.Lock()
+	defer nics.Unlock()
+	if n.macMode || n.closing {
+		return
+	}
+	n.macMode = true
+	n.demuxMAC.Store(true)
+	_ = n.updateSolo() // a failure sets readTags: tags are read, the rest found by MAC
 }
 
 // rxPositions is where each queue's RX ring producer stands.
@@ -400,6 +453,10 @@ func faultAt(step string, queue int) error {
 	return nil
 }
 
+// simulateNoMeta, set by tests, makes NICs set up from then on behave as
+// on a driver without XDP metadata (bpf.Options.NoMeta).
+var simulateNoMeta atomic.Bool
+
 // newNIC sets the NIC up: program attached, a socket bound per queue, RX
 // goroutines started. On error it undoes what it did and returns nil.
 func newNIC(key nicKey, c *Config) (*nic, error) {
@@ -443,7 +500,7 @@ func (n *nic) setup(c *Config) error {
 	for _, q := range qids {
 		maxQ = max(maxQ, q+1)
 	}
-	steer, err := bpf.Load(&bpf.Options{MaxQueues: max(maxQ, 1)})
+	steer, err := bpf.Load(&bpf.Options{MaxQueues: max(maxQ, 1), NoMeta: simulateNoMeta.Load()})
 	if err == nil {
 		if err = faultAt("load", -1); err != nil {
 			_ = steer.Close()
@@ -567,6 +624,7 @@ func (n *nic) rxLoop(q *queue) {
 					}
 					return
 				}
+				n.checkMeta()
 			}
 			if spin {
 				continue
@@ -625,10 +683,13 @@ func (n *nic) rxLoop(q *queue) {
 
 // demux hands each frame of a batch to the vif it was steered to
 // (VIF_DELIVERPKT), or counts it: rx_unclaimed for a tag whose vif is gone,
-// rx_untagged for an untagged frame whose vif is gone or unknown. descs[i]
-// sat at RX ring index at+i and e is the era of descs[0]; it returns the
-// era of the frame after the batch.
+// rx_untagged for an untagged frame whose vif is gone or unknown (by MAC:
+// no rule names a vif on the NIC). descs[i] sat at RX ring index at+i and e
+// is the era of descs[0]; it returns the era of the frame after the batch.
+// How each frame's vif was found is counted per queue (bySolo, byTag,
+// byMAC), once per batch.
 func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
+	var solo, byTag, byMAC uint64
 	for i := 0; i < len(descs); {
 		end := len(descs)
 		nx := e.next.Load()
@@ -647,6 +708,7 @@ func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 				i = end
 				continue
 			}
+			solo += uint64(end - i)
 			c, deliver := &o.rxq[q.idx].n, o.delivers[q.idx]
 			for ; i < end; i++ {
 				c.Store(c.Load() + 1) // one writer: no locked add
@@ -654,30 +716,51 @@ func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 			}
 			continue
 		}
-		// Untagged frames are the owner's; in a tagging era, those the
-		// program steered after it stopped tagging for the next era's vif.
-		untagged := e.owner
-		if untagged == nil && nx != nil {
-			untagged = nx.owner
+		// Untagged frames are the owner's, or found by MAC; in a tagging
+		// era, those the program steered after it stopped tagging for the
+		// next era: the next era's owner's, or found by MAC.
+		untagged, lookup := e.owner, e.mac
+		if untagged == nil && !e.mac && nx != nil {
+			untagged, lookup = nx.owner, nx.mac
 		}
 		if untagged != nil && n.vifs[untagged.slot].Load() != untagged {
 			untagged = nil
 		}
+		var rules *bpf.Rules
+		if lookup {
+			rules = n.steer.Rules()
+		}
+		// A MAC era's frames carry no tag: the program stopped tagging
+		// before the era began, and the eras before wiped what they read.
+		readTags := !e.mac || n.readTags.Load()
 		for ; i < end; i++ {
 			b := untagged
-			if meta := q.sock.Metadata(descs[i], bpf.MetaLen); meta != nil {
-				if vif, ok := bpf.VifFromMeta(meta); ok {
-					// Wipe the tag: a frame received into this UMEM
-					// frame later without one must not look tagged.
-					clear(meta)
-					if b = nil; vif < len(n.vifs) {
-						b = n.vifs[vif].Load()
-					}
-					if b == nil {
-						n.unclaimed.Add(1)
-						continue
-					}
+			var meta []byte
+			if readTags {
+				meta = q.sock.Metadata(descs[i], bpf.MetaLen)
+			}
+			if vif, ok := bpf.VifFromMeta(meta); ok {
+				// Wipe the tag: a frame received into this UMEM frame
+				// later without one must not look tagged.
+				clear(meta)
+				if b = nil; vif < len(n.vifs) {
+					b = n.vifs[vif].Load()
 				}
+				if b == nil {
+					n.unclaimed.Add(1)
+					continue
+				}
+				byTag++
+			} else if lookup {
+				b = nil
+				if vif, _ := rules.Match(q.sock.Frame(descs[i])); vif >= 0 && vif < len(n.vifs) {
+					b = n.vifs[vif].Load()
+				}
+				if b != nil {
+					byMAC++
+				}
+			} else if b != nil {
+				solo++
 			}
 			if b == nil {
 				n.untagged.Add(1)
@@ -688,6 +771,9 @@ func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 			b.delivers[q.idx](q.sock.Frame(descs[i]))
 		}
 	}
+	q.bySolo.add(solo)
+	q.byTag.add(byTag)
+	q.byMAC.add(byMAC)
 	return e
 }
 
