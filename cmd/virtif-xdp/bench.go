@@ -426,7 +426,7 @@ func counterMap(st virtif.Stats) map[string]uint64 {
 var dropNames = []string{
 	"idrops", "ierrors", "oerrors", "odrops",
 	"xsk_rx_dropped", "xsk_rx_ring_full", "xsk_rx_fill_ring_empty", "xsk_rx_invalid_descs", "xsk_tx_invalid_descs",
-	"xdp_nosocket", "rx_unclaimed", "rx_untagged",
+	"xdp_nosocket", "xdp_nometa", "rx_unclaimed", "rx_untagged",
 	"tx_ring_full", "tx_no_frame", "tx_unsent_at_close", "tx_too_big", "tx_kick_errors",
 }
 

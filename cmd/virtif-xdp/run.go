@@ -179,8 +179,9 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 		EchoPort: f.echo,
 		HTTPAddr: f.http,
 		StatusFunc: func(w io.Writer) {
-			fmt.Fprintf(w, "served by virtif-xdp run: attach %s, bind %s, queues %s, NIC accepts the vif's MACs by %s, up %s\n",
-				info.Attach, info.Mode, intsString(info.Queues), info.AddrFilter, time.Since(start).Round(time.Second))
+			info := v.be.Info() // Demux may change: a driver without XDP metadata is found out late
+			fmt.Fprintf(w, "served by virtif-xdp run: attach %s, bind %s, queues %s, NIC accepts the vif's MACs by %s, frames demultiplexed by %s, up %s\n",
+				info.Attach, info.Mode, intsString(info.Queues), info.AddrFilter, info.Demux, time.Since(start).Round(time.Second))
 		},
 		Stack: netstack.StackConfig{Endpoint: netstack.EndpointOptions{RXChecksumOffload: f.trust}},
 	})
