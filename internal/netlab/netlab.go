@@ -78,6 +78,13 @@ func New(opts Options) (l *Lab, err error) {
 		NS:   [2]string{name + "-h", name + "-p"},
 		Link: [2]string{name + "h", name + "p"},
 	}
+	nics, useNICs, err := labNICs(opts) // existing NICs instead of a veth: nics.go
+	if err != nil {
+		return nil, err
+	}
+	if useNICs {
+		l.Link = nics
+	}
 	if !opts.NoAddr {
 		l.Addr = [2]netip.Prefix{
 			netip.MustParsePrefix("198.18.0.1/24"),
@@ -117,8 +124,13 @@ func New(opts Options) (l *Lab, err error) {
 		PeerNumRxQueues: uint32(opts.Queues),
 		PeerMTU:         uint32(opts.MTU),
 	}
-	if err := nl.LinkAdd(veth); err != nil {
-		return l, fmt.Errorf("netlab: add veth %s: %w", l.Link[0], err)
+	if useNICs {
+		err = l.takeNICs(opts, handles)
+	} else if err = nl.LinkAdd(veth); err != nil {
+		err = fmt.Errorf("netlab: add veth %s: %w", l.Link[0], err)
+	}
+	if err != nil {
+		return l, err
 	}
 	for i := range 2 {
 		h := nl
@@ -283,9 +295,10 @@ func (l *Lab) Run(side int, name string, args ...string) ([]byte, error) {
 }
 
 // Close deletes both namespaces, which destroys the veth pair and anything
-// attached to it. It is safe to call more than once.
+// attached to it (a lab made of existing NICs gives them back first, see
+// NICsEnv). It is safe to call more than once.
 func (l *Lab) Close() error {
-	var errs []error
+	errs := []error{l.returnNICs()}
 	for _, ns := range l.NS {
 		if ns == "" {
 			continue

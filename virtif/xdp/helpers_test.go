@@ -96,7 +96,7 @@ func newVif(t testing.TB, lab *netlab.Lab, c *virtif.Cloner, opts string) *testV
 			return err
 		}
 		v.ifc = ifc
-		if err := ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + opts); err != nil {
+		if err := ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + opts + netlab.TestLinkOpts()); err != nil {
 			return err
 		}
 		ifc.SetInput(v.rec.input)

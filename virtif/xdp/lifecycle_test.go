@@ -132,7 +132,7 @@ func TestIntegrationNICDeleted(t *testing.T) {
 	}
 	unix.Close(peer.fd)
 	peer.fd = -1
-	if _, err := lab.Run(netlab.Host, "ip", "link", "del", lab.Link[netlab.Host]); err != nil {
+	if err := lab.DeleteLink(netlab.Host); err != nil {
 		t.Fatal(err)
 	}
 	select {

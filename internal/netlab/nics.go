@@ -1,0 +1,313 @@
+package netlab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Environment variables that make labs out of existing NICs instead of a
+// veth pair, so the integration tests run on a real driver (the kernel lab
+// of internal/vmlab runs them on virtio-net NIC pairs wired to each other):
+//
+//	VIRTIF_LAB_NICS=eth0,eth1     the NICs of a lab: the first goes to the
+//	                              host side, the second plays the wire's far end
+//	VIRTIF_LAB_NICS_MQ=eth2,eth3  optional: the NICs of a lab that asks for
+//	                              Options.Queues > 1
+//
+// New moves the two NICs into the lab's namespaces (their names stay; Link
+// holds them), sets their active queues (ethtool -L combined) to
+// Options.Queues and their MTU, and Close moves them back, down, without
+// addresses, with the MTU and queues they had. One lab at a time owns a pair
+// in a process: a second New waits for the first lab's Close. A lab that
+// asks for more queues than the NICs can have fails with an error wrapping
+// errors.ErrUnsupported (NewT skips on it) that names what the device lacks.
+const (
+	NICsEnv   = "VIRTIF_LAB_NICS"
+	NICsMQEnv = "VIRTIF_LAB_NICS_MQ"
+)
+
+// nicLease is what a lab made of existing NICs must give back.
+type nicLease struct {
+	mu       *sync.Mutex
+	home     netns.NsHandle // where the NICs came from
+	mtu      [2]int
+	combined [2]int    // active queues before, 0: not changed
+	pci      [2]string // the NIC's PCI device in sysfs ("" if none), for DeleteLink
+	mac      [2]net.HardwareAddr
+	deleted  [2]bool
+}
+
+var (
+	nicLocks  sync.Map // "a,b" → *sync.Mutex
+	nicLeases sync.Map // *Lab → *nicLease
+)
+
+// labNICs returns the pair of existing NICs a lab with opts is made of, or
+// ok false for a veth lab.
+func labNICs(opts Options) (nics [2]string, ok bool, err error) {
+	env := NICsEnv
+	v := os.Getenv(NICsEnv)
+	if v == "" {
+		return nics, false, nil
+	}
+	if opts.Queues > 1 && os.Getenv(NICsMQEnv) != "" {
+		env, v = NICsMQEnv, os.Getenv(NICsMQEnv)
+	}
+	a, b, found := strings.Cut(v, ",")
+	if !found || a == "" || b == "" || a == b {
+		return nics, false, fmt.Errorf("netlab: %s=%q: want two NIC names, comma-separated", env, v)
+	}
+	return [2]string{a, b}, true, nil
+}
+
+// takeNICs moves the NICs l.Link names into the lab's namespaces.
+func (l *Lab) takeNICs(opts Options, handles [2]netns.NsHandle) error {
+	key := l.Link[0] + "," + l.Link[1]
+	m, _ := nicLocks.LoadOrStore(key, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	deadline := time.Now().Add(2 * time.Minute)
+	for !mu.TryLock() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("netlab: NICs %s still owned by another lab after 2 minutes: %w", key, errors.ErrUnsupported)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	home, err := netns.Get()
+	if err != nil {
+		mu.Unlock()
+		return fmt.Errorf("netlab: current namespace: %w", err)
+	}
+	lease := &nicLease{mu: mu, home: home}
+	nicLeases.Store(l, lease)
+	for i, name := range l.Link {
+		link, err := netlink.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("netlab: NIC %s (from %s): %w", name, NICsEnv, err)
+		}
+		lease.mtu[i] = link.Attrs().MTU
+		lease.mac[i] = link.Attrs().HardwareAddr
+		if dev, err := filepath.EvalSymlinks("/sys/class/net/" + name + "/device"); err == nil {
+			// virtio-net's device is the virtio device; its parent the PCI one.
+			for _, d := range []string{dev, filepath.Dir(dev)} {
+				if _, err := os.Stat(filepath.Join(d, "remove")); err == nil {
+					lease.pci[i] = d
+					break
+				}
+			}
+		}
+		max, cur, err := channels(name)
+		switch {
+		case err != nil && opts.Queues > 1:
+			return fmt.Errorf("netlab: %s cannot report or change its queues (ethtool -l), the lab asks for %d: %w", name, opts.Queues, errors.ErrUnsupported)
+		case err != nil:
+		case max < opts.Queues:
+			return fmt.Errorf("netlab: %s has at most %d queues (ethtool -l), the lab asks for %d: %w", name, max, opts.Queues, errors.ErrUnsupported)
+		case cur != opts.Queues:
+			if err := setChannels(name, opts.Queues); err != nil {
+				return err
+			}
+			lease.combined[i] = cur
+		}
+		if err := netlink.LinkSetDown(link); err != nil {
+			return fmt.Errorf("netlab: set %s down: %w", name, err)
+		}
+		if err := netlink.LinkSetMTU(link, opts.MTU); err != nil {
+			return fmt.Errorf("netlab: MTU %d on %s: %w", opts.MTU, name, err)
+		}
+		if err := netlink.LinkSetNsFd(link, int(handles[i])); err != nil {
+			return fmt.Errorf("netlab: move %s into %s: %w", name, l.NS[i], err)
+		}
+	}
+	return nil
+}
+
+// channels reads the maximum and current queues of ifname (ethtool -l):
+// its combined channels, or for a driver with separate RX and TX channels
+// (veth) the smaller of the two.
+func channels(ifname string) (max, cur int, err error) {
+	out, err := exec.Command("ethtool", "-l", ifname).CombinedOutput()
+	if err != nil {
+		return 0, 0, fmt.Errorf("ethtool -l %s: %w: %s", ifname, err, out)
+	}
+	// vals[kind] holds the maximum, then the current count.
+	vals := map[string][]int{}
+	for _, line := range strings.Split(string(out), "\n") {
+		kind, v, ok := strings.Cut(line, ":")
+		if n, err := strconv.Atoi(strings.TrimSpace(v)); ok && err == nil {
+			vals[kind] = append(vals[kind], n)
+		}
+	}
+	if c := vals["Combined"]; len(c) == 2 && c[0] > 0 {
+		return c[0], c[1], nil
+	}
+	if rx, tx := vals["RX"], vals["TX"]; len(rx) == 2 && len(tx) == 2 {
+		return min(rx[0], tx[0]), min(rx[1], tx[1]), nil
+	}
+	return 0, 0, fmt.Errorf("ethtool -l %s: no channel counts in %q", ifname, out)
+}
+
+// setChannels makes n queues active on ifname (ethtool -L), combined or RX
+// and TX, whichever the driver has.
+func setChannels(ifname string, n int) error {
+	args := []string{"-L", ifname, "combined", strconv.Itoa(n)}
+	out, err := exec.Command("ethtool", args...).CombinedOutput()
+	if err != nil {
+		args = []string{"-L", ifname, "rx", strconv.Itoa(n), "tx", strconv.Itoa(n)}
+		if out2, err2 := exec.Command("ethtool", args...).CombinedOutput(); err2 == nil {
+			return nil
+		} else if len(out2) > 0 {
+			out = out2
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("netlab: ethtool %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// DeleteLink makes the NIC of side vanish: a veth end is deleted (ip link
+// del, which takes its peer too); a NIC from VIRTIF_LAB_NICS is removed from
+// its PCI bus (the driver's remove path, as a hot-unplug), and Close brings
+// it back by a rescan.
+func (l *Lab) DeleteLink(side int) error {
+	v, ok := nicLeases.Load(l)
+	if !ok {
+		_, err := l.Run(side, "ip", "link", "del", l.Link[side])
+		return err
+	}
+	lease := v.(*nicLease)
+	if lease.pci[side] == "" {
+		return fmt.Errorf("netlab: %s is no PCI device, so it cannot be removed: %w", l.Link[side], errors.ErrUnsupported)
+	}
+	if err := os.WriteFile(filepath.Join(lease.pci[side], "remove"), []byte("1"), 0); err != nil {
+		return fmt.Errorf("netlab: remove %s (%s): %w", l.Link[side], lease.pci[side], err)
+	}
+	lease.deleted[side] = true
+	return nil
+}
+
+// returnNICs gives the NICs of a lab made of existing NICs back to the
+// namespace they came from, as they were. It does nothing for a veth lab.
+func (l *Lab) returnNICs() error {
+	v, ok := nicLeases.LoadAndDelete(l)
+	if !ok {
+		return nil
+	}
+	lease := v.(*nicLease)
+	defer lease.mu.Unlock()
+	defer lease.home.Close()
+	var errs []error
+	for i, name := range l.Link {
+		if lease.deleted[i] {
+			if err := doAt(lease.home, func() error { return lease.restore(i, name) }); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		err := DoIn(l.NS[i], func() error {
+			link, err := netlink.LinkByName(name)
+			if errors.As(err, new(netlink.LinkNotFoundError)) {
+				return nil // never moved (New failed first)
+			} else if err != nil {
+				return err
+			}
+			_ = netlink.LinkSetDown(link)
+			addrs, _ := netlink.AddrList(link, netlink.FAMILY_ALL)
+			for _, a := range addrs {
+				_ = netlink.AddrDel(link, &a)
+			}
+			return netlink.LinkSetNsFd(link, int(lease.home))
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("netlab: give %s back from %s: %w", name, l.NS[i], err))
+			continue
+		}
+		if err := doAt(lease.home, func() error { return lease.reset(i, name) }); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// doAt runs fn on a locked OS thread inside the namespace h (commands fn
+// starts run there too); the thread is discarded afterwards.
+func doAt(h netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(h); err != nil {
+			errc <- fmt.Errorf("netlab: enter namespace: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// restore brings back a NIC DeleteLink removed: a PCI rescan probes it again
+// under a new name, found by its MAC and renamed.
+func (lease *nicLease) restore(i int, name string) error {
+	if err := os.WriteFile("/sys/bus/pci/rescan", []byte("1"), 0); err != nil {
+		return fmt.Errorf("netlab: PCI rescan for %s: %w", name, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return fmt.Errorf("netlab: list links: %w", err)
+		}
+		for _, link := range links {
+			if bytes.Equal(link.Attrs().HardwareAddr, lease.mac[i]) {
+				if link.Attrs().Name != name {
+					if err := netlink.LinkSetName(link, name); err != nil {
+						return fmt.Errorf("netlab: rename %s back to %s: %w", link.Attrs().Name, name, err)
+					}
+				}
+				return lease.reset(i, name)
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("netlab: %s (MAC %s) did not come back after a PCI rescan", name, lease.mac[i])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// reset puts back the MTU and queues NIC i had before the lab, in the
+// namespace it came from.
+func (lease *nicLease) reset(i int, name string) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("netlab: %s after the lab: %w", name, err)
+	}
+	if link.Attrs().MTU != lease.mtu[i] {
+		if err := netlink.LinkSetMTU(link, lease.mtu[i]); err != nil {
+			return fmt.Errorf("netlab: MTU %d back on %s: %w", lease.mtu[i], name, err)
+		}
+	}
+	if lease.combined[i] > 0 {
+		return setChannels(name, lease.combined[i])
+	}
+	return nil
+}
+
+// TestLinkOptsEnv names link options (",mode=zerocopy") the integration
+// tests append to the xdp: link strings they make, so one test binary runs
+// against each bind mode of a NIC.
+const TestLinkOptsEnv = "VIRTIF_TEST_LINKOPTS"
+
+// TestLinkOpts returns the value of VIRTIF_TEST_LINKOPTS ("" when unset).
+func TestLinkOpts() string { return os.Getenv(TestLinkOptsEnv) }
