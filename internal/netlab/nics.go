@@ -31,7 +31,8 @@ import (
 // holds them), sets their active queues (ethtool -L combined) to
 // Options.Queues and their MTU, and Close moves them back, down, without
 // addresses, with the MTU and queues they had. One lab at a time owns a pair
-// in a process: a second New waits for the first lab's Close. A lab that
+// in a process: a second New takes them from the first lab, which is left
+// without them (its Close then only removes its namespaces). A lab that
 // asks for more queues than the NICs can have fails with an error wrapping
 // errors.ErrUnsupported (NewT skips on it) that names what the device lacks.
 const (
@@ -41,7 +42,7 @@ const (
 
 // nicLease is what a lab made of existing NICs must give back.
 type nicLease struct {
-	mu       *sync.Mutex
+	key      string         // the NICs, as nicOwners knows them
 	home     netns.NsHandle // where the NICs came from
 	mtu      [2]int
 	combined [2]int    // active queues before, 0: not changed
@@ -51,8 +52,9 @@ type nicLease struct {
 }
 
 var (
-	nicLocks  sync.Map // "a,b" → *sync.Mutex
 	nicLeases sync.Map // *Lab → *nicLease
+	nicMu     sync.Mutex
+	nicOwners = map[string]*Lab{} // "a,b" → the lab that has them, under nicMu
 )
 
 // labNICs returns the pair of existing NICs a lab with opts is made of, or
@@ -75,22 +77,23 @@ func labNICs(opts Options) (nics [2]string, ok bool, err error) {
 
 // takeNICs moves the NICs l.Link names into the lab's namespaces.
 func (l *Lab) takeNICs(opts Options, handles [2]netns.NsHandle) error {
+	// A lab still holding the NICs (a test that makes one lab after
+	// another and closes them at its end) gives them up to this one.
 	key := l.Link[0] + "," + l.Link[1]
-	m, _ := nicLocks.LoadOrStore(key, &sync.Mutex{})
-	mu := m.(*sync.Mutex)
-	deadline := time.Now().Add(2 * time.Minute)
-	for !mu.TryLock() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("netlab: NICs %s still owned by another lab after 2 minutes: %w", key, errors.ErrUnsupported)
+	nicMu.Lock()
+	prev := nicOwners[key]
+	nicOwners[key] = l
+	nicMu.Unlock()
+	if prev != nil {
+		if err := prev.returnNICs(); err != nil {
+			return fmt.Errorf("netlab: take %s from lab %s: %w", key, prev.Name, err)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	home, err := netns.Get()
 	if err != nil {
-		mu.Unlock()
 		return fmt.Errorf("netlab: current namespace: %w", err)
 	}
-	lease := &nicLease{mu: mu, home: home}
+	lease := &nicLease{key: key, home: home}
 	nicLeases.Store(l, lease)
 	for i, name := range l.Link {
 		link, err := netlink.LinkByName(name)
@@ -178,10 +181,10 @@ func setChannels(ifname string, n int) error {
 	return nil
 }
 
-// DeleteLink makes the NIC of side vanish: a veth end is deleted (ip link
-// del, which takes its peer too); a NIC from VIRTIF_LAB_NICS is removed from
-// its PCI bus (the driver's remove path, as a hot-unplug), and Close brings
-// it back by a rescan.
+// DeleteLink makes the NIC of side vanish, and with it the other side's, as
+// deleting one end of a veth pair (ip link del) deletes both. NICs from
+// VIRTIF_LAB_NICS are removed from their PCI bus (the driver's remove path,
+// as a hot-unplug), and Close brings them back by a rescan.
 func (l *Lab) DeleteLink(side int) error {
 	v, ok := nicLeases.Load(l)
 	if !ok {
@@ -189,13 +192,15 @@ func (l *Lab) DeleteLink(side int) error {
 		return err
 	}
 	lease := v.(*nicLease)
-	if lease.pci[side] == "" {
-		return fmt.Errorf("netlab: %s is no PCI device, so it cannot be removed: %w", l.Link[side], errors.ErrUnsupported)
+	for _, i := range []int{side, 1 - side} {
+		if lease.pci[i] == "" {
+			return fmt.Errorf("netlab: %s is no PCI device, so it cannot be removed: %w", l.Link[i], errors.ErrUnsupported)
+		}
+		if err := os.WriteFile(filepath.Join(lease.pci[i], "remove"), []byte("1"), 0); err != nil {
+			return fmt.Errorf("netlab: remove %s (%s): %w", l.Link[i], lease.pci[i], err)
+		}
+		lease.deleted[i] = true
 	}
-	if err := os.WriteFile(filepath.Join(lease.pci[side], "remove"), []byte("1"), 0); err != nil {
-		return fmt.Errorf("netlab: remove %s (%s): %w", l.Link[side], lease.pci[side], err)
-	}
-	lease.deleted[side] = true
 	return nil
 }
 
@@ -207,7 +212,13 @@ func (l *Lab) returnNICs() error {
 		return nil
 	}
 	lease := v.(*nicLease)
-	defer lease.mu.Unlock()
+	defer func() {
+		nicMu.Lock()
+		if nicOwners[lease.key] == l {
+			delete(nicOwners, lease.key)
+		}
+		nicMu.Unlock()
+	}()
 	defer lease.home.Close()
 	var errs []error
 	for i, name := range l.Link {

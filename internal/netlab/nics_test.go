@@ -70,8 +70,34 @@ func TestIntegrationLabOfNICs(t *testing.T) {
 			t.Fatalf("NICs not back after Close: %v", err)
 		}
 	}
+	// A second lab takes the NICs from one still open; the first one's
+	// Close then only removes its namespaces.
+	var first, second *Lab
+	err := outer.Do(Host, func() (err error) {
+		if first, err = New(Options{}); err != nil {
+			return err
+		}
+		second, err = New(Options{})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("second lab on the NICs of an open one: %v", err)
+	}
+	if out, err := second.Run(Peer, "ping", "-c", "1", "-W", "5", second.Addr[Host].Addr().String()); err != nil {
+		t.Fatalf("ping across the second lab: %v: %s", err, out)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatalf("Close of the lab that gave its NICs up: %v", err)
+	}
+	// A veth is no PCI device: DeleteLink cannot unplug it.
+	if err := second.DeleteLink(Host); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("DeleteLink of a veth used as a NIC: %v, want ErrUnsupported", err)
+	}
+	if err := second.Close(); err != nil {
+		t.Fatalf("Close of the second lab: %v", err)
+	}
 	// More queues than the NIC can have: a skip-worthy error naming it.
-	err := outer.Do(Host, func() error {
+	err = outer.Do(Host, func() error {
 		_, err := New(Options{Queues: 8})
 		return err
 	})
