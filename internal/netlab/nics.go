@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -35,9 +36,14 @@ import (
 // without them (its Close then only removes its namespaces). A lab that
 // asks for more queues than the NICs can have fails with an error wrapping
 // errors.ErrUnsupported (NewT skips on it) that names what the device lacks.
+//
+// VIRTIF_LAB_PROMISC=1 also puts the host-side NIC in promiscuous mode, so
+// that a NIC's own address filter is out of the way (a diagnostic: what
+// passes once every frame reaches XDP).
 const (
-	NICsEnv   = "VIRTIF_LAB_NICS"
-	NICsMQEnv = "VIRTIF_LAB_NICS_MQ"
+	NICsEnv    = "VIRTIF_LAB_NICS"
+	NICsMQEnv  = "VIRTIF_LAB_NICS_MQ"
+	PromiscEnv = "VIRTIF_LAB_PROMISC"
 )
 
 // nicLease is what a lab made of existing NICs must give back.
@@ -49,6 +55,7 @@ type nicLease struct {
 	pci      [2]string // the NIC's PCI device in sysfs ("" if none), for DeleteLink
 	mac      [2]net.HardwareAddr
 	deleted  [2]bool
+	promisc  bool // the host side was put in promiscuous mode (PromiscEnv)
 }
 
 var (
@@ -129,6 +136,12 @@ func (l *Lab) takeNICs(opts Options, handles [2]netns.NsHandle) error {
 		}
 		if err := netlink.LinkSetMTU(link, opts.MTU); err != nil {
 			return fmt.Errorf("netlab: MTU %d on %s: %w", opts.MTU, name, err)
+		}
+		if i == Host && os.Getenv(PromiscEnv) == "1" {
+			if err := netlink.SetPromiscOn(link); err != nil {
+				return fmt.Errorf("netlab: promiscuous %s: %w", name, err)
+			}
+			lease.promisc = true
 		}
 		if err := netlink.LinkSetNsFd(link, int(handles[i])); err != nil {
 			return fmt.Errorf("netlab: move %s into %s: %w", name, l.NS[i], err)
@@ -304,6 +317,11 @@ func (lease *nicLease) reset(i int, name string) error {
 	if err != nil {
 		return fmt.Errorf("netlab: %s after the lab: %w", name, err)
 	}
+	if i == Host && lease.promisc {
+		if err := netlink.SetPromiscOff(link); err != nil {
+			return fmt.Errorf("netlab: promiscuous mode off on %s: %w", name, err)
+		}
+	}
 	if link.Attrs().MTU != lease.mtu[i] {
 		if err := netlink.LinkSetMTU(link, lease.mtu[i]); err != nil {
 			return fmt.Errorf("netlab: MTU %d back on %s: %w", lease.mtu[i], name, err)
@@ -322,3 +340,12 @@ const TestLinkOptsEnv = "VIRTIF_TEST_LINKOPTS"
 
 // TestLinkOpts returns the value of VIRTIF_TEST_LINKOPTS ("" when unset).
 func TestLinkOpts() string { return os.Getenv(TestLinkOptsEnv) }
+
+// RequireVeth skips tb when l is made of existing NICs (VIRTIF_LAB_NICS)
+// instead of a veth pair; needs says what of veth the test relies on.
+func RequireVeth(tb testing.TB, l *Lab, needs string) {
+	tb.Helper()
+	if _, ok := nicLeases.Load(l); ok {
+		tb.Skipf("netlab: %s is an existing NIC, not a veth: the test needs %s", l.Link[Host], needs)
+	}
+}
