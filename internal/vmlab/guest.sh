@@ -32,13 +32,36 @@ chmod +x /tmp/vmlab/modprobe
 echo /tmp/vmlab/modprobe > /proc/sys/kernel/modprobe
 /tmp/vmlab/modprobe veth 2>/dev/null
 
-# NIC names from MACs: lines "NAME MAC" after the KDIR line.
-sed -n 's/^NIC //p' "$out/plan" | while read -r name mac; do
-	for d in /sys/class/net/*; do
-		[ "$(cat "$d/address")" = "$mac" ] || continue
-		ip link set "$(basename "$d")" name "$name"
+# NIC names from MACs: lines "NIC NAME MAC" of the plan.
+names() {
+	sed -n 's/^NIC //p' "$out/plan" | while read -r name mac; do
+		for d in /sys/class/net/*; do
+			[ "$(cat "$d/address")" = "$mac" ] || continue
+			[ "$(basename "$d")" = "$name" ] || ip link set "$(basename "$d")" name "$name"
+		done
 	done
-done
+}
+# reset puts every NIC back after a step that died without its cleanup (a
+# test binary that panicked leaves its namespaces, a NIC it unplugged
+# stays unplugged): namespaces deleted, the PCI bus rescanned, names set,
+# and each NIC back in the root namespace.
+reset() {
+	ip -all netns delete 2>/dev/null
+	echo 1 > /sys/bus/pci/rescan
+	i=0
+	while [ $i -lt 100 ]; do
+		names
+		missing=0
+		for name in $(sed -n 's/^NIC \([^ ]*\) .*/\1/p' "$out/plan"); do
+			[ -e "/sys/class/net/$name" ] || missing=1
+		done
+		[ $missing -eq 0 ] && return
+		sleep 0.2
+		i=$((i + 1))
+	done
+	echo "vmlab: NICs missing after reset: $(ls /sys/class/net | tr '\n' ' ')"
+}
+names
 {
 	echo "kernel: $(uname -r)"
 	echo "cmdline: $(cat /proc/cmdline)"
@@ -56,4 +79,5 @@ grep -v '^KDIR=\|^NIC ' "$out/plan" | while read -r name secs dir cmd; do
 	(cd "$dir" && eval "timeout -k 10 $secs $cmd") > "$out/$name.out" 2>&1 < /dev/null
 	echo $? > "$out/$name.rc"
 	echo "vmlab: step $name exit $(cat "$out/$name.rc") after $(($(date +%s) - start)) s"
+	reset
 done
