@@ -96,7 +96,7 @@ fetch() {
 	pkgs="$meta"
 	for d in $(depends "$meta/$suite"); do
 		case $d in
-		linux-base | linux-base-* | linux-initramfs-tool | linux-image-* | linux-kbuild-*) ;;
+		linux-base | linux-initramfs-tool | linux-image-* | linux-kbuild-*) ;;
 		linux-*) [ "$(version "$d/$suite")" = "$ver" ] && pkgs="$pkgs $d" ;;
 		esac
 	done

@@ -19,7 +19,8 @@ cp /bin/busybox "$tmp/bin/busybox"
 for m in $mods; do
 	# "insmod /path/x.ko.xz" lines in load order; builtin modules print
 	# "builtin x" and need nothing.
-	modprobe -d "$dir" -S "$rel" --show-depends "$m" | while read -r verb path _; do
+	deps=$(modprobe -d "$dir" -S "$rel" --show-depends "$m")
+	echo "$deps" | while read -r verb path _; do
 		[ "$verb" = insmod ] || continue
 		base=$(basename "$path")
 		name=${base%.ko*}.ko

@@ -20,7 +20,7 @@ set -- $(sh "$here/fetch.sh" "$kernel")
 rel=$2 kdir=$3
 initrd=$cache/initramfs/$rel.cpio.gz
 mkdir -p "$cache/initramfs" "$out"
-if [ ! -f "$initrd" ] || [ "$here/init.sh" -nt "$initrd" ] || [ "$here/initramfs.sh" -nt "$initrd" ]; then
+if [ ! -f "$initrd" ] || [ "$here/init.sh" -nt "$initrd" ] || [ "$here/initramfs.sh" -nt "$initrd" ] || [ "$kdir/.done" -nt "$initrd" ]; then
 	sh "$here/initramfs.sh" "$kdir" "$rel" "$initrd.new"
 	mv "$initrd.new" "$initrd"
 fi

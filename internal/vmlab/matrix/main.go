@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -57,7 +58,54 @@ type Matrix struct {
 var (
 	runRE    = regexp.MustCompile(`^=== RUN\s+(\S+)$`)
 	resultRE = regexp.MustCompile(`^--- (PASS|FAIL|SKIP): (\S+) \(`)
+	// A row of the demo's check table: CHECK, RESULT, PATH, SEEN.
+	checkRE = regexp.MustCompile(`^(\S.*?)\s{2,}(PASS|FAIL|SKIP)\s{2,}\S.*?\s{2,}(.*)$`)
 )
+
+// parseDemo counts the checks of virtif-xdp demo's table.
+func parseDemo(r io.Reader, row *Row) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		m := checkRE.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		switch m[2] {
+		case "PASS":
+			row.Passed++
+		case "FAIL":
+			row.Failed++
+			row.Failures = append(row.Failures, Result{m[1], m[3]})
+		case "SKIP":
+			row.Skipped++
+			row.Skips = append(row.Skips, Result{m[1], m[3]})
+		}
+	}
+}
+
+// crash describes how a test binary died between verdicts: the panic and
+// the first frame of this module under it, and the test that was running.
+func crash(out []byte) string {
+	lines := strings.Split(string(out), "\n")
+	running := ""
+	for i, line := range lines {
+		if m := runRE.FindStringSubmatch(line); m != nil {
+			running = m[1]
+		}
+		if !strings.HasPrefix(line, "panic: ") && !strings.HasPrefix(line, "fatal error: ") {
+			continue
+		}
+		msg := line
+		for _, f := range lines[i+1:] {
+			if strings.HasPrefix(f, "github.com/virtif-xdp/") {
+				msg += " in " + f
+				break
+			}
+		}
+		return fmt.Sprintf("%s during %s", msg, running)
+	}
+	return ""
+}
 
 // parse counts the top-level tests of go test -v output.
 func parse(r io.Reader, row *Row) {
@@ -168,18 +216,19 @@ func readKernel(dir, kernel string) ([]Row, int, error) {
 		if b, err := os.ReadFile(filepath.Join(dir, step+".rc")); err == nil {
 			row.Exit, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 		}
-		if f, err := os.Open(filepath.Join(dir, step+".out")); err == nil {
-			parse(f, &row)
-			f.Close()
-			if row.Passed+row.Failed+row.Skipped == 0 || (row.Exit != 0 && row.Failed == 0) {
-				// No verdicts (the demo), or the binary died between them.
-				tail, _ := lastLines(filepath.Join(dir, step+".out"), 3)
-				if row.Exit == 0 && row.What == "demo" {
-					row.Passed++
-				} else {
-					row.Failed++
-					row.Failures = append(row.Failures, Result{row.What, fmt.Sprintf("exit %d: %s", row.Exit, tail)})
-				}
+		if out, err := os.ReadFile(filepath.Join(dir, step+".out")); err == nil {
+			if row.What == "demo" {
+				parseDemo(bytes.NewReader(out), &row)
+			} else {
+				parse(bytes.NewReader(out), &row)
+			}
+			if msg := crash(out); msg != "" {
+				row.Failed++
+				row.Failures = append(row.Failures, Result{"(crash)", msg})
+			} else if row.Exit != 0 && row.Failed == 0 {
+				// Died without a verdict: say how it ended.
+				row.Failed++
+				row.Failures = append(row.Failures, Result{"(exit)", fmt.Sprintf("exit %d: %s", row.Exit, lastLines(out, 3))})
 			}
 		}
 		rows = append(rows, row)
@@ -187,16 +236,12 @@ func readKernel(dir, kernel string) ([]Row, int, error) {
 	return rows, secs, nil
 }
 
-func lastLines(path string, n int) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+func lastLines(out []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
-	return strings.Join(lines, " | "), nil
+	return strings.Join(lines, " | ")
 }
 
 func markdown(m *Matrix) string {
