@@ -43,9 +43,20 @@ names() {
 }
 # reset puts every NIC back after a step that died without its cleanup (a
 # test binary that panicked leaves its namespaces, a NIC it unplugged
-# stays unplugged): namespaces deleted, the PCI bus rescanned, names set,
-# and each NIC back in the root namespace.
+# stays unplugged, promiscuous mode and queue counts stay as set): namespaces
+# deleted, the PCI bus rescanned, names set, and each NIC back in the root
+# namespace, down, not promiscuous, MTU 1500, no address, the queues it
+# booted with.
 reset() {
+	reset_nics
+	for name in $(sed -n 's/^NIC \([^ ]*\) .*/\1/p' "$out/plan"); do
+		ip link set "$name" down promisc off mtu 1500 2>/dev/null
+		ip addr flush dev "$name" 2>/dev/null
+		q=$(cat "/tmp/vmlab/queues.$name" 2>/dev/null)
+		[ -n "$q" ] && ethtool -L "$name" combined "$q" 2>/dev/null
+	done
+}
+reset_nics() {
 	ip -all netns delete 2>/dev/null
 	echo 1 > /sys/bus/pci/rescan
 	i=0
@@ -62,6 +73,9 @@ reset() {
 	echo "vmlab: NICs missing after reset: $(ls /sys/class/net | tr '\n' ' ')"
 }
 names
+for name in $(sed -n 's/^NIC \([^ ]*\) .*/\1/p' "$out/plan"); do
+	ethtool -l "$name" 2>/dev/null | awk '/^Combined:/ { c = $2 } END { if (c != "") print c }' > "/tmp/vmlab/queues.$name"
+done
 {
 	echo "kernel: $(uname -r)"
 	echo "cmdline: $(cat /proc/cmdline)"
