@@ -36,6 +36,8 @@ import (
 // without them (its Close then only removes its namespaces). A lab that
 // asks for more queues than the NICs can have fails with an error wrapping
 // errors.ErrUnsupported (NewT skips on it) that names what the device lacks.
+// A lab of NICs lives in the process that made it: Open and List (the
+// command's lab up and lab down, across processes) know only veth labs.
 //
 // VIRTIF_LAB_PROMISC=1 also puts the host-side NIC in promiscuous mode, so
 // that a NIC's own address filter is out of the way (a diagnostic: what
