@@ -87,7 +87,8 @@ func labNICs(opts Options) (nics [2]string, ok bool, err error) {
 // takeNICs moves the NICs l.Link names into the lab's namespaces.
 func (l *Lab) takeNICs(opts Options, handles [2]netns.NsHandle) error {
 	// A lab still holding the NICs (a test that makes one lab after
-	// another and closes them at its end) gives them up to this one.
+	// another and closes them at its end) gives them up to this one; an
+	// XDP program it left attached goes with a replug (PCI NICs).
 	key := l.Link[0] + "," + l.Link[1]
 	nicMu.Lock()
 	prev := nicOwners[key]
@@ -118,6 +119,19 @@ func (l *Lab) takeNICs(opts Options, handles [2]netns.NsHandle) error {
 					lease.pci[i] = d
 					break
 				}
+			}
+		}
+		if x := link.Attrs().Xdp; prev != nil && x != nil && x.Attached && lease.pci[i] != "" {
+			// The lab it came from still holds an XDP link on it, which
+			// no one else can detach: a NIC fresh from an unplug has none.
+			if err := os.WriteFile(filepath.Join(lease.pci[i], "remove"), []byte("1"), 0); err != nil {
+				return fmt.Errorf("netlab: unplug %s to drop the XDP program of lab %s: %w", name, prev.Name, err)
+			}
+			if err := lease.restore(i, name); err != nil {
+				return err
+			}
+			if link, err = netlink.LinkByName(name); err != nil {
+				return fmt.Errorf("netlab: NIC %s after a replug: %w", name, err)
 			}
 		}
 		max, cur, err := channels(name)
