@@ -59,7 +59,7 @@ test() { # test <step> <pkg> <env> [-test.run regexp]
 		;;
 	smoke)
 		# Attach, steering, send and a vanishing NIC on the real driver.
-		test virtio-net.auto.auto.xsk xsk "$nics" -test.run "'^TestIntegration(Receive|Transmit)\$'"
+		test virtio-net.auto.auto.xsk xsk "$nics" -test.run "'^TestIntegration(Receive|Transmit|Options|InterfaceDeleted)\$'"
 		test virtio-net.auto.auto.bpf bpf "$nics" -test.run "'^TestIntegrationAttach\$'"
 		test virtio-net.auto.auto.virtif_xdp virtif/xdp "$nics" -test.run "'^TestIntegration(Steering|Send|TwoVifs|TwoQueues|NICDeleted)\$'"
 		test virtio-net-zc.auto.zerocopy.virtif_xdp virtif/xdp "$zc" -test.run "'^TestIntegration(Steering|Send)\$'"
