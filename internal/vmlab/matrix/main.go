@@ -86,7 +86,10 @@ func parseDemo(r io.Reader, row *Row) {
 // crash describes how a test binary died between verdicts: the panic and
 // the first frame of this module under it, and the test that was running.
 func crash(out []byte) string {
-	lines := strings.Split(string(out), "\n")
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	if last := lines[len(lines)-1]; last == "PASS" || last == "FAIL" {
+		return "" // it ended on its own (a child's panic is only a test's log)
+	}
 	running := ""
 	for i, line := range lines {
 		if m := runRE.FindStringSubmatch(line); m != nil {
