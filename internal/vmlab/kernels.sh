@@ -13,7 +13,7 @@ shift || true
 [ $# -gt 0 ] || set -- 6.1 6.12 new
 cache=${VMLAB_CACHE:-/var/cache/virtif-xdp}
 bin=$cache/bin
-outs=$cache/out
+outs=$cache/out/$profile # per profile: a smoke run leaves the full results alone
 mkdir -p "$bin" "$outs"
 rm -f "$bin"/*
 
@@ -76,5 +76,5 @@ for k in "$@"; do
 	sh "$here/run.sh" "$k" "$steps" "$outs/$k" || status=1
 	echo "$(($(date +%s) - start))" > "$outs/$k/seconds"
 done
-go run ./internal/vmlab/matrix -profile "$profile" -out bench/results "$@" || status=1
+go run ./internal/vmlab/matrix -profile "$profile" -results "$outs" -out bench/results "$@" || status=1
 exit $status

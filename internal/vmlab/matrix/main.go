@@ -151,13 +151,16 @@ func parse(r io.Reader, row *Row) {
 }
 
 func main() {
-	cache := flag.String("cache", envOr("VMLAB_CACHE", "/var/cache/virtif-xdp"), "the cache folder of internal/vmlab")
 	profile := flag.String("profile", "full", "full or smoke: names the files")
+	results := flag.String("results", "", "the folder of one folder per kernel (default: the cache's out/PROFILE)")
 	out := flag.String("out", "bench/results", "folder for kernels[-smoke].{md,json}")
 	flag.Parse()
+	if *results == "" {
+		*results = filepath.Join(envOr("VMLAB_CACHE", "/var/cache/virtif-xdp"), "out", *profile)
+	}
 	m := Matrix{Profile: *profile, Date: time.Now().UTC().Format(time.RFC3339), Seconds: map[string]int{}}
 	for _, k := range flag.Args() {
-		rows, secs, err := readKernel(filepath.Join(*cache, "out", k), k)
+		rows, secs, err := readKernel(filepath.Join(*results, k), k)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "matrix:", err)
 			os.Exit(1)
