@@ -8,7 +8,11 @@ FUZZTIME  ?= 5s
 # for the reference programs; bpf/generate.sh adds clang-14 for the BPF check.
 TEST_DEBS := tcpdump iputils-ping iproute2
 
-.PHONY: all build test race fuzz soak vet lint bench bench-go deps generate bpfcheck demo clean
+# Debian packages the kernel lab (make test-kernels) uses: QEMU, the guest's
+# busybox, and the tools that build its initramfs and set up its NICs.
+VM_DEBS := qemu-system-x86 busybox-static cpio kmod xz-utils zstd ethtool iproute2
+
+.PHONY: all build test race fuzz soak vet lint bench bench-go deps vmdeps generate bpfcheck demo clean test-kernels test-kernels-smoke
 
 all: build
 
@@ -29,6 +33,27 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 	sh bench/deps.sh
+
+# Installs what the kernel lab needs (only what is missing).
+vmdeps:
+	@missing=""; for p in $(VM_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# Boots Debian's 6.1, 6.12 and newest kernel (fetched as packages through a
+# private apt configuration, cached in /var/cache/virtif-xdp) under QEMU and
+# runs the integration tests and the demo there on virtio-net NIC pairs;
+# writes bench/results/kernels.{md,json}. KERNELS picks some of them.
+KERNELS ?= 6.1 6.12 new
+test-kernels: vmdeps deps
+	sh internal/vmlab/kernels.sh full $(KERNELS)
+
+# The same with a few tests per kernel (steering, send, two vifs, two
+# queues, a vanishing NIC, zero-copy) and the demo: bench/results/kernels-smoke.*.
+test-kernels-smoke: vmdeps deps
+	sh internal/vmlab/kernels.sh smoke $(KERNELS)
 
 # Regenerates the XDP object from bpf/steer.c (installs clang-14 if missing).
 generate:

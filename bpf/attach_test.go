@@ -330,7 +330,7 @@ func TestIntegrationNICDeleted(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lab.Run(netlab.Host, "ip", "link", "del", lab.Link[netlab.Host]); err != nil {
+	if err := lab.DeleteLink(netlab.Host); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.AddMAC(mac0, 0); err != nil {

@@ -32,7 +32,7 @@ func xdpIfc(t testing.TB, lab *netlab.Lab, opts string) *virtif.Interface {
 		if ifc, err = c.Create(); err != nil {
 			return err
 		}
-		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + opts)
+		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + opts + netlab.TestLinkOpts())
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func testXDPHost(t *testing.T, queues int) {
 		if ifc, err = c.Create(); err != nil {
 			return err
 		}
-		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host])
+		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + netlab.TestLinkOpts())
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -251,7 +251,7 @@ func TestIntegrationXDPRestartAnnounces(t *testing.T) {
 			if ifc, err = c.CreateUnit(unit); err != nil {
 				return err
 			}
-			return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host])
+			return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + netlab.TestLinkOpts())
 		})
 		if err != nil {
 			t.Fatal(err)

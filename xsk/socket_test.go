@@ -320,7 +320,7 @@ func TestIntegrationForeignDescriptors(t *testing.T) {
 func TestIntegrationInterfaceDeleted(t *testing.T) {
 	l := newXSKLab(t, netlab.Options{})
 	s := l.open(t, 0, nil)
-	if _, err := l.Run(netlab.Peer, "ip", "link", "del", l.Link[netlab.Peer]); err != nil {
+	if err := l.DeleteLink(netlab.Peer); err != nil {
 		t.Fatal(err)
 	}
 	var err error

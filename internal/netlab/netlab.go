@@ -81,6 +81,13 @@ func New(opts Options) (l *Lab, err error) {
 		NS:   [2]string{name + "-h", name + "-p"},
 		Link: [2]string{name + "h", name + "p"},
 	}
+	nics, useNICs, err := labNICs(opts) // existing NICs instead of a veth: nics.go
+	if err != nil {
+		return nil, err
+	}
+	if useNICs {
+		l.Link = nics
+	}
 	if !opts.NoAddr {
 		l.Addr = [2]netip.Prefix{
 			netip.MustParsePrefix("198.18.0.1/24"),
@@ -127,8 +134,13 @@ func New(opts Options) (l *Lab, err error) {
 		PeerNumRxQueues: uint32(opts.Queues),
 		PeerMTU:         uint32(opts.MTU),
 	}
-	if err := nl.LinkAdd(veth); err != nil {
-		return l, fmt.Errorf("netlab: add veth %s: %w", l.Link[0], err)
+	if useNICs {
+		err = l.takeNICs(opts, handles)
+	} else if err = nl.LinkAdd(veth); err != nil {
+		err = fmt.Errorf("netlab: add veth %s: %w", l.Link[0], err)
+	}
+	if err != nil {
+		return l, err
 	}
 	for i := range 2 {
 		h := nl
@@ -292,10 +304,12 @@ func (l *Lab) Run(side int, name string, args ...string) ([]byte, error) {
 	return out, nil
 }
 
-// Close removes the lab as Remove does. It is safe to call more than once.
+// Close removes the lab as Remove does (a lab made of existing NICs gives
+// them back first, see NICsEnv). It is safe to call more than once.
 func (l *Lab) Close() error {
-	_, err := remove(l)
-	return err
+	err := l.returnNICs()
+	_, rerr := remove(l)
+	return errors.Join(err, rerr)
 }
 
 // Removal is what Remove found of a lab: the parts it took away and those

@@ -124,7 +124,7 @@ func createVif(lab *netlab.Lab, c *virtif.Cloner, opts string, up bool) (*testVi
 			return err
 		}
 		v.ifc = ifc
-		if err := ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + opts); err != nil {
+		if err := ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + opts + netlab.TestLinkOpts()); err != nil {
 			return err
 		}
 		ifc.SetInput(v.rec.input)
