@@ -26,6 +26,7 @@ type runFlags struct {
 	echo    int
 	http    string
 	trust   bool
+	allowID bool // --allow-host-identity
 
 	prefixes []netip.Prefix // parsed addrs
 	gw       netip.Addr     // parsed gateway
@@ -53,6 +54,14 @@ An address need not be in the host kernel's subnet on the NIC; two vifs on
 one NIC cannot have IPv6 addresses with the same low 24 bits (they share a
 solicited-node group), nor can vif0 and the host kernel.
 
+run never takes the host's identity unless --allow-host-identity: it
+refuses an --addr the host kernel holds anywhere in the NIC's namespace, an
+IPv6 --addr whose solicited-node group (the low 24 bits) is that of an IPv6
+address on the NIC's link (the NIC, its VLANs and macvlans, its master),
+EUI-64 link-locals included, and a --mac that is the NIC's, one of those
+interfaces', or on the NIC's address list ('bridge fdb show dev NIC self').
+The error names each conflict.
+
 Checksums: on a veth, the sending kernel leaves TCP checksums unfinished
 and XDP sees them that way, so TCP to vif0 fails unless the sender turns
 checksum offload off ('ethtool -K PEER tx off') or run is told
@@ -79,6 +88,7 @@ checksum offload off ('ethtool -K PEER tx off') or run is told
 	fs.StringVar(&f.gateway, "gateway", "", "default gateway, IPv4 or IPv6 (needs an --addr of its family)")
 	fs.IntVar(&f.echo, "echo", 7, "TCP echo service port (0: none)")
 	fs.StringVar(&f.http, "http", ":80", `status page address: ":80" on every address, "198.18.0.3:8080" on one ("": none)`)
+	fs.BoolVar(&f.allowID, "allow-host-identity", false, "take an --addr or --mac the host uses on the NIC's namespace or link anyway (it cuts the host off)")
 	fs.BoolVar(&f.trust, "trust-rx-checksum", false, "trust received checksums (for a veth whose sender offloads them; not for real NICs)")
 	return cmd
 }
@@ -161,6 +171,9 @@ func (f *runFlags) check() error {
 // runHost is run's body: vif0 with a netstack.Host on it until stopped.
 func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 	w := cmd.OutOrStdout()
+	if err := checkHostIdentity(f.netns, f.link, f.prefixes, f.hw, f.allowID); err != nil {
+		return err
+	}
 	v, err := openVif(vifSetup{link: f.link, netns: f.netns, mac: f.hw, promisc: f.promisc})
 	if err != nil {
 		return err

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 )
 
 // capture -w creates its file 0600, refuses an existing one without
@@ -91,5 +94,65 @@ func TestNamespaceNames(t *testing.T) {
 		if r.code != exitUsage || !strings.Contains(r.stderr, "name") {
 			t.Errorf("%q: exit %d, want %d naming the name; stderr:\n%s", args, r.code, exitUsage, r.stderr)
 		}
+	}
+}
+
+// run refuses to take what the host uses: an address it holds anywhere in
+// the NIC's namespace, an IPv6 address sharing the solicited-node group of
+// one on the NIC's link (its EUI-64 link-local included), a MAC of the NIC,
+// of an interface on it, or on its address list. Each error names the
+// conflict; --allow-host-identity overrides.
+func TestIntegrationRunRefusesHostIdentity(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	if err := addLabIPv6(lab); err != nil {
+		t.Fatal(err)
+	}
+	nic := lab.Link[netlab.Host]
+	for _, cmd := range [][]string{
+		{"ip", "addr", "add", "198.18.9.9/32", "dev", "lo"},
+		{"ip", "link", "add", "link", nic, "name", "vxmv0", "address", "02:00:00:00:aa:01", "type", "macvlan"},
+		{"bridge", "fdb", "add", "02:00:00:00:aa:02", "dev", nic, "self", "permanent"},
+	} {
+		if _, err := lab.Run(netlab.Host, cmd[0], cmd[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mac := lab.MAC[netlab.Host]
+	eui := netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x00, 2: 0x01, 3: 0x98, 4: 0x00, 5: 0x18, 12: 0x77, 13: mac[3], 14: mac[4], 15: mac[5]})
+	run := func(args ...string) result {
+		t.Helper()
+		return runCmd(t, append([]string{"run", "--netns", lab.NS[netlab.Host], "--link", "xdp:" + nic,
+			"--trust-rx-checksum", "--duration", "1s", "--echo", "0", "--http", ""}, args...)...)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--addr", "198.18.0.1/24"}, "--addr 198.18.0.1: the host kernel holds it on " + nic},
+		{[]string{"--addr", "198.18.9.9/24"}, "--addr 198.18.9.9: the host kernel holds it on lo"},
+		{[]string{"--addr", "fd00:198:18::1/64"}, "--addr fd00:198:18::1: the host kernel holds it on " + nic},
+		{[]string{"--addr", "198.18.0.3/24", "--addr", "fd00:198:18::aa00:1/64"},
+			"--addr fd00:198:18::aa00:1: its solicited-node group ff02::1:ff00:1 is that of fd00:198:18::1, on " + nic},
+		{[]string{"--addr", eui.String() + "/64"}, "is that of fe80::"},
+		{[]string{"--addr", "198.18.0.3/24", "--mac", mac.String()}, "--mac " + mac.String() + ": used by the NIC " + nic},
+		{[]string{"--addr", "198.18.0.3/24", "--mac", "02:00:00:00:aa:01"}, "--mac 02:00:00:00:aa:01: used by vxmv0 (macvlan on " + nic + ")"},
+		{[]string{"--addr", "198.18.0.3/24", "--mac", "02:00:00:00:aa:02"}, "--mac 02:00:00:00:aa:02: used by an entry of " + nic + "'s address list"},
+	} {
+		r := run(c.args...)
+		if r.code != exitFailure || !strings.Contains(r.stderr, c.want) || !strings.Contains(r.stderr, "--allow-host-identity") {
+			t.Errorf("%q: exit %d, want %d with %q; stderr:\n%s", c.args, r.code, exitFailure, c.want, r.stderr)
+		}
+	}
+	if attached, err := xdpAttached(lab); err != nil || attached {
+		t.Errorf("XDP program on the NIC after refused runs (attached %v, %v)", attached, err)
+	}
+	// The rare case: asked for, the address on lo is taken.
+	if r := run("--addr", "198.18.9.9/24", "--allow-host-identity"); r.code != exitOK {
+		t.Errorf("--allow-host-identity: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// What the host does not use is fine (the demo's addresses).
+	if r := run("--addr", "198.18.0.3/24", "--addr", "fd00:198:18::3/64"); r.code != exitOK {
+		t.Errorf("a free address: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }

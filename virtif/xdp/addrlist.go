@@ -467,3 +467,32 @@ func (a *addrList) info() (AddrFilter, int) {
 	defer a.mu.Unlock()
 	return a.filter, a.cleaned
 }
+
+// RecordedMACs lists the MACs that virtif-xdp processes recorded on their
+// state files for the NIC ifindex of the calling thread's namespace, each
+// with whether the process that added it still runs: an entry of a dead
+// process on the NIC's address list is a leftover the next open removes,
+// not a MAC anyone uses.
+func RecordedMACs(ifindex int) (map[string]bool, error) {
+	ns, err := netnsInode()
+	if err != nil {
+		return nil, err
+	}
+	states, err := readStates(ns, ifindex)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]bool{}
+	for _, st := range states {
+		if st.NetNS != ns || st.Ifindex != ifindex {
+			continue
+		}
+		alive := st.alive()
+		for _, s := range st.MACs {
+			if hw, err := net.ParseMAC(s); err == nil {
+				m[hw.String()] = m[hw.String()] || alive
+			}
+		}
+	}
+	return m, nil
+}
