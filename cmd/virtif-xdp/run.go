@@ -27,6 +27,7 @@ type runFlags struct {
 	http    string
 	trust   bool
 	allowID bool // --allow-host-identity
+	limits  netstack.Limits
 
 	prefixes []netip.Prefix // parsed addrs
 	gw       netip.Addr     // parsed gateway
@@ -44,7 +45,8 @@ frames for its MAC, ARP requests for its IPv4 addresses and its IPv6
 solicited-node groups; everything else still reaches the host kernel.
 
 The host answers ping (ICMP and ICMPv6), runs a TCP echo service (RFC 862)
-on --echo and an HTTP status page with the interface counters on --http,
+on --echo and an HTTP status page with the interface counters on --http
+(--echo 0 and --http off turn them off; the banner says what listens where),
 until Ctrl-C or SIGTERM (or --duration). Then it stops the stack, destroys
 vif0 and the XDP program leaves the NIC, and it prints the interface
 counters and what the host answered. --metrics serves both to Prometheus
@@ -61,6 +63,15 @@ address on the NIC's link (the NIC, its VLANs and macvlans, its master),
 EUI-64 link-locals included, and a --mac that is the NIC's, one of those
 interfaces', or on the NIC's address list ('bridge fdb show dev NIC self').
 The error names each conflict.
+
+Anyone on the segment reaches the services, so they are bounded: at most
+--max-conns connections at once (one more is closed at once), a connection
+silent for --idle-timeout or not taking a write for --write-timeout is
+closed (an echo client that never reads holds a 16 KiB buffer and the
+socket's send buffer, no more), HTTP request headers are at most 8 KiB.
+The status page shows the interface's name, MAC, MTU, flags, addresses and
+counters and the services' connection counts, never the link string, the
+NIC or its settings.
 
 Checksums: on a veth, the sending kernel leaves TCP checksums unfinished
 and XDP sees them that way, so TCP to vif0 fails unless the sender turns
@@ -87,7 +98,10 @@ checksum offload off ('ethtool -K PEER tx off') or run is told
 	fs.StringArrayVar(&f.addrs, "addr", nil, "an address of the host with its subnet, IPv4 or IPv6 (repeat for more), e.g. 198.18.0.3/24")
 	fs.StringVar(&f.gateway, "gateway", "", "default gateway, IPv4 or IPv6 (needs an --addr of its family)")
 	fs.IntVar(&f.echo, "echo", 7, "TCP echo service port (0: none)")
-	fs.StringVar(&f.http, "http", ":80", `status page address: ":80" on every address, "198.18.0.3:8080" on one ("": none)`)
+	fs.StringVar(&f.http, "http", ":80", `status page address: ":80" on every address, "198.18.0.3:8080" on one ("off" or "": none)`)
+	fs.IntVar(&f.limits.MaxConns, "max-conns", netstack.DefaultMaxConns, "connections open at once across echo and the status page; one more is closed at once")
+	fs.DurationVar(&f.limits.IdleTimeout, "idle-timeout", netstack.DefaultIdleTimeout, "close a service connection silent this long (also bounds reading one HTTP request)")
+	fs.DurationVar(&f.limits.WriteTimeout, "write-timeout", netstack.DefaultWriteTimeout, "close a service connection whose client does not take a write within this")
 	fs.BoolVar(&f.allowID, "allow-host-identity", false, "take an --addr or --mac the host uses on the NIC's namespace or link anyway (it cuts the host off)")
 	fs.BoolVar(&f.trust, "trust-rx-checksum", false, "trust received checksums (for a veth whose sender offloads them; not for real NICs)")
 	return cmd
@@ -145,6 +159,12 @@ func (f *runFlags) check() error {
 		}
 		f.gw = gw
 	}
+	if f.http == "off" {
+		f.http = ""
+	}
+	if f.limits.MaxConns < 1 || f.limits.IdleTimeout <= 0 || f.limits.WriteTimeout <= 0 {
+		return usagef("--max-conns, --idle-timeout and --write-timeout must be positive")
+	}
 	if f.echo < 0 || f.echo > 65535 {
 		return usagef("--echo %d: a TCP port is 1..65535 (0: no echo service)", f.echo)
 	}
@@ -191,10 +211,13 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 		Gateway:  f.gw,
 		EchoPort: f.echo,
 		HTTPAddr: f.http,
+		Limits:   f.limits,
+		// Whoever reaches the page reads it: counters, uptime and how frames
+		// are demultiplexed, not the NIC or how it is set up (the banner
+		// has that).
 		StatusFunc: func(w io.Writer) {
 			info := v.be.Info() // Demux may change: a driver without XDP metadata is found out late
-			fmt.Fprintf(w, "served by virtif-xdp run: attach %s, bind %s, queues %s, NIC accepts the vif's MACs by %s, frames demultiplexed by %s, up %s\n",
-				info.Attach, info.Mode, intsString(info.Queues), info.AddrFilter, info.Demux, time.Since(start).Round(time.Second))
+			fmt.Fprintf(w, "served by virtif-xdp run, frames demultiplexed by %s, up %s\n", info.Demux, time.Since(start).Round(time.Second))
 		},
 		Stack: netstack.StackConfig{Endpoint: netstack.EndpointOptions{RXChecksumOffload: f.trust}},
 	})
@@ -256,10 +279,18 @@ func printHostBanner(w io.Writer, f *runFlags, v *vif) {
 		fmt.Fprintf(w, "  gateway %s\n", f.gw)
 	}
 	if f.echo > 0 {
-		fmt.Fprintf(w, "  echo   tcp port %d\n", f.echo)
+		fmt.Fprintf(w, "  echo   tcp port %d on every address\n", f.echo)
+	} else {
+		fmt.Fprintf(w, "  echo   off\n")
 	}
 	if urls := statusURLs(f.http, f.prefixes); len(urls) > 0 {
-		fmt.Fprintf(w, "  status %s\n", strings.Join(urls, " "))
+		fmt.Fprintf(w, "  status %s (counters only)\n", strings.Join(urls, " "))
+	} else {
+		fmt.Fprintf(w, "  status off\n")
+	}
+	if f.echo > 0 || f.http != "" {
+		fmt.Fprintf(w, "  limits %d connections at once, idle %s, writes %s, HTTP headers %d KiB\n",
+			f.limits.MaxConns, f.limits.IdleTimeout, f.limits.WriteTimeout, netstack.DefaultMaxHeaderBytes>>10)
 	}
 	fmt.Fprintln(w, "Ctrl-C stops")
 }

@@ -123,7 +123,7 @@ func TestIntegrationRunRefusesHostIdentity(t *testing.T) {
 	run := func(args ...string) result {
 		t.Helper()
 		return runCmd(t, append([]string{"run", "--netns", lab.NS[netlab.Host], "--link", "xdp:" + nic,
-			"--trust-rx-checksum", "--duration", "1s", "--echo", "0", "--http", ""}, args...)...)
+			"--trust-rx-checksum", "--duration", "1s", "--echo", "0", "--http", "off"}, args...)...)
 	}
 	for _, c := range []struct {
 		args []string
@@ -152,7 +152,9 @@ func TestIntegrationRunRefusesHostIdentity(t *testing.T) {
 		t.Errorf("--allow-host-identity: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	// What the host does not use is fine (the demo's addresses).
-	if r := run("--addr", "198.18.0.3/24", "--addr", "fd00:198:18::3/64"); r.code != exitOK {
+	// --echo 0 and --http off: the banner says nothing listens.
+	if r := run("--addr", "198.18.0.3/24", "--addr", "fd00:198:18::3/64"); r.code != exitOK ||
+		!strings.Contains(r.stdout, "  echo   off\n  status off\n") || strings.Contains(r.stdout, "limits") {
 		t.Errorf("a free address: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
