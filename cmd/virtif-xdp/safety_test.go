@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -156,5 +158,68 @@ func TestIntegrationRunRefusesHostIdentity(t *testing.T) {
 	if r := run("--addr", "198.18.0.3/24", "--addr", "fd00:198:18::3/64"); r.code != exitOK ||
 		!strings.Contains(r.stdout, "  echo   off\n  status off\n") || strings.Contains(r.stdout, "limits") {
 		t.Errorf("a free address: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// The UMEM of one NIC is capped (umemmax=, default 1 GiB), checked before
+// anything is mapped, and the error gives the arithmetic.
+func TestIntegrationUMEMCeiling(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewT(t, netlab.Options{Queues: 64})
+	for _, c := range []struct{ link, want string }{
+		{",queues=all,frames=1048576,frame=4096", "UMEM of 64 queues × 1048576 frames × 4096 bytes = 256 GiB, beyond the ceiling of 1 GiB"},
+		{",queues=0-3,umemmax=16M", "UMEM of 4 queues × 4096 frames × 2048 bytes = 32 MiB, beyond the ceiling of 16 MiB"},
+	} {
+		r := runCmd(t, "rxdrop", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host]+c.link, "--duration", "1s")
+		if r.code != exitFailure || !strings.Contains(r.stderr, c.want) || !strings.Contains(r.stderr, "umemmax=") {
+			t.Errorf("%s: exit %d, want %d saying %q:\n%s", c.link, r.code, exitFailure, c.want, r.stderr)
+		}
+	}
+	if attached, err := xdpAttached(lab); err != nil || attached {
+		t.Errorf("XDP program on the NIC after a refused UMEM (attached %v, %v)", attached, err)
+	}
+}
+
+// A process without CAP_IPC_LOCK has its UMEM charged to RLIMIT_MEMLOCK:
+// below the hard limit it raises the soft one and runs; beyond, it fails
+// naming the limit, the bytes and the fix (not a bare ENOBUFS).
+func TestIntegrationMemlock(t *testing.T) {
+	netlab.RequireRoot(t)
+	for _, tool := range []string{"prlimit", "setpriv"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found (util-linux)", tool)
+		}
+	}
+	bin := commandBinary(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	// 2048 frames of 2048 bytes: 4 MiB of UMEM.
+	rxdrop := func(memlock string) result {
+		t.Helper()
+		cmd := exec.Command("ip", "netns", "exec", lab.NS[netlab.Host], "prlimit", "--memlock="+memlock,
+			"setpriv", "--inh-caps=-ipc_lock", "--bounding-set=-ipc_lock", "--",
+			bin, "rxdrop", "--link", "xdp:"+lab.Link[netlab.Host]+",frames=2048,ring=512", "--duration", "1s")
+		var out, errb syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		code := 0
+		if err := cmd.Run(); err != nil {
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) {
+				t.Fatal(err)
+			}
+			code = ee.ExitCode()
+		}
+		return result{code, out.String(), errb.String()}
+	}
+	if r := rxdrop("1048576:8388608"); r.code != exitOK {
+		t.Errorf("soft limit 1 MiB under a hard 8 MiB: exit %d, want the limit raised and 0:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r := rxdrop("1048576:1048576")
+	for _, want := range []string{"RLIMIT_MEMLOCK", "= 4 MiB", "limit is 1 MiB (hard 1 MiB)", "no CAP_IPC_LOCK", "ulimit -l"} {
+		if r.code != exitFailure || !strings.Contains(r.stderr, want) {
+			t.Errorf("hard limit 1 MiB: exit %d, want %d saying %q:\n%s", r.code, exitFailure, want, r.stderr)
+		}
+	}
+	if attached, err := xdpAttached(lab); err != nil || attached {
+		t.Errorf("XDP program on the NIC after the refused UMEM (attached %v, %v)", attached, err)
 	}
 }
