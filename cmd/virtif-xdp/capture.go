@@ -57,7 +57,7 @@ counters give the drops.
 -w FILE is created with mode 0600 (a capture holds whatever the segment
 carried). An existing FILE is refused unless --force (then it is truncated
 and set to 0600), and a symlink is refused even then: FILE must be the file
-itself. -w - writes to standard output (the summary then goes to stderr).`,
+itself. -w - writes to standard output (the summary then goes to stderr).` + privilegesHelp,
 		Example: `  ip netns exec vxlab-h virtif-xdp capture --link xdp:vxlabh --promisc -w /tmp/vif.pcap --count 100
   tcpdump -nr /tmp/vif.pcap
   ip netns exec vxlab-h virtif-xdp capture --link xdp:vxlabh -w - | tcpdump -nr -`,
@@ -150,8 +150,15 @@ func runCapture(cmd *cobra.Command, f *vifFlags, o captureOpts) error {
 		return fmt.Errorf("--metrics: %w", err)
 	}
 	defer stopMetrics()
+	kept, err := dropPrivileges()
+	if err != nil {
+		v.Close()
+		q.Close()
+		closeFile()
+		return err
+	}
 	slog.Info("running", "mode", "capture", "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr().String(), "link", f.link, "file", o.file,
-		"promisc", f.promisc, "count", o.count, "queue", o.queue)
+		"promisc", f.promisc, "count", o.count, "queue", o.queue, "caps", kept)
 
 	start := time.Now()
 	prev := c.drops()

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,7 +77,7 @@ NIC or its settings.
 Checksums: on a veth, the sending kernel leaves TCP checksums unfinished
 and XDP sees them that way, so TCP to vif0 fails unless the sender turns
 checksum offload off ('ethtool -K PEER tx off') or run is told
---trust-rx-checksum. A real NIC delivers finished checksums: leave it off.`,
+--trust-rx-checksum. A real NIC delivers finished checksums: leave it off.` + privilegesHelp,
 		Example: `  # in the lab ('virtif-xdp lab up' makes vxlab-h/vxlabh, peer vxlab-p)
   virtif-xdp run --netns vxlab-h --link xdp:vxlabh --addr 198.18.0.3/24 --trust-rx-checksum
   ip netns exec vxlab-p ping 198.18.0.3
@@ -206,6 +207,7 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 	}()
 	info := v.be.Info()
 	start := time.Now()
+	var privs atomic.Pointer[string] // the capabilities kept, once dropped
 	h, err := netstack.NewHost(v.ifc, netstack.HostConfig{
 		Addrs:    f.prefixes,
 		Gateway:  f.gw,
@@ -217,7 +219,12 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 		// has that).
 		StatusFunc: func(w io.Writer) {
 			info := v.be.Info() // Demux may change: a driver without XDP metadata is found out late
-			fmt.Fprintf(w, "served by virtif-xdp run, frames demultiplexed by %s, up %s\n", info.Demux, time.Since(start).Round(time.Second))
+			caps := "not dropped yet"
+			if p := privs.Load(); p != nil {
+				caps = *p
+			}
+			fmt.Fprintf(w, "served by virtif-xdp run, frames demultiplexed by %s, up %s, capabilities %s\n",
+				info.Demux, time.Since(start).Round(time.Second), caps)
 		},
 		Stack: netstack.StackConfig{Endpoint: netstack.EndpointOptions{RXChecksumOffload: f.trust}},
 	})
@@ -238,10 +245,15 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 		return fmt.Errorf("--metrics: %w", err)
 	}
 	defer stopMetrics()
+	kept, err := dropPrivileges()
+	if err != nil {
+		return err
+	}
+	privs.Store(&kept)
 
-	printHostBanner(w, f, v)
+	printHostBanner(w, f, v, kept)
 	slog.Info("running", "mode", "run", "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr().String(), "link", f.link,
-		"addrs", f.addrs, "attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration)
+		"addrs", f.addrs, "attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration, "caps", kept)
 	_, err = runFor(cmd.Context(), f.duration, v, nil, nil)
 
 	// What the host answered, before the stack goes (its counters go too).
@@ -255,7 +267,7 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 }
 
 // printHostBanner says where the host is and what it serves.
-func printHostBanner(w io.Writer, f *runFlags, v *vif) {
+func printHostBanner(w io.Writer, f *runFlags, v *vif, caps string) {
 	info := v.be.Info()
 	where := ""
 	if f.netns != "" {
@@ -292,6 +304,7 @@ func printHostBanner(w io.Writer, f *runFlags, v *vif) {
 		fmt.Fprintf(w, "  limits %d connections at once, idle %s, writes %s, HTTP headers %d KiB\n",
 			f.limits.MaxConns, f.limits.IdleTimeout, f.limits.WriteTimeout, netstack.DefaultMaxHeaderBytes>>10)
 	}
+	fmt.Fprintf(w, "  capabilities %s in every thread (the rest dropped after setup)\n", caps)
 	fmt.Fprintln(w, "Ctrl-C stops")
 }
 
