@@ -41,6 +41,11 @@ type HostConfig struct {
 	// Limits bound what the services take from strangers; zero fields get
 	// the defaults.
 	Limits Limits
+	// Probe is the check that nobody on the segment holds Addrs, made
+	// before they are added (and then announced): ARP probes for IPv4,
+	// duplicate address detection for IPv6. An address someone answers
+	// for fails NewHost with a *ConflictError naming who.
+	Probe ProbeConfig
 	// Stack shapes the stack.
 	Stack StackConfig
 }
@@ -143,6 +148,22 @@ func NewHost(ifc *virtif.Interface, cfg HostConfig) (h *Host, err error) {
 	h = host
 	if err := ifc.Up(); err != nil {
 		return nil, fmt.Errorf("netstack: new host: %w", err)
+	}
+	var addrs []netip.Addr
+	for _, p := range cfg.Addrs {
+		addrs = append(addrs, p.Addr())
+	}
+	if !cfg.Probe.Off {
+		interval := cfg.Probe.Interval
+		if interval <= 0 {
+			interval = defaultProbeInterval
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*interval+10*time.Second) // a bound, never reached
+		err := st.Probe(ctx, addrs, cfg.Probe)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
 	}
 	var has6 bool
 	for _, p := range cfg.Addrs {

@@ -29,6 +29,7 @@ type runFlags struct {
 	trust   bool
 	allowID bool // --allow-host-identity
 	limits  netstack.Limits
+	probe   time.Duration
 
 	prefixes []netip.Prefix // parsed addrs
 	gw       netip.Addr     // parsed gateway
@@ -65,6 +66,13 @@ EUI-64 link-locals included, and a --mac that is the NIC's, one of those
 interfaces', or on the NIC's address list ('bridge fdb show dev NIC self').
 The error names each conflict.
 
+Then, before it takes them, it checks that nobody on the segment holds its
+addresses: three ARP probes a --probe apart for IPv4 (RFC 5227; then an
+announcement), duplicate address detection for IPv6 (RFC 4862: one
+neighbour solicitation from ::; it steers the all-nodes group to vif0 for
+that time, as the answers go there). An address someone answers for is
+not taken: run exits 1 naming the MAC that answered.
+
 Anyone on the segment reaches the services, so they are bounded: at most
 --max-conns connections at once (one more is closed at once), a connection
 silent for --idle-timeout or not taking a write for --write-timeout is
@@ -100,6 +108,7 @@ checksum offload off ('ethtool -K PEER tx off') or run is told
 	fs.StringVar(&f.gateway, "gateway", "", "default gateway, IPv4 or IPv6 (needs an --addr of its family)")
 	fs.IntVar(&f.echo, "echo", 7, "TCP echo service port (0: none)")
 	fs.StringVar(&f.http, "http", ":80", `status page address: ":80" on every address, "198.18.0.3:8080" on one ("off" or "": none)`)
+	fs.DurationVar(&f.probe, "probe", probeInterval, "time between the probes that check nobody on the segment holds an --addr (ARP probes, IPv6 duplicate address detection) before it is taken; 0: no probing")
 	fs.IntVar(&f.limits.MaxConns, "max-conns", netstack.DefaultMaxConns, "connections open at once across echo and the status page; one more is closed at once")
 	fs.DurationVar(&f.limits.IdleTimeout, "idle-timeout", netstack.DefaultIdleTimeout, "close a service connection silent this long (also bounds reading one HTTP request)")
 	fs.DurationVar(&f.limits.WriteTimeout, "write-timeout", netstack.DefaultWriteTimeout, "close a service connection whose client does not take a write within this")
@@ -160,6 +169,9 @@ func (f *runFlags) check() error {
 		}
 		f.gw = gw
 	}
+	if f.probe < 0 {
+		return usagef("--probe %s: must not be negative", f.probe)
+	}
 	if f.http == "off" {
 		f.http = ""
 	}
@@ -189,6 +201,10 @@ func (f *runFlags) check() error {
 	return nil
 }
 
+// probeInterval is the default of run's --probe and what the demo uses:
+// RFC 5227's and RFC 4862's timing; the tests shorten it.
+var probeInterval = netstack.DefaultProbeInterval
+
 // runHost is run's body: vif0 with a netstack.Host on it until stopped.
 func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 	w := cmd.OutOrStdout()
@@ -214,6 +230,7 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 		EchoPort: f.echo,
 		HTTPAddr: f.http,
 		Limits:   f.limits,
+		Probe:    netstack.ProbeConfig{Interval: f.probe, Off: f.probe == 0},
 		// Whoever reaches the page reads it: counters, uptime and how frames
 		// are demultiplexed, not the NIC or how it is set up (the banner
 		// has that).
@@ -229,6 +246,9 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 		Stack: netstack.StackConfig{Endpoint: netstack.EndpointOptions{RXChecksumOffload: f.trust}},
 	})
 	if err != nil {
+		if errors.Is(err, unix.EADDRINUSE) {
+			err = fmt.Errorf("%w (not taken; --probe 0 skips the check)", err)
+		}
 		if errors.Is(err, unix.EEXIST) {
 			err = fmt.Errorf("%w (another vif on the NIC holds that address or an IPv6 address with the same low 24 bits)", err)
 		}

@@ -223,3 +223,31 @@ func TestIntegrationMemlock(t *testing.T) {
 		t.Errorf("XDP program on the NIC after the refused UMEM (attached %v, %v)", attached, err)
 	}
 }
+
+// run probes its addresses first: one the peer holds (IPv4: it answers the
+// ARP probe; IPv6: duplicate address detection) is not taken, and run
+// exits 1 naming the peer's MAC. A free one is taken (TestIntegrationRun).
+func TestIntegrationRunProbesAddresses(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	if err := addLabIPv6(lab); err != nil {
+		t.Fatal(err)
+	}
+	peer := lab.MAC[netlab.Peer].String()
+	for _, addrs := range [][]string{
+		{"--addr", "198.18.0.2/24"},
+		{"--addr", "198.18.0.3/24", "--addr", "fd00:198:18::2/64"},
+	} {
+		r := runCmd(t, append([]string{"run", "--netns", lab.NS[netlab.Host], "--link", "xdp:" + lab.Link[netlab.Host],
+			"--duration", "1s"}, addrs...)...)
+		held := addrs[len(addrs)-1]
+		held = held[:strings.IndexByte(held, '/')]
+		want := held + " is in use on the segment: " + peer + " answered our probe"
+		if r.code != exitFailure || !strings.Contains(r.stderr, want) {
+			t.Errorf("%q: exit %d, want %d with %q:\n%s%s", addrs, r.code, exitFailure, want, r.stdout, r.stderr)
+		}
+	}
+	if attached, err := xdpAttached(lab); err != nil || attached {
+		t.Errorf("XDP program on the NIC after refused runs (attached %v, %v)", attached, err)
+	}
+}
