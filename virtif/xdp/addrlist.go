@@ -496,3 +496,38 @@ func RecordedMACs(ifindex int) (map[string]bool, error) {
 	}
 	return m, nil
 }
+
+// macSeenOn says where mac is seen on the NIC ifindex of the calling
+// thread's namespace, "" when nowhere: the NIC's own MAC, a neighbour the
+// host's table holds with that MAC (a host on the segment uses it), or a
+// unicast entry of the NIC's address list (a macvlan's, another program's).
+func macSeenOn(ifindex int, mac net.HardwareAddr) (string, error) {
+	link, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return "", err
+	}
+	if bytes.Equal(link.Attrs().HardwareAddr, mac) {
+		return "the NIC's own MAC", nil
+	}
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		ns, err := netlink.NeighList(ifindex, fam)
+		if err != nil {
+			return "", err
+		}
+		for _, n := range ns {
+			if bytes.Equal(n.HardwareAddr, mac) {
+				return "the neighbour table has " + n.IP.String() + " at it", nil
+			}
+		}
+	}
+	fdb, err := netlink.NeighList(ifindex, unix.AF_BRIDGE)
+	if err != nil {
+		return "", err
+	}
+	for _, n := range fdb {
+		if n.Flags&netlink.NTF_SELF != 0 && bytes.Equal(n.HardwareAddr, mac) {
+			return "it is on the NIC's address list", nil
+		}
+	}
+	return "", nil
+}
