@@ -127,6 +127,7 @@ func TestIntegrationRun(t *testing.T) {
 		{"virtif_stack_tcp_accepted_total", `vif="vif0"`, float64(2 + httpRequests)},
 		{"virtif_stack_echo_connections_total", `vif="vif0"`, 2},
 		{"virtif_stack_http_requests_total", `vif="vif0"`, float64(httpRequests)},
+		{"virtif_stack_connections_closed_total", `reason="refused"`, 0},
 		{"virtif_info", `mode="run"`, 1},
 	} {
 		if v, ok := metricValue(m, want.name, want.label); !ok || v != want.v {

@@ -2,12 +2,15 @@ package main
 
 import (
 	"errors"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 )
@@ -249,5 +252,54 @@ func TestIntegrationRunProbesAddresses(t *testing.T) {
 	}
 	if attached, err := xdpAttached(lab); err != nil || attached {
 		t.Errorf("XDP program on the NIC after refused runs (attached %v, %v)", attached, err)
+	}
+}
+
+// run's service limits from the command line: with --max-conns 1 a second
+// connection from the peer is closed at once, an idle one after
+// --idle-timeout, and the metrics count both.
+func TestIntegrationRunServiceLimits(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	r := startCmd(t, "run", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--addr", "198.18.0.3/24",
+		"--trust-rx-checksum", "--max-conns", "1", "--idle-timeout", "500ms", "--metrics", "127.0.0.1:0")
+	r.waitRunning(t)
+	if !strings.Contains(r.out.String(), "limits 1 connections at once, idle 500ms") {
+		t.Errorf("banner lacks the limits:\n%s", r.out.String())
+	}
+	closed := func(c net.Conn) bool {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := io.Copy(io.Discard, c)
+		var ne net.Error
+		return !(errors.As(err, &ne) && ne.Timeout())
+	}
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := lab.DialContext(netlab.Peer)(testCtx(t), "tcp", "198.18.0.3:7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a := dial()
+	if _, err := a.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(a, make([]byte, 1)); err != nil {
+		t.Fatalf("no echo on the first connection: %v", err)
+	}
+	if !closed(dial()) {
+		t.Errorf("a second connection over --max-conns 1 stayed open")
+	}
+	if !closed(a) {
+		t.Errorf("an idle connection stayed open past --idle-timeout")
+	}
+	m := scrape(t, r.metricsURL(t))
+	for _, reason := range []string{"refused", "timed_out"} {
+		if v, ok := metricValue(m, "virtif_stack_connections_closed_total", `reason="`+reason+`"`); !ok || v != 1 {
+			t.Errorf("connections closed, %s: %v (found %v), want 1", reason, v, ok)
+		}
 	}
 }
