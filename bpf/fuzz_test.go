@@ -61,50 +61,55 @@ func FuzzSteer(f *testing.F) {
 
 	s := loadT(f, nil)
 	setup(f, s)
-	f.Fuzz(func(t *testing.T, frame []byte, promisc uint8) {
-		if len(frame) < 14 {
-			frame = append(frame, make([]byte, 14-len(frame))...)
+	f.Fuzz(func(t *testing.T, frame []byte, promisc uint8) { checkSteer(t, s, frame, promisc) })
+}
+
+// checkSteer test-runs the program on frame (zero-padded to 14 bytes, cut
+// to 3000) with promiscuous vif promisc%3-1 (-1: none) and checks the
+// action and the counters against the model.
+func checkSteer(t *testing.T, s *Steering, frame []byte, promisc uint8) {
+	if len(frame) < 14 {
+		frame = append(frame, make([]byte, 14-len(frame))...)
+	}
+	if len(frame) > 3000 {
+		frame = frame[:3000] // test runs take at most a page, less headroom
+	}
+	p := int(promisc%3) - 1
+	m := setupModel(p)
+	if p >= 0 {
+		if err := s.SetPromisc(p, true); err != nil {
+			t.Fatal(err)
 		}
-		if len(frame) > 3000 {
-			frame = frame[:3000] // test runs take at most a page, less headroom
-		}
-		p := int(promisc%3) - 1
-		m := setupModel(p)
-		if p >= 0 {
-			if err := s.SetPromisc(p, true); err != nil {
-				t.Fatal(err)
+		defer func() {
+			if err := s.SetPromisc(p, false); err != nil {
+				t.Error(err)
 			}
-			defer func() {
-				if err := s.SetPromisc(p, false); err != nil {
-					t.Error(err)
-				}
-			}()
+		}()
+	}
+	// The Steering's own Rules are what was registered.
+	if !reflect.DeepEqual(s.Rules(), m.rules) {
+		t.Fatalf("Steering.Rules %+v, registered %+v", s.Rules(), m.rules)
+	}
+	want := m.steer(frame)
+	before := snap(t, s, 0, 1)
+	got := run(t, s, frame)
+	after := snap(t, s, 0, 1)
+	if got != xdpPass && got != xdpRedirect {
+		t.Fatalf("action %d, only XDP_PASS (2) and XDP_REDIRECT (4) may happen", got)
+	}
+	if got != want.action {
+		t.Fatalf("action %d, model says %d (%+v)", got, want.action, want)
+	}
+	for row := -1; row <= 1; row++ {
+		var exp RuleCounters
+		if row == want.vif || (row == -1 && want.rule >= RulePass) {
+			// The host row counts every pass, the vif row what was its.
+			exp = counterOf(want.rule)
 		}
-		// The Steering's own Rules are what was registered.
-		if !reflect.DeepEqual(s.Rules(), m.rules) {
-			t.Fatalf("Steering.Rules %+v, registered %+v", s.Rules(), m.rules)
+		if d := sub(after[row], before[row]); d != exp {
+			t.Fatalf("row %d moved by %+v, model expects %+v (%+v)", row, d, exp, want)
 		}
-		want := m.steer(frame)
-		before := snap(t, s, 0, 1)
-		got := run(t, s, frame)
-		after := snap(t, s, 0, 1)
-		if got != xdpPass && got != xdpRedirect {
-			t.Fatalf("action %d, only XDP_PASS (2) and XDP_REDIRECT (4) may happen", got)
-		}
-		if got != want.action {
-			t.Fatalf("action %d, model says %d (%+v)", got, want.action, want)
-		}
-		for row := -1; row <= 1; row++ {
-			var exp RuleCounters
-			if row == want.vif || (row == -1 && want.rule >= RulePass) {
-				// The host row counts every pass, the vif row what was its.
-				exp = counterOf(want.rule)
-			}
-			if d := sub(after[row], before[row]); d != exp {
-				t.Fatalf("row %d moved by %+v, model expects %+v (%+v)", row, d, exp, want)
-			}
-		}
-	})
+	}
 }
 
 func counterOf(rule Rule) RuleCounters {

@@ -35,10 +35,66 @@ type HostConfig struct {
 	// address, "0.0.0.0:80" on every IPv4 one, "[::]:80" on every address
 	// (gVisor's IPv6 sockets are dual-stack), "198.18.0.3:8080" on one.
 	HTTPAddr string
-	// StatusFunc, if set, adds its text to the status page.
+	// StatusFunc, if set, adds its text to the status page, which anyone
+	// on the segment can read: counters, not configuration.
 	StatusFunc func(w io.Writer)
+	// Limits bound what the services take from strangers; zero fields get
+	// the defaults.
+	Limits Limits
+	// Probe is the check that nobody on the segment holds Addrs, made
+	// before they are added (and then announced): ARP probes for IPv4,
+	// duplicate address detection for IPv6. An address someone answers
+	// for fails NewHost with a *ConflictError naming who.
+	Probe ProbeConfig
 	// Stack shapes the stack.
 	Stack StackConfig
+}
+
+// Limits bound the services of a Host: everyone on the segment can reach
+// them, so no client may hold more than a bounded share for a bounded time.
+type Limits struct {
+	// MaxConns caps the connections open at once across the echo, discard
+	// and HTTP services (default DefaultMaxConns). One more is closed as
+	// soon as it is accepted, and counted (Counters.ConnsRefused).
+	MaxConns int
+	// IdleTimeout closes a connection that sends nothing for this long
+	// (default DefaultIdleTimeout); for HTTP it also bounds reading one
+	// request and the wait between requests.
+	IdleTimeout time.Duration
+	// WriteTimeout closes a connection whose peer does not take what is
+	// written to it within this time (default DefaultWriteTimeout): an
+	// echo client that never reads holds only the echo's buffer and the
+	// socket's send buffer, and only this long.
+	WriteTimeout time.Duration
+	// MaxHeaderBytes bounds an HTTP request's header (default
+	// DefaultMaxHeaderBytes); a longer one is answered 431.
+	MaxHeaderBytes int
+}
+
+// The defaults of Limits.
+const (
+	DefaultMaxConns       = 64
+	DefaultIdleTimeout    = 60 * time.Second
+	DefaultWriteTimeout   = 10 * time.Second
+	DefaultMaxHeaderBytes = 8 << 10
+	echoBufferSize        = 16 << 10 // what the echo service holds of a connection's data
+)
+
+// WithDefaults is l with its zero fields set to the defaults.
+func (l Limits) WithDefaults() Limits {
+	if l.MaxConns <= 0 {
+		l.MaxConns = DefaultMaxConns
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = DefaultIdleTimeout
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = DefaultWriteTimeout
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	return l
 }
 
 // Host is a userspace host on a virtif interface: a Stack with its
@@ -54,6 +110,9 @@ type Host struct {
 
 	httpRequests atomic.Uint64
 	echoConns    atomic.Uint64
+	refused      atomic.Uint64 // connections over Limits.MaxConns
+	timedOut     atomic.Uint64 // connections closed by a deadline
+	open         atomic.Int64  // connections open now, against MaxConns
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -79,6 +138,7 @@ func NewHost(ifc *virtif.Interface, cfg HostConfig) (h *Host, err error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	host := &Host{st: st, cfg: cfg, conns: map[net.Conn]struct{}{}}
 	defer func() {
 		if err != nil {
@@ -88,6 +148,22 @@ func NewHost(ifc *virtif.Interface, cfg HostConfig) (h *Host, err error) {
 	h = host
 	if err := ifc.Up(); err != nil {
 		return nil, fmt.Errorf("netstack: new host: %w", err)
+	}
+	var addrs []netip.Addr
+	for _, p := range cfg.Addrs {
+		addrs = append(addrs, p.Addr())
+	}
+	if !cfg.Probe.Off {
+		interval := cfg.Probe.Interval
+		if interval <= 0 {
+			interval = defaultProbeInterval
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*interval+10*time.Second) // a bound, never reached
+		err := st.Probe(ctx, addrs, cfg.Probe)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
 	}
 	var has6 bool
 	for _, p := range cfg.Addrs {
@@ -109,7 +185,7 @@ func NewHost(ifc *virtif.Interface, cfg HostConfig) (h *Host, err error) {
 	for _, svc := range []struct {
 		port  int
 		serve func(net.Conn)
-	}{{cfg.EchoPort, h.echo}, {cfg.DiscardPort, discard}} {
+	}{{cfg.EchoPort, h.echo}, {cfg.DiscardPort, h.discard}} {
 		if svc.port <= 0 {
 			continue
 		}
@@ -122,13 +198,18 @@ func NewHost(ifc *virtif.Interface, cfg HostConfig) (h *Host, err error) {
 		}
 		h.lns = append(h.lns, l)
 		h.wg.Add(1)
-		go h.acceptLoop(l, svc.serve)
+		go h.acceptLoop(&limitListener{Listener: l, h: h}, svc.serve)
 	}
 	if len(httpAPs) > 0 {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/", h.serveStatus)
-		h.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: log.New(io.Discard, "", 0)} // a library does not log
+		lim := cfg.Limits
+		h.srv = &http.Server{Handler: mux,
+			ReadHeaderTimeout: min(10*time.Second, lim.IdleTimeout), ReadTimeout: lim.IdleTimeout,
+			WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout,
+			// net/http allows 4 KiB beyond MaxHeaderBytes.
+			MaxHeaderBytes: max(1, lim.MaxHeaderBytes-4096),
+			ErrorLog:       log.New(io.Discard, "", 0)} // a library does not log
 		for _, ap := range httpAPs {
 			if !ap.Addr().IsValid() {
 				ap = netip.AddrPortFrom(unspec, ap.Port())
@@ -141,7 +222,7 @@ func NewHost(ifc *virtif.Interface, cfg HostConfig) (h *Host, err error) {
 			h.wg.Add(1)
 			go func() {
 				defer h.wg.Done()
-				_ = h.srv.Serve(l) // returns http.ErrServerClosed at Close
+				_ = h.srv.Serve(&limitListener{Listener: l, h: h}) // returns http.ErrServerClosed at Close
 			}()
 		}
 	}
@@ -208,12 +289,77 @@ func (h *Host) acceptLoop(l net.Listener, serve func(net.Conn)) {
 	}
 }
 
-func (h *Host) echo(c net.Conn) {
-	h.echoConns.Add(1)
-	_, _ = io.Copy(c, c)
+// Limits are the host's limits, defaults filled in.
+func (h *Host) Limits() Limits { return h.cfg.Limits }
+
+// limitListener hands out at most Limits.MaxConns connections at once, for
+// all the host's listeners together; one more is closed at once.
+type limitListener struct {
+	net.Listener
+	h *Host
 }
 
-func discard(c net.Conn) { _, _ = io.Copy(io.Discard, c) }
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.h.open.Add(1) > int64(l.h.cfg.Limits.MaxConns) {
+			l.h.open.Add(-1)
+			l.h.refused.Add(1)
+			_ = c.Close()
+			continue
+		}
+		return &limitedConn{Conn: c, h: l.h}, nil
+	}
+}
+
+// limitedConn gives its place back at the first Close.
+type limitedConn struct {
+	net.Conn
+	h    *Host
+	once sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.h.open.Add(-1) })
+	return err
+}
+
+// copyBounded copies what c sends to w (c itself for echo), through one
+// buffer of echoBufferSize, until c ends, stays silent for IdleTimeout or
+// does not take a write within WriteTimeout (then the connection counts as
+// timed out).
+func (h *Host) copyBounded(w io.Writer, c net.Conn) {
+	buf := make([]byte, echoBufferSize)
+	lim := h.cfg.Limits
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(lim.IdleTimeout))
+		n, err := c.Read(buf)
+		if n > 0 {
+			_ = c.SetWriteDeadline(time.Now().Add(lim.WriteTimeout))
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				err = werr
+			}
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				h.timedOut.Add(1)
+			}
+			return
+		}
+	}
+}
+
+func (h *Host) echo(c net.Conn) {
+	h.echoConns.Add(1)
+	h.copyBounded(c, c)
+}
+
+func (h *Host) discard(c net.Conn) { h.copyBounded(io.Discard, c) }
 
 // Counters are what a Host has answered, to tell which path a request took
 // (the userspace stack, or the host kernel sharing the NIC).
@@ -223,6 +369,9 @@ type Counters struct {
 	TCPAccepted   uint64 // TCP connections accepted (any service)
 	EchoConns     uint64 // connections to the echo service
 	HTTPRequests  uint64 // requests to the status page
+	ConnsRefused  uint64 // connections closed at once: Limits.MaxConns were open
+	ConnsTimedOut uint64 // echo and discard connections closed by a deadline
+	ConnsOpen     uint64 // connections open now
 }
 
 // Counters returns the host's counters.
@@ -234,17 +383,22 @@ func (h *Host) Counters() Counters {
 		TCPAccepted:   ss.TCP.PassiveConnectionOpenings.Value(),
 		EchoConns:     h.echoConns.Load(),
 		HTTPRequests:  h.httpRequests.Load(),
+		ConnsRefused:  h.refused.Load(),
+		ConnsTimedOut: h.timedOut.Load(),
+		ConnsOpen:     uint64(max(0, h.open.Load())),
 	}
 }
 
-// WriteStatus writes the status page's text: the interface, its addresses
-// and counters, and StatusFunc's text.
+// WriteStatus writes the status page's text: the interface's name, MAC,
+// MTU, flags and addresses (what any host on the segment sees of it
+// anyway), its counters and the stack's, the services' connection counts,
+// and StatusFunc's text. It leaves out the link string (which NIC, its
+// queues and settings) and anything else about the machine: the page is
+// served to whoever asks.
 func (h *Host) WriteStatus(w io.Writer) {
 	ifc := h.st.Interface()
 	st := ifc.Stats()
 	fmt.Fprintf(w, "interface %s  mac %s  mtu %d  flags %s\n", ifc.Name(), ifc.HardwareAddr(), ifc.MTU(), ifc.Flags())
-	link, _ := ifc.LinkStr()
-	fmt.Fprintf(w, "link %s\n", link)
 	for _, p := range h.st.Addresses() {
 		fmt.Fprintf(w, "inet %s\n", p)
 	}
@@ -260,6 +414,9 @@ func (h *Host) WriteStatus(w io.Writer) {
 	fmt.Fprintf(w, "icmp4 echo-requests %d echo-replies-sent %d  icmp6 echo-requests %d echo-replies-sent %d\n",
 		ss.ICMP.V4.PacketsReceived.EchoRequest.Value(), ss.ICMP.V4.PacketsSent.EchoReply.Value(),
 		ss.ICMP.V6.PacketsReceived.EchoRequest.Value(), ss.ICMP.V6.PacketsSent.EchoReply.Value())
+	c := h.Counters()
+	fmt.Fprintf(w, "services connections open %d (at most %d) refused %d timed-out %d  http requests %d\n",
+		c.ConnsOpen, h.cfg.Limits.MaxConns, c.ConnsRefused, c.ConnsTimedOut, c.HTTPRequests)
 	if h.cfg.StatusFunc != nil {
 		h.cfg.StatusFunc(w)
 	}

@@ -1,6 +1,7 @@
 package virtif
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -47,7 +48,10 @@ type BackendConfig struct {
 	// "xdp:eth0,queues=0-3". A scheme-less link string (unit-number mode,
 	// "0") arrives with the cloner's default scheme prepended ("mem:0").
 	Link string
-	// MAC is the proposed MAC; a backend may replace it (HardwareAddrer).
+	// MAC is the proposed MAC, b2:0a:RR:0b:0e:NN (RR random, NN the unit);
+	// a backend may replace it (HardwareAddrer), or refuse it with an error
+	// wrapping ErrMACInUse when it is in use on its link: then the next
+	// proposal has another RR, each of the 256 tried once at most.
 	MAC net.HardwareAddr
 	// Deliver is VIF_DELIVERPKT: the receive upcall for one frame. frame is
 	// valid only during the call. Safe for concurrent calls (a backend may
@@ -61,6 +65,10 @@ type BackendConfig struct {
 	// Optional to use: Deliver always works.
 	NewDeliver func() func(frame []byte)
 }
+
+// ErrMACInUse is what a backend's OpenFunc wraps to refuse a proposed MAC
+// that is in use on its link; the interface proposes another.
+var ErrMACInUse = errors.New("MAC in use on the link")
 
 // OpenFunc creates a backend from its configuration (VIFHYPER_CREATE).
 type OpenFunc func(cfg BackendConfig) (Backend, error)

@@ -2,6 +2,7 @@ package virtif
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -257,9 +258,22 @@ func (i *Interface) createLocked(s string) error {
 	if open == nil {
 		return opErr(i.name, fmt.Sprintf("set link string: no backend for scheme %q", scheme), unix.ENXIO)
 	}
-	mac := net.HardwareAddr{0xb2, 0x0a, byte(rand.Uint32()), 0x0b, 0x0e, byte(i.unit)}
-	b, err := open(BackendConfig{Name: i.name, Link: link, MAC: mac, Deliver: i.deliver, NewDeliver: i.newDeliver})
+	// The seed's b2:0a:RR:0b:0e:NN: 8 random bits. A backend that finds the
+	// MAC in use on its link refuses it (ErrMACInUse), and the next RR is
+	// tried, each once, in a random order.
+	var mac net.HardwareAddr
+	var b Backend
+	for _, rr := range rand.Perm(256) {
+		mac = net.HardwareAddr{0xb2, 0x0a, byte(rr), 0x0b, 0x0e, byte(i.unit)}
+		b, err = open(BackendConfig{Name: i.name, Link: link, MAC: mac, Deliver: i.deliver, NewDeliver: i.newDeliver})
+		if !errors.Is(err, ErrMACInUse) {
+			break
+		}
+	}
 	if err != nil {
+		if errors.Is(err, ErrMACInUse) {
+			return opErr(i.name, fmt.Sprintf("create %s backend: every b2:0a:RR:0b:0e:%02x is in use on the link (set a MAC of your own)", scheme, byte(i.unit)), err)
+		}
 		return opErr(i.name, fmt.Sprintf("create %s backend", scheme), err)
 	}
 	if b == nil {

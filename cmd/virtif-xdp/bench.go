@@ -80,7 +80,7 @@ and why it stopped; --json makes the summary one JSON object on stdout, with
 "wall_seconds", "stopped" (duration, count, signal, nic or error) and, for
 a failure, "stop_error". A line "ready: virtif-xdp MODE" on stderr tells a
 harness the vif is up. The vif is destroyed and its XDP program taken off
-the NIC however the run ends.`,
+the NIC however the run ends.` + privilegesHelp,
 		Example: fmt.Sprintf(`  virtif-xdp lab up
   ip netns exec vxlab-h virtif-xdp %s --link xdp:vxlabh --duration 5s
   virtif-xdp %s --netns vxlab-h --link xdp:vxlabh --json`, m.name, m.name),
@@ -182,6 +182,10 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 		return fmt.Errorf("--metrics: %w", err)
 	}
 	defer stopMetrics()
+	kept, err := dropPrivileges()
+	if err != nil {
+		return err
+	}
 
 	live := cmd.OutOrStdout()
 	if f.json {
@@ -189,7 +193,7 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 	}
 	info := v.be.Info()
 	slog.Info("running", "mode", m.name, "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr().String(), "link", f.link,
-		"attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration)
+		"attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration, "caps", kept)
 
 	// For benchmark harnesses (as bench/ref's programs do): traffic may start.
 	fmt.Fprintf(cmd.ErrOrStderr(), "ready: virtif-xdp %s\n", m.name)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 	"github.com/virtif-xdp/virtif-xdp/virtif/xdp"
@@ -28,6 +29,7 @@ func newCaptureCmd() *cobra.Command {
 	var file string
 	var count uint64
 	var snaplen, queue int
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "capture --link xdp:IFNAME[,...] -w FILE.pcap [flags]",
 		Short: "Write the frames a vif receives to a pcap file (tcpdump -r and Wireshark read it)",
@@ -50,7 +52,12 @@ does not read) is given up on: the frames still queued are counted
 with status 1 saying so. The summary's "captured N" counts only frames
 flushed out whole; those a failed or abandoned write took with it are
 output_lost. A line a second on stderr, the summary and the --metrics
-counters give the drops.`,
+counters give the drops.
+
+-w FILE is created with mode 0600 (a capture holds whatever the segment
+carried). An existing FILE is refused unless --force (then it is truncated
+and set to 0600), and a symlink is refused even then: FILE must be the file
+itself. -w - writes to standard output (the summary then goes to stderr).` + privilegesHelp,
 		Example: `  ip netns exec vxlab-h virtif-xdp capture --link xdp:vxlabh --promisc -w /tmp/vif.pcap --count 100
   tcpdump -nr /tmp/vif.pcap
   ip netns exec vxlab-h virtif-xdp capture --link xdp:vxlabh -w - | tcpdump -nr -`,
@@ -68,11 +75,12 @@ counters give the drops.`,
 			if queue < 1 || queue > 1<<20 {
 				return usagef("--queue %d: must be 1..%d frames", queue, 1<<20)
 			}
-			return runCapture(cmd, &f, captureOpts{file: file, count: count, snaplen: snaplen, queue: queue})
+			return runCapture(cmd, &f, captureOpts{file: file, force: force, count: count, snaplen: snaplen, queue: queue})
 		},
 	}
 	f.register(cmd.Flags(), 0, "how long to capture (0: until --count or Ctrl-C)")
 	cmd.Flags().StringVarP(&file, "write", "w", "", "pcap file to write (- for stdout)")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing -w FILE (never through a symlink)")
 	cmd.Flags().Uint64VarP(&count, "count", "c", 0, "stop after this many frames written (0: no limit)")
 	cmd.Flags().IntVar(&snaplen, "snaplen", 65535, "bytes kept of each frame")
 	cmd.Flags().IntVar(&queue, "queue", 1024, "frames the tap queue holds for the writer; beyond, frames are dropped and counted")
@@ -81,6 +89,7 @@ counters give the drops.`,
 
 type captureOpts struct {
 	file           string
+	force          bool
 	count          uint64
 	snaplen, queue int
 }
@@ -92,7 +101,7 @@ func runCapture(cmd *cobra.Command, f *vifFlags, o captureOpts) error {
 	if o.file == "-" {
 		out, report = cmd.OutOrStdout(), cmd.ErrOrStderr()
 	} else {
-		fh, err := os.Create(o.file)
+		fh, err := createCaptureFile(o.file, o.force)
 		if err != nil {
 			return err
 		}
@@ -141,8 +150,15 @@ func runCapture(cmd *cobra.Command, f *vifFlags, o captureOpts) error {
 		return fmt.Errorf("--metrics: %w", err)
 	}
 	defer stopMetrics()
+	kept, err := dropPrivileges()
+	if err != nil {
+		v.Close()
+		q.Close()
+		closeFile()
+		return err
+	}
 	slog.Info("running", "mode", "capture", "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr().String(), "link", f.link, "file", o.file,
-		"promisc", f.promisc, "count", o.count, "queue", o.queue)
+		"promisc", f.promisc, "count", o.count, "queue", o.queue, "caps", kept)
 
 	start := time.Now()
 	prev := c.drops()
@@ -176,6 +192,41 @@ func runCapture(cmd *cobra.Command, f *vifFlags, o captureOpts) error {
 			"gave up on it, %s may end in a partial record: %w", captureCloseTimeout, o.file, qerr))
 	}
 	return errors.Join(err, qerr, pw.Err(), ferr, closeFile())
+}
+
+// createCaptureFile creates the pcap file -w names: mode 0600, never
+// through a symlink (O_NOFOLLOW: ELOOP), and not over an existing file
+// (EEXIST) unless force, which truncates it and sets its mode to 0600.
+func createCaptureFile(name string, force bool) (*os.File, error) {
+	flags := os.O_WRONLY | os.O_CREATE | unix.O_NOFOLLOW
+	if force {
+		flags |= os.O_TRUNC
+	} else {
+		flags |= os.O_EXCL
+	}
+	fh, err := os.OpenFile(name, flags, 0o600)
+	if errors.Is(err, unix.EEXIST) {
+		// O_EXCL does not follow a symlink either: say which it is.
+		if fi, lerr := os.Lstat(name); lerr == nil && fi.Mode()&os.ModeSymlink != 0 {
+			err = fmt.Errorf("%w (%w)", err, unix.ELOOP)
+		}
+	}
+	switch {
+	case errors.Is(err, unix.ELOOP):
+		return nil, fmt.Errorf("-w %s: a symlink; capture writes only to the file itself: %w", name, err)
+	case errors.Is(err, unix.EEXIST):
+		return nil, fmt.Errorf("-w %s: the file exists (--force overwrites it): %w", name, err)
+	case err != nil:
+		return nil, err
+	}
+	if force {
+		// An existing file keeps its mode through O_TRUNC.
+		if err := fh.Chmod(0o600); err != nil {
+			fh.Close()
+			return nil, err
+		}
+	}
+	return fh, nil
 }
 
 // captureSink is what the tap queue hands frames to: it writes the first

@@ -422,6 +422,7 @@ func runLabDemo(cmd *cobra.Command, f *demoFlags) (err error) {
 		Addrs:    []netip.Prefix{demoVifPrefix, demoVifPrefix6},
 		EchoPort: demoEchoPort,
 		HTTPAddr: ":80",
+		Probe:    netstack.ProbeConfig{Interval: probeInterval},
 	})
 	if err != nil {
 		return fmt.Errorf("starting the userspace host on vif0: %w", err)
@@ -927,7 +928,8 @@ func runLinkDemo(cmd *cobra.Command, f *demoFlags) error {
 	defer v.Close()
 	var h *netstack.Host
 	if addr.IsValid() {
-		if h, err = netstack.NewHost(v.ifc, netstack.HostConfig{Addrs: []netip.Prefix{addr}}); err != nil {
+		if h, err = netstack.NewHost(v.ifc, netstack.HostConfig{Addrs: []netip.Prefix{addr},
+			Probe: netstack.ProbeConfig{Interval: probeInterval}}); err != nil {
 			return fmt.Errorf("starting the userspace stack on vif0: %w", err)
 		}
 		defer h.Close()

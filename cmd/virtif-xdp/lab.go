@@ -22,13 +22,16 @@ func newLabCmd() *cobra.Command {
 		Args:  cobraArgs(cobra.NoArgs),
 		RunE:  needSubcommand,
 	}
-	cmd.PersistentFlags().StringVar(&name, "name", defaultLabName, "lab name (namespaces NAME-h and NAME-p, links NAMEh and NAMEp)")
+	cmd.PersistentFlags().StringVar(&name, "name", defaultLabName, "lab name, 1..10 letters, digits, '_', '-' or '.' (namespaces NAME-h and NAME-p, links NAMEh and NAMEp)")
 
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Create the lab and print how to use it",
 		Args:  cobraArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkLabName(name, true); err != nil {
+				return err
+			}
 			if _, err := netlab.Open(name); err == nil {
 				return fmt.Errorf("lab %q exists already: 'virtif-xdp lab down --name %s' removes it", name, name)
 			}
@@ -57,6 +60,9 @@ there cannot be removed. Then it runs 'virtif-xdp cleanup', which forgets
 the address-list records of killed processes whose NICs went with the lab.`,
 		Args: cobraArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkLabName(name, false); err != nil {
+				return err
+			}
 			r, err := netlab.Remove(name)
 			w := cmd.OutOrStdout()
 			switch {
@@ -93,6 +99,9 @@ the address-list records of killed processes whose NICs went with the lab.`,
 				}
 				return nil
 			}
+			if err := checkLabName(name, false); err != nil {
+				return err
+			}
 			l, err := netlab.Open(name)
 			if err != nil {
 				return fmt.Errorf("lab %q: %w ('virtif-xdp lab up --name %s' creates it)", name, err, name)
@@ -103,6 +112,20 @@ the address-list records of killed processes whose NICs went with the lab.`,
 	}
 	cmd.AddCommand(up, down, status)
 	return cmd
+}
+
+// checkLabName refuses, as a usage error, a --name that cannot name a lab
+// (it becomes namespace and link names: netlab.CheckLabName), or, to look
+// one up (down, status), one that would reach outside /run/netns.
+func checkLabName(name string, creating bool) error {
+	check := netlab.CheckLabLookupName
+	if creating {
+		check = netlab.CheckLabName
+	}
+	if err := check(name); err != nil {
+		return usageError{fmt.Errorf("--name: %w", err)}
+	}
+	return nil
 }
 
 func printLab(cmd *cobra.Command, l *netlab.Lab) {

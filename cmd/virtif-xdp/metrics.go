@@ -125,6 +125,7 @@ func intsString(v []int) string {
 type hostCollector struct {
 	h                          *netstack.Host
 	echoReplies, tcp, echo, rq *prometheus.Desc
+	conns                      *prometheus.Desc
 }
 
 func newHostCollector(h *netstack.Host, labels prometheus.Labels) *hostCollector {
@@ -138,6 +139,9 @@ func newHostCollector(h *netstack.Host, labels prometheus.Labels) *hostCollector
 			"Connections to the userspace host's TCP echo service.", nil, labels),
 		rq: prometheus.NewDesc("virtif_stack_http_requests_total",
 			"Requests to the userspace host's status page.", nil, labels),
+		conns: prometheus.NewDesc("virtif_stack_connections_closed_total",
+			"Service connections the userspace host closed for its limits: refused (--max-conns were open) or timed_out (--idle-timeout, --write-timeout).",
+			[]string{"reason"}, labels),
 	}
 }
 
@@ -146,6 +150,7 @@ func (c *hostCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.tcp
 	ch <- c.echo
 	ch <- c.rq
+	ch <- c.conns
 }
 
 func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
@@ -155,4 +160,6 @@ func (c *hostCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.tcp, prometheus.CounterValue, float64(n.TCPAccepted))
 	ch <- prometheus.MustNewConstMetric(c.echo, prometheus.CounterValue, float64(n.EchoConns))
 	ch <- prometheus.MustNewConstMetric(c.rq, prometheus.CounterValue, float64(n.HTTPRequests))
+	ch <- prometheus.MustNewConstMetric(c.conns, prometheus.CounterValue, float64(n.ConnsRefused), "refused")
+	ch <- prometheus.MustNewConstMetric(c.conns, prometheus.CounterValue, float64(n.ConnsTimedOut), "timed_out")
 }

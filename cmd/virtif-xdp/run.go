@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,9 @@ type runFlags struct {
 	echo    int
 	http    string
 	trust   bool
+	allowID bool // --allow-host-identity
+	limits  netstack.Limits
+	probe   time.Duration
 
 	prefixes []netip.Prefix // parsed addrs
 	gw       netip.Addr     // parsed gateway
@@ -43,7 +47,8 @@ frames for its MAC, ARP requests for its IPv4 addresses and its IPv6
 solicited-node groups; everything else still reaches the host kernel.
 
 The host answers ping (ICMP and ICMPv6), runs a TCP echo service (RFC 862)
-on --echo and an HTTP status page with the interface counters on --http,
+on --echo and an HTTP status page with the interface counters on --http
+(--echo 0 and --http off turn them off; the banner says what listens where),
 until Ctrl-C or SIGTERM (or --duration). Then it stops the stack, destroys
 vif0 and the XDP program leaves the NIC, and it prints the interface
 counters and what the host answered. --metrics serves both to Prometheus
@@ -53,10 +58,34 @@ An address need not be in the host kernel's subnet on the NIC; two vifs on
 one NIC cannot have IPv6 addresses with the same low 24 bits (they share a
 solicited-node group), nor can vif0 and the host kernel.
 
+run never takes the host's identity unless --allow-host-identity: it
+refuses an --addr the host kernel holds anywhere in the NIC's namespace, an
+IPv6 --addr whose solicited-node group (the low 24 bits) is that of an IPv6
+address on the NIC's link (the NIC, its VLANs and macvlans, its master),
+EUI-64 link-locals included, and a --mac that is the NIC's, one of those
+interfaces', or on the NIC's address list ('bridge fdb show dev NIC self').
+The error names each conflict.
+
+Then, before it takes them, it checks that nobody on the segment holds its
+addresses: three ARP probes a --probe apart for IPv4 (RFC 5227; then an
+announcement), duplicate address detection for IPv6 (RFC 4862: one
+neighbour solicitation from ::; it steers the all-nodes group to vif0 for
+that time, as the answers go there). An address someone answers for is
+not taken: run exits 1 naming the MAC that answered.
+
+Anyone on the segment reaches the services, so they are bounded: at most
+--max-conns connections at once (one more is closed at once), a connection
+silent for --idle-timeout or not taking a write for --write-timeout is
+closed (an echo client that never reads holds a 16 KiB buffer and the
+socket's send buffer, no more), HTTP request headers are at most 8 KiB.
+The status page shows the interface's name, MAC, MTU, flags, addresses and
+counters and the services' connection counts, never the link string, the
+NIC or its settings.
+
 Checksums: on a veth, the sending kernel leaves TCP checksums unfinished
 and XDP sees them that way, so TCP to vif0 fails unless the sender turns
 checksum offload off ('ethtool -K PEER tx off') or run is told
---trust-rx-checksum. A real NIC delivers finished checksums: leave it off.`,
+--trust-rx-checksum. A real NIC delivers finished checksums: leave it off.` + privilegesHelp,
 		Example: `  # in the lab ('virtif-xdp lab up' makes vxlab-h/vxlabh, peer vxlab-p)
   virtif-xdp run --netns vxlab-h --link xdp:vxlabh --addr 198.18.0.3/24 --trust-rx-checksum
   ip netns exec vxlab-p ping 198.18.0.3
@@ -78,7 +107,12 @@ checksum offload off ('ethtool -K PEER tx off') or run is told
 	fs.StringArrayVar(&f.addrs, "addr", nil, "an address of the host with its subnet, IPv4 or IPv6 (repeat for more), e.g. 198.18.0.3/24")
 	fs.StringVar(&f.gateway, "gateway", "", "default gateway, IPv4 or IPv6 (needs an --addr of its family)")
 	fs.IntVar(&f.echo, "echo", 7, "TCP echo service port (0: none)")
-	fs.StringVar(&f.http, "http", ":80", `status page address: ":80" on every address, "198.18.0.3:8080" on one ("": none)`)
+	fs.StringVar(&f.http, "http", ":80", `status page address: ":80" on every address, "198.18.0.3:8080" on one ("off" or "": none)`)
+	fs.DurationVar(&f.probe, "probe", probeInterval, "time between the probes that check nobody on the segment holds an --addr (ARP probes, IPv6 duplicate address detection) before it is taken; 0: no probing")
+	fs.IntVar(&f.limits.MaxConns, "max-conns", netstack.DefaultMaxConns, "connections open at once across echo and the status page; one more is closed at once")
+	fs.DurationVar(&f.limits.IdleTimeout, "idle-timeout", netstack.DefaultIdleTimeout, "close a service connection silent this long (also bounds reading one HTTP request)")
+	fs.DurationVar(&f.limits.WriteTimeout, "write-timeout", netstack.DefaultWriteTimeout, "close a service connection whose client does not take a write within this")
+	fs.BoolVar(&f.allowID, "allow-host-identity", false, "take an --addr or --mac the host uses on the NIC's namespace or link anyway (it cuts the host off)")
 	fs.BoolVar(&f.trust, "trust-rx-checksum", false, "trust received checksums (for a veth whose sender offloads them; not for real NICs)")
 	return cmd
 }
@@ -135,6 +169,15 @@ func (f *runFlags) check() error {
 		}
 		f.gw = gw
 	}
+	if f.probe < 0 {
+		return usagef("--probe %s: must not be negative", f.probe)
+	}
+	if f.http == "off" {
+		f.http = ""
+	}
+	if f.limits.MaxConns < 1 || f.limits.IdleTimeout <= 0 || f.limits.WriteTimeout <= 0 {
+		return usagef("--max-conns, --idle-timeout and --write-timeout must be positive")
+	}
 	if f.echo < 0 || f.echo > 65535 {
 		return usagef("--echo %d: a TCP port is 1..65535 (0: no echo service)", f.echo)
 	}
@@ -158,9 +201,16 @@ func (f *runFlags) check() error {
 	return nil
 }
 
+// probeInterval is the default of run's --probe and what the demo uses:
+// RFC 5227's and RFC 4862's timing; the tests shorten it.
+var probeInterval = netstack.DefaultProbeInterval
+
 // runHost is run's body: vif0 with a netstack.Host on it until stopped.
 func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 	w := cmd.OutOrStdout()
+	if err := checkHostIdentity(f.netns, f.link, f.prefixes, f.hw, f.allowID); err != nil {
+		return err
+	}
 	v, err := openVif(vifSetup{link: f.link, netns: f.netns, mac: f.hw, promisc: f.promisc})
 	if err != nil {
 		return err
@@ -173,19 +223,32 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 	}()
 	info := v.be.Info()
 	start := time.Now()
+	var privs atomic.Pointer[string] // the capabilities kept, once dropped
 	h, err := netstack.NewHost(v.ifc, netstack.HostConfig{
 		Addrs:    f.prefixes,
 		Gateway:  f.gw,
 		EchoPort: f.echo,
 		HTTPAddr: f.http,
+		Limits:   f.limits,
+		Probe:    netstack.ProbeConfig{Interval: f.probe, Off: f.probe == 0},
+		// Whoever reaches the page reads it: counters, uptime and how frames
+		// are demultiplexed, not the NIC or how it is set up (the banner
+		// has that).
 		StatusFunc: func(w io.Writer) {
 			info := v.be.Info() // Demux may change: a driver without XDP metadata is found out late
-			fmt.Fprintf(w, "served by virtif-xdp run: attach %s, bind %s, queues %s, NIC accepts the vif's MACs by %s, frames demultiplexed by %s, up %s\n",
-				info.Attach, info.Mode, intsString(info.Queues), info.AddrFilter, info.Demux, time.Since(start).Round(time.Second))
+			caps := "not dropped yet"
+			if p := privs.Load(); p != nil {
+				caps = *p
+			}
+			fmt.Fprintf(w, "served by virtif-xdp run, frames demultiplexed by %s, up %s, capabilities %s\n",
+				info.Demux, time.Since(start).Round(time.Second), caps)
 		},
 		Stack: netstack.StackConfig{Endpoint: netstack.EndpointOptions{RXChecksumOffload: f.trust}},
 	})
 	if err != nil {
+		if errors.Is(err, unix.EADDRINUSE) {
+			err = fmt.Errorf("%w (not taken; --probe 0 skips the check)", err)
+		}
 		if errors.Is(err, unix.EEXIST) {
 			err = fmt.Errorf("%w (another vif on the NIC holds that address or an IPv6 address with the same low 24 bits)", err)
 		}
@@ -202,10 +265,15 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 		return fmt.Errorf("--metrics: %w", err)
 	}
 	defer stopMetrics()
+	kept, err := dropPrivileges()
+	if err != nil {
+		return err
+	}
+	privs.Store(&kept)
 
-	printHostBanner(w, f, v)
+	printHostBanner(w, f, v, kept)
 	slog.Info("running", "mode", "run", "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr().String(), "link", f.link,
-		"addrs", f.addrs, "attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration)
+		"addrs", f.addrs, "attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration, "caps", kept)
 	_, err = runFor(cmd.Context(), f.duration, v, nil, nil)
 
 	// What the host answered, before the stack goes (its counters go too).
@@ -219,7 +287,7 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 }
 
 // printHostBanner says where the host is and what it serves.
-func printHostBanner(w io.Writer, f *runFlags, v *vif) {
+func printHostBanner(w io.Writer, f *runFlags, v *vif, caps string) {
 	info := v.be.Info()
 	where := ""
 	if f.netns != "" {
@@ -243,11 +311,20 @@ func printHostBanner(w io.Writer, f *runFlags, v *vif) {
 		fmt.Fprintf(w, "  gateway %s\n", f.gw)
 	}
 	if f.echo > 0 {
-		fmt.Fprintf(w, "  echo   tcp port %d\n", f.echo)
+		fmt.Fprintf(w, "  echo   tcp port %d on every address\n", f.echo)
+	} else {
+		fmt.Fprintf(w, "  echo   off\n")
 	}
 	if urls := statusURLs(f.http, f.prefixes); len(urls) > 0 {
-		fmt.Fprintf(w, "  status %s\n", strings.Join(urls, " "))
+		fmt.Fprintf(w, "  status %s (counters only)\n", strings.Join(urls, " "))
+	} else {
+		fmt.Fprintf(w, "  status off\n")
 	}
+	if f.echo > 0 || f.http != "" {
+		fmt.Fprintf(w, "  limits %d connections at once, idle %s, writes %s, HTTP headers %d KiB\n",
+			f.limits.MaxConns, f.limits.IdleTimeout, f.limits.WriteTimeout, netstack.DefaultMaxHeaderBytes>>10)
+	}
+	fmt.Fprintf(w, "  capabilities %s in every thread (the rest dropped after setup)\n", caps)
 	fmt.Fprintln(w, "Ctrl-C stops")
 }
 

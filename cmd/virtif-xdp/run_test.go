@@ -38,8 +38,11 @@ func TestIntegrationRun(t *testing.T) {
 	if attached, err := xdpAttached(lab); err != nil || !attached {
 		t.Fatalf("no XDP program on the NIC while run runs (%v)", err)
 	}
-	if !strings.Contains(r.out.String(), "status http://198.18.0.3:80/ http://[fd00:198:18::3]:80/") {
-		t.Errorf("banner lacks the status page URLs:\n%s", r.out.String())
+	for _, want := range []string{"status http://198.18.0.3:80/ http://[fd00:198:18::3]:80/ (counters only)",
+		"echo   tcp port 7 on every address", "limits 64 connections at once, idle 1m0s, writes 10s, HTTP headers 8 KiB"} {
+		if !strings.Contains(r.out.String(), want) {
+			t.Errorf("banner lacks %q:\n%s", want, r.out.String())
+		}
 	}
 	// veth has no unicast filter: the kernel makes it promiscuous for the
 	// vif's MAC, and the banner says so.
@@ -88,9 +91,16 @@ func TestIntegrationRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("GET %s from the peer: %v", u, err)
 		}
-		for _, want := range []string{"interface vif0", "inet fd00:198:18::3/64", "rx packets", "xdp_unicast", "served by virtif-xdp run", "accepts the vif's MACs by promiscuous"} {
+		for _, want := range []string{"interface vif0", "inet fd00:198:18::3/64", "rx packets", "xdp_unicast", "served by virtif-xdp run, frames demultiplexed by tag, up ",
+			"services connections open 1 (at most 64)"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("status page at %s lacks %q:\n%s", u, want, body)
+			}
+		}
+		// Counters, not how the NIC is set up: anyone on the segment reads it.
+		for _, not := range []string{lab.Link[netlab.Host], "xdp:", "attach", "queues", "accepts the vif's MACs"} {
+			if strings.Contains(body, not) {
+				t.Errorf("status page at %s shows %q:\n%s", u, not, body)
 			}
 		}
 	}
@@ -117,6 +127,7 @@ func TestIntegrationRun(t *testing.T) {
 		{"virtif_stack_tcp_accepted_total", `vif="vif0"`, float64(2 + httpRequests)},
 		{"virtif_stack_echo_connections_total", `vif="vif0"`, 2},
 		{"virtif_stack_http_requests_total", `vif="vif0"`, float64(httpRequests)},
+		{"virtif_stack_connections_closed_total", `reason="refused"`, 0},
 		{"virtif_info", `mode="run"`, 1},
 	} {
 		if v, ok := metricValue(m, want.name, want.label); !ok || v != want.v {

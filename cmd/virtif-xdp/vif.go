@@ -37,7 +37,7 @@ func (f *vifFlags) register(fs *pflag.FlagSet, duration time.Duration, durationH
 	fs.StringVar(&f.link, "link", "", "the NIC as a link string: xdp:IFNAME[,queues=..,mode=..,attach=..,ring=..,busypoll=..]")
 	fs.StringVar(&f.mac, "mac", "", "the vif's MAC (default b2:0a:RR:0b:0e:00, RR random)")
 	fs.BoolVar(&f.promisc, "promisc", false, "promiscuous: the vif gets every frame no other vif claims, the host's own traffic too")
-	fs.StringVar(&f.netns, "netns", "", "create the vif inside this named network namespace (as `ip netns` lists it); default: the process's own")
+	fs.StringVar(&f.netns, "netns", "", "create the vif inside this named network namespace (as `ip netns` lists it: no '/', not . or .., at most 255 bytes); default: the process's own")
 	fs.DurationVar(&f.duration, "duration", duration, durationHelp)
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9100), in the process's own namespace")
 }
@@ -68,6 +68,11 @@ func (f *vifFlags) check(needLink bool) error {
 			return usagef("--mac %s: a multicast address cannot be an interface's MAC", f.mac)
 		}
 		f.hw = hw
+	}
+	if f.netns != "" {
+		if err := netlab.CheckNamespaceName(f.netns); err != nil {
+			return usageError{fmt.Errorf("--netns: %w", err)}
+		}
 	}
 	if f.duration < 0 {
 		return usagef("--duration %s: must not be negative", f.duration)

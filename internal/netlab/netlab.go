@@ -73,8 +73,8 @@ func New(opts Options) (l *Lab, err error) {
 		}
 		name = "vx" + hex.EncodeToString(b[:])
 	}
-	if len(name) > 10 {
-		return nil, fmt.Errorf("netlab: name %q longer than 10 bytes", name)
+	if err := CheckLabName(name); err != nil {
+		return nil, err
 	}
 	l = &Lab{
 		Name: name,
@@ -188,6 +188,9 @@ func (l *Lab) readLink(h *netlink.Handle, side int) (netlink.Link, error) {
 // (the command's `lab up` and `lab down`). It fails with an error wrapping
 // os.ErrNotExist when the lab's namespaces are not there.
 func Open(name string) (*Lab, error) {
+	if err := CheckLabLookupName(name); err != nil {
+		return nil, err
+	}
 	l := &Lab{
 		Name: name,
 		NS:   [2]string{name + "-h", name + "-p"},
@@ -272,6 +275,9 @@ func (l *Lab) Do(side int, fn func() error) error {
 // DoIn runs fn on a locked OS thread inside the named namespace ns.
 func DoIn(ns string, fn func() error) error {
 	errc := make(chan error, 1)
+	if err := CheckNamespaceName(ns); err != nil {
+		return err
+	}
 	go func() {
 		runtime.LockOSThread()
 		h, err := netns.GetFromName(ns)
@@ -330,6 +336,9 @@ func (r Removal) Nothing() bool { return len(r.Removed) == 0 }
 // succeeds with Nothing() true. Errors are real failures (EPERM, say), with
 // everything else still attempted.
 func Remove(name string) (Removal, error) {
+	if err := CheckLabLookupName(name); err != nil {
+		return Removal{}, err
+	}
 	return remove(&Lab{
 		Name: name,
 		NS:   [2]string{name + "-h", name + "-p"},

@@ -467,3 +467,67 @@ func (a *addrList) info() (AddrFilter, int) {
 	defer a.mu.Unlock()
 	return a.filter, a.cleaned
 }
+
+// RecordedMACs lists the MACs that virtif-xdp processes recorded on their
+// state files for the NIC ifindex of the calling thread's namespace, each
+// with whether the process that added it still runs: an entry of a dead
+// process on the NIC's address list is a leftover the next open removes,
+// not a MAC anyone uses.
+func RecordedMACs(ifindex int) (map[string]bool, error) {
+	ns, err := netnsInode()
+	if err != nil {
+		return nil, err
+	}
+	states, err := readStates(ns, ifindex)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]bool{}
+	for _, st := range states {
+		if st.NetNS != ns || st.Ifindex != ifindex {
+			continue
+		}
+		alive := st.alive()
+		for _, s := range st.MACs {
+			if hw, err := net.ParseMAC(s); err == nil {
+				m[hw.String()] = m[hw.String()] || alive
+			}
+		}
+	}
+	return m, nil
+}
+
+// macSeenOn says where mac is seen on the NIC ifindex of the calling
+// thread's namespace, "" when nowhere: the NIC's own MAC, a neighbour the
+// host's table holds with that MAC (a host on the segment uses it), or a
+// unicast entry of the NIC's address list (a macvlan's, another program's).
+func macSeenOn(ifindex int, mac net.HardwareAddr) (string, error) {
+	link, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return "", err
+	}
+	if bytes.Equal(link.Attrs().HardwareAddr, mac) {
+		return "the NIC's own MAC", nil
+	}
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		ns, err := netlink.NeighList(ifindex, fam)
+		if err != nil {
+			return "", err
+		}
+		for _, n := range ns {
+			if bytes.Equal(n.HardwareAddr, mac) {
+				return "the neighbour table has " + n.IP.String() + " at it", nil
+			}
+		}
+	}
+	fdb, err := netlink.NeighList(ifindex, unix.AF_BRIDGE)
+	if err != nil {
+		return "", err
+	}
+	for _, n := range fdb {
+		if n.Flags&netlink.NTF_SELF != 0 && bytes.Equal(n.HardwareAddr, mac) {
+			return "it is on the NIC's address list", nil
+		}
+	}
+	return "", nil
+}

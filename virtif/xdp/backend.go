@@ -121,6 +121,13 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 		return nil, fmt.Errorf("xdp: %s: no deliver function: %w", bc.Name, unix.EINVAL)
 	}
 	b := &Backend{name: bc.Name, mac: append(net.HardwareAddr(nil), bc.MAC...), deliver: bc.Deliver, newDeliver: bc.NewDeliver}
+	// The proposed MAC must be nobody's on the segment: refused with
+	// virtif.ErrMACInUse, the interface proposes another.
+	if ifc, err := net.InterfaceByName(c.Ifname); err == nil {
+		if where, err := macSeenOn(ifc.Index, b.mac); err == nil && where != "" {
+			return nil, fmt.Errorf("xdp: %s on %s: MAC %s: %s: %w", bc.Name, c.Ifname, b.mac, where, virtif.ErrMACInUse)
+		}
+	}
 	n, slot, err := acquireNIC(c, b)
 	if err != nil {
 		return nil, withPrivilegeHint(err)
@@ -138,6 +145,9 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 	if err == nil {
 		if err = faultAt("addmac", -1); err == nil {
 			err = n.steer.AddMAC(b.mac, slot)
+			if errors.Is(err, unix.EEXIST) {
+				err = fmt.Errorf("MAC %s: another vif of this process has it: %w (%w)", b.mac, virtif.ErrMACInUse, err)
+			}
 		}
 	}
 	if err == nil {

@@ -29,6 +29,7 @@ const (
 //
 //	xdp:IFNAME[,queues=N|N-M|all][,mode=auto|copy|zerocopy][,attach=auto|native|generic]
 //	    [,frame=2048|4096][,frames=N][,ring=N][,wakeup=on|off][,busypoll=N][,rxwait=poll|spin]
+//	    [,umemmax=BYTES[K|M|G|T]]
 //
 // The zero values of the numeric fields mean "the default".
 type Config struct {
@@ -56,6 +57,10 @@ type Config struct {
 	// the ring, a CPU per queue, as xdpsock's default loop does: no wakeup
 	// costs on the kernel's side, the highest receive rate.
 	RXWait string
+	// UMEMMax caps the UMEM of the NIC, all queues together (frames ×
+	// frame size × queues), in bytes; 0 means DefaultUMEMMax. A link
+	// string asking for more is refused before anything is mapped.
+	UMEMMax int64
 }
 
 // RX wait modes (link-string key "rxwait").
@@ -72,6 +77,10 @@ const (
 	maxQueue         = 1023
 	maxFrames        = 1 << 20
 	maxRing          = 1 << 16
+	// DefaultUMEMMax is the default ceiling of one NIC's UMEM (key
+	// umemmax): the default frames on 128 queues.
+	DefaultUMEMMax = 1 << 30
+	maxUMEMMax     = 1 << 40
 )
 
 // ParseLinkStr parses an "xdp:" link string. Errors wrap unix.EINVAL and name
@@ -154,8 +163,12 @@ func ParseLinkStr(s string) (*Config, error) {
 				return nil, bad("poll or spin")
 			}
 			c.RXWait = val
+		case "umemmax":
+			if c.UMEMMax, err = parseBytes(val); err != nil || c.UMEMMax < 1<<20 || c.UMEMMax > maxUMEMMax {
+				return nil, bad("bytes from 1M to 1T, with K, M, G or T (powers of 1024)")
+			}
 		default:
-			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll, rxwait): %w", s, key, unix.EINVAL)
+			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll, rxwait, umemmax): %w", s, key, unix.EINVAL)
 		}
 	}
 	if c.Frames < 2*c.Ring {
@@ -186,6 +199,39 @@ func parseQueues(v string) ([]int, error) {
 	return q, nil
 }
 
+// parseBytes reads a byte count with an optional K, M, G or T suffix.
+func parseBytes(v string) (int64, error) {
+	shift := 0
+	if n := len(v); n > 0 {
+		switch v[n-1] {
+		case 'K', 'k':
+			shift = 10
+		case 'M', 'm':
+			shift = 20
+		case 'G', 'g':
+			shift = 30
+		case 'T', 't':
+			shift = 40
+		}
+		if shift > 0 {
+			v = v[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > maxUMEMMax>>shift {
+		return 0, unix.EINVAL
+	}
+	return n << shift, nil
+}
+
+// umemMax is the NIC's UMEM ceiling: UMEMMax or the default.
+func (c *Config) umemMax() int64 {
+	if c.UMEMMax > 0 {
+		return c.UMEMMax
+	}
+	return DefaultUMEMMax
+}
+
 func parsePow2(v string, lo, hi int) (int, error) {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < lo || n > hi || n&(n-1) != 0 {
@@ -208,5 +254,8 @@ func (c *Config) String() string {
 		b.WriteString(",wakeup=off")
 	}
 	fmt.Fprintf(&b, ",busypoll=%d,rxwait=%s", c.BusyPoll, c.RXWait)
+	if c.UMEMMax > 0 {
+		fmt.Fprintf(&b, ",umemmax=%d", c.UMEMMax)
+	}
 	return b.String()
 }

@@ -496,6 +496,9 @@ func (n *nic) setup(c *Config) error {
 	if err != nil {
 		return err
 	}
+	if err := checkUMEM(c, len(qids)); err != nil {
+		return err
+	}
 	maxQ := 0
 	for _, q := range qids {
 		maxQ = max(maxQ, q+1)
