@@ -36,11 +36,10 @@ test() { # test <step> <pkg> <env> [-test.run regexp]
 	echo "$step 1500 $root/$pkg env CI=true $env $bin/$(echo "$pkg" | tr / _).test -test.v -test.count=1 -test.timeout=20m $*"
 }
 {
-	# Which bind each NIC pair gets: xsk's zero-copy test expects the
-	# refusal veth gives (EOPNOTSUPP); its failure message is what the
-	# driver said instead, or that zero-copy bound.
+	# The default bind (mode=auto) on each NIC pair: it must bind, and its
+	# log says whether zero-copy or copy.
 	for dev in virtio-net:nic0,nic1 virtio-net-zc:zc0,zc1; do
-		test "${dev%%:*}.native.zerocopy.xsk_probe" xsk "VIRTIF_LAB_NICS=${dev#*:}" -test.run "'^TestIntegrationZeroCopyRefused\$'"
+		test "${dev%%:*}.native.auto.xsk_autobind" xsk "VIRTIF_LAB_NICS=${dev#*:}" -test.run "'^TestIntegrationAutoBind\$'"
 	done
 	case $profile in
 	full)

@@ -54,8 +54,8 @@ func TestIntegrationSteering(t *testing.T) {
 			st.IPackets, stat(st, "xdp_unicast"), stat(st, "xdp_host_pass"), n)
 	}
 	info := v.b.Info()
-	if info.Attach != "native" || info.Mode != "copy" {
-		t.Fatalf("veth served as %+v, want native attach and copy mode", info)
+	if info.Attach != "native" || info.Mode != wantBind() {
+		t.Fatalf("served as %+v, want native attach and %s mode", info, wantBind())
 	}
 }
 
@@ -243,7 +243,7 @@ func TestIntegrationTwoQueues(t *testing.T) {
 	}
 	if !waitFor(func() bool { got, _ := v.rec.matching([]byte("MQ")); return len(got) == n }) {
 		got, _ := v.rec.matching([]byte("MQ"))
-		t.Fatalf("received %d of %d frames over 2 queues", len(got), n)
+		t.Fatalf("received %d of %d frames over 2 queues; counters %+v", len(got), n, v.ifc.Stats())
 	}
 }
 
