@@ -503,6 +503,11 @@ func (n *nic) setup(c *Config) error {
 	for _, q := range qids {
 		maxQ = max(maxQ, q+1)
 	}
+	if c.Queues == nil {
+		// queues=all may grow once the program is on (see below): room
+		// for every queue the NIC has.
+		maxQ = nq.allocated
+	}
 	steer, err := bpf.Load(&bpf.Options{MaxQueues: max(maxQ, 1), NoMeta: simulateNoMeta.Load()})
 	if err == nil {
 		if err = faultAt("load", -1); err != nil {
@@ -524,6 +529,19 @@ func (n *nic) setup(c *Config) error {
 			return fmt.Errorf("xdp: attach to %s: %w (another XDP program is on it, maybe another virtif-xdp process; 'ip link show %s' shows it)", c.Ifname, err, c.Ifname)
 		}
 		return fmt.Errorf("xdp: attach to %s: %w", c.Ifname, err)
+	}
+	if c.Queues == nil {
+		// A driver may enable more queues for XDP: virtio-net adds a
+		// queue pair per CPU for XDP_TX, and the device then receives on
+		// them all. queues=all serves what is active now.
+		if after := queuesOf(c.Ifname, nq.allocated); after.active > len(qids) {
+			if qids, err = after.resolve(nil); err != nil {
+				return err
+			}
+			if err := checkUMEM(c, len(qids)); err != nil {
+				return err
+			}
+		}
 	}
 	if n.addrs, err = newAddrList(c.Ifname, n.ifindex, n.key.netns); err != nil {
 		return err
