@@ -161,7 +161,13 @@ func testXDPHost(t *testing.T, queues int) {
 			}
 		}
 	})
-	if got, want := h.Counters(), (Counters{EchoRepliesV4: 3, EchoRepliesV6: 3, TCPAccepted: 3, EchoConns: 2, HTTPRequests: 1}); got != want {
+	// ConnsOpen is a gauge: the host closes its end once it has seen the
+	// client's FIN, a moment after the client returned.
+	got := h.Counters()
+	for deadline := time.Now().Add(5 * time.Second); got.ConnsOpen != 0 && time.Now().Before(deadline); got = h.Counters() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if want := (Counters{EchoRepliesV4: 3, EchoRepliesV6: 3, TCPAccepted: 3, EchoConns: 2, HTTPRequests: 1}); got != want {
 		t.Errorf("host counters %+v, want %+v", got, want)
 	}
 	if n := tap.n.Load(); n != 0 {
