@@ -101,7 +101,7 @@ func newAddrList(ifname string, ifindex int, netns uint64) (*addrList, error) {
 	}
 	a := &addrList{h: h, ifindex: ifindex, ifname: ifname, netns: netns,
 		refs: map[[6]byte]int{}, ours: map[[6]byte]bool{}, filter: AddrFilterUnknown}
-	a.cleaned, _ = cleanNIC(h, netns, ifindex, ifname)
+	a.cleaned = cleanNIC(h, netns, ifindex, ifname)
 	dir := stateDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		a.stErr = err
@@ -111,10 +111,17 @@ func newAddrList(ifname string, ifindex int, netns uint64) (*addrList, error) {
 	return a, nil
 }
 
-func (a *addrList) neigh(mac [6]byte) *netlink.Neigh {
-	return &netlink.Neigh{LinkIndex: a.ifindex, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
-		State: netlink.NUD_PERMANENT, HardwareAddr: net.HardwareAddr(mac[:])}
+func (a *addrList) neigh(mac [6]byte) *netlink.Neigh { return selfEntry(a.ifindex, mac[:]) }
+
+// selfEntry is the NTF_SELF FDB entry that puts mac on the NIC's address
+// list (`bridge fdb add MAC dev NIC self permanent`).
+func selfEntry(ifindex int, mac net.HardwareAddr) *netlink.Neigh {
+	return &netlink.Neigh{LinkIndex: ifindex, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
+		State: netlink.NUD_PERMANENT, HardwareAddr: mac}
 }
+
+// entryGone: an entry, or its NIC, is no longer there to remove.
+func entryGone(err error) bool { return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) }
 
 // add makes the NIC accept mac for one more vif.
 func (a *addrList) add(mac net.HardwareAddr) error {
@@ -179,7 +186,7 @@ func (a *addrList) del(mac net.HardwareAddr) error {
 	}
 	delete(a.ours, k)
 	err := a.h.NeighDel(a.neigh(k))
-	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+	if err != nil && !entryGone(err) {
 		a.ours[k] = true // still there: close tries again, the state file keeps it
 		return fmt.Errorf("xdp: %s: remove %v from the NIC's address list: %w", a.ifname, mac, err)
 	}
@@ -193,7 +200,7 @@ func (a *addrList) close() error {
 	defer a.mu.Unlock()
 	var errs []error
 	for k := range a.ours {
-		if err := a.h.NeighDel(a.neigh(k)); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) {
+		if err := a.h.NeighDel(a.neigh(k)); err != nil && !entryGone(err) {
 			errs = append(errs, fmt.Errorf("xdp: %s: remove %v from the NIC's address list: %w", a.ifname, net.HardwareAddr(k[:]), err))
 			continue
 		}
@@ -318,22 +325,19 @@ func readStates(netns uint64, ifindex int) (map[string]addrState, error) {
 
 // cleanNIC removes the entries that dead processes left on one NIC, through
 // h (a handle in the NIC's namespace), and returns how many it removed.
-func cleanNIC(h *netlink.Handle, netns uint64, ifindex int, ifname string) (int, []Leftover) {
+func cleanNIC(h *netlink.Handle, netns uint64, ifindex int, ifname string) int {
 	states, err := readStates(netns, ifindex)
 	if err != nil {
-		return 0, nil
+		return 0
 	}
 	total := 0
-	var out []Leftover
 	for f, st := range states {
 		if st.alive() || st.NetNS != netns || st.Ifindex != ifindex {
 			continue
 		}
-		lo := cleanState(h, f, st, ifname)
-		total += lo.Removed
-		out = append(out, lo)
+		total += cleanState(h, f, st, ifname).Removed
 	}
-	return total, out
+	return total
 }
 
 // cleanState removes one dead process's entries: only when the NIC under
@@ -347,12 +351,10 @@ func cleanState(h *netlink.Handle, file string, st addrState, ifname string) Lef
 			if err != nil || len(mac) != 6 {
 				continue
 			}
-			n := &netlink.Neigh{LinkIndex: st.Ifindex, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF,
-				State: netlink.NUD_PERMANENT, HardwareAddr: mac}
-			switch err := h.NeighDel(n); {
+			switch err := h.NeighDel(selfEntry(st.Ifindex, mac)); {
 			case err == nil:
 				lo.Removed++
-			case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV):
+			case entryGone(err):
 			default:
 				lo.Err = fmt.Errorf("xdp: %s: remove leftover %v of pid %d: %w", st.Ifname, mac, st.PID, err)
 			}
