@@ -83,7 +83,9 @@ func (s *Socket) flushSpare() {
 // When the interface disappears the kernel unbinds the socket and poll(2)
 // stops reporting anything on it, so an RX loop should use a finite timeout:
 // on a timeout Wait checks the socket's pending error (SO_ERROR) and returns
-// it, e.g. ENETDOWN.
+// it, e.g. ENETDOWN. Frames already on the RX ring come first: while the
+// ring is not empty Wait reports them and not the error, so a loop that
+// receives what Wait announces sees the error once the ring is drained.
 func (s *Socket) Wait(timeout time.Duration) (bool, error) {
 	s.waitMu.Lock()
 	defer s.waitMu.Unlock()
