@@ -3,7 +3,8 @@
 # boots each Debian kernel (fetch.sh) under QEMU (run.sh) and runs in it the
 # integration tests of xsk, bpf, virtif/xdp and netstack and the demo on
 # virtio-net NIC pairs (netlab's VIRTIF_LAB_NICS mode), then writes the
-# matrix (matrix/) to bench/results/kernels.{md,json} and prints it.
+# matrix (matrix/) to bench/results/kernels.{md,json} (VMLAB_RESULTS: another
+# folder) and prints it.
 # Usage: kernels.sh full|smoke [KERNEL...]   (KERNEL: 6.1 6.12 new)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -75,5 +76,5 @@ for k in "$@"; do
 	sh "$here/run.sh" "$k" "$steps" "$outs/$k" || status=1
 	echo "$(($(date +%s) - start))" > "$outs/$k/seconds"
 done
-go run ./internal/vmlab/matrix -profile "$profile" -results "$outs" -out bench/results "$@" || status=1
+go run ./internal/vmlab/matrix -profile "$profile" -results "$outs" -out "${VMLAB_RESULTS:-bench/results}" "$@" || status=1
 exit $status
