@@ -194,7 +194,7 @@ func openXDPSinkWith(lab *netlab.Lab, eo EndpointOptions) (func(context.Context)
 		if ifc, err = c.Create(); err != nil {
 			return err
 		}
-		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host])
+		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + os.Getenv("TCP_LINKOPTS"))
 	})
 	if mtu := benchMTU(); err == nil && mtu != virtif.DefaultMTU {
 		if err = ifc.SetMTU(mtu); err != nil {
@@ -328,7 +328,8 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // with its ratios; the medians are reported in Gbit/s. The peer computes
 // its checksums (tx offload off) for every receiver, as a real wire needs.
 // One op is the whole set: run it with -benchtime 1x. TCP_SENDQ sets
-// StackConfig.SendQueues of the XDP receivers. TCP_MTU (default 1500) sets
+// StackConfig.SendQueues of the XDP receivers, TCP_LINKOPTS options of
+// their link string (",rxwait=spin"). TCP_MTU (default 1500) sets
 // the MTU of the veth pair and of the receivers; a receiver that cannot
 // take it (a vif whose backend's MaxMTU is lower) is reported as not
 // possible and left out.
