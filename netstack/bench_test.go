@@ -172,8 +172,19 @@ func peerDial(lab *netlab.Lab, ap netip.AddrPort) func(context.Context) (net.Con
 	}
 }
 
-// openXDPSink: the userspace stack on an XDP vif at 198.18.0.3.
+// openXDPSink: the userspace stack on an XDP vif at 198.18.0.3, GRO on
+// (the default).
 func openXDPSink(lab *netlab.Lab) (func(context.Context) (net.Conn, error), func(), error) {
+	return openXDPSinkWith(lab, EndpointOptions{})
+}
+
+// openXDPNoGROSink: the same with GRO off (EndpointOptions.NoGRO), as it
+// was before GRO.
+func openXDPNoGROSink(lab *netlab.Lab) (func(context.Context) (net.Conn, error), func(), error) {
+	return openXDPSinkWith(lab, EndpointOptions{NoGRO: true})
+}
+
+func openXDPSinkWith(lab *netlab.Lab, eo EndpointOptions) (func(context.Context) (net.Conn, error), func(), error) {
 	c, err := virtif.NewCloner(virtif.ClonerConfig{})
 	if err != nil {
 		return nil, nil, err
@@ -183,8 +194,13 @@ func openXDPSink(lab *netlab.Lab) (func(context.Context) (net.Conn, error), func
 		if ifc, err = c.Create(); err != nil {
 			return err
 		}
-		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host])
+		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + os.Getenv("TCP_LINKOPTS"))
 	})
+	if mtu := benchMTU(); err == nil && mtu != virtif.DefaultMTU {
+		if err = ifc.SetMTU(mtu); err != nil {
+			err = fmt.Errorf("%w: %w", errMTU, err)
+		}
+	}
 	if err == nil {
 		err = ifc.Up()
 	}
@@ -192,7 +208,7 @@ func openXDPSink(lab *netlab.Lab) (func(context.Context) (net.Conn, error), func
 		_ = c.Close()
 		return nil, nil, err
 	}
-	st, err := NewStack(ifc, StackConfig{SendQueues: envInt("TCP_SENDQ", 0)})
+	st, err := NewStack(ifc, StackConfig{Endpoint: eo, SendQueues: envInt("TCP_SENDQ", 0)})
 	if err != nil {
 		_ = c.Close()
 		return nil, nil, err
@@ -214,6 +230,13 @@ func openXDPSink(lab *netlab.Lab) (func(context.Context) (net.Conn, error), func
 		_ = c.Close()
 	}, nil
 }
+
+// errMTU: a receiver cannot take the benchmark's MTU (TCP_MTU).
+var errMTU = errors.New("MTU not possible")
+
+// benchMTU is TCP_MTU, the MTU of the lab's veth pair and of the
+// receivers (default 1500).
+func benchMTU() int { return envInt("TCP_MTU", virtif.DefaultMTU) }
 
 var fdbasedAddr = netip.MustParsePrefix("198.18.0.5/24")
 
@@ -239,7 +262,7 @@ func openFdbasedSink(lab *netlab.Lab) (func(context.Context) (net.Conn, error), 
 	}
 	ep, err := fdbased.New(&fdbased.Options{
 		FDs:                []int{fd},
-		MTU:                1500,
+		MTU:                uint32(benchMTU()),
 		EthernetHeader:     true,
 		Address:            tcpip.LinkAddress([]byte{0x02, 0, 0, 0, 0, 5}),
 		PacketDispatchMode: fdbased.PacketMMap,
@@ -296,43 +319,68 @@ func openKernelSink(lab *netlab.Lab) (func(context.Context) (net.Conn, error), f
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // BenchmarkTCPCompare measures TCP bulk transfer from the peer namespace's
-// kernel into three receivers on the same veth, interleaved (A B C A B C ...):
-// the userspace stack over the XDP vif, the same gVisor stack over gVisor's
+// kernel into four receivers on the same veth, interleaved (A B C D A B C D
+// ...): the userspace stack over the XDP vif with GRO (the default) and
+// without (netstack-xdp-nogro), the same gVisor stack over gVisor's
 // AF_PACKET endpoint (fdbased), and the host kernel's TCP. Each run sets up
 // its receiver afresh (so the kernel run has no XDP program attached) and
-// sends TCP_BYTES (default 256 MiB); TCP_ROUNDS (default 3) rounds; the
-// medians are reported in Gbit/s. The peer computes its checksums (tx
-// offload off) for every receiver, as a real wire needs. One op is the whole
-// set: run it with -benchtime 1x. TCP_SENDQ sets StackConfig.SendQueues of
-// the XDP receiver.
+// sends TCP_BYTES (default 256 MiB); TCP_ROUNDS (default 3) rounds, each
+// with its ratios; the medians are reported in Gbit/s. The peer computes
+// its checksums (tx offload off) for every receiver, as a real wire needs.
+// One op is the whole set: run it with -benchtime 1x. TCP_SENDQ sets
+// StackConfig.SendQueues of the XDP receivers, TCP_LINKOPTS options of
+// their link string (",rxwait=spin"). TCP_MTU (default 1500) sets
+// the MTU of the veth pair and of the receivers; a receiver that cannot
+// take it (a vif whose backend's MaxMTU is lower) is reported as not
+// possible and left out.
 func BenchmarkTCPCompare(b *testing.B) {
 	netlab.RequireRoot(b)
 	rounds := envInt("TCP_ROUNDS", 3)
+	mtu := benchMTU()
 	size := int64(envInt("TCP_BYTES", 256<<20))
 	targets := []struct {
 		name string
 		open openFunc
 	}{
 		{"netstack-xdp", openXDPSink},
+		{"netstack-xdp-nogro", openXDPNoGROSink},
 		{"netstack-fdbased", openFdbasedSink},
 		{"kernel", openKernelSink},
 	}
-	lab := netlab.NewT(b, netlab.Options{})
+	lab := netlab.NewT(b, netlab.Options{MTU: mtu})
 	peerTxChecksumOff(b, lab)
+	fmt.Printf("MTU %d, %d bytes per run\n", mtu, size)
 	for range b.N {
 		gbps := map[string][]float64{}
+		impossible := map[string]bool{}
 		for round := range rounds {
 			for _, tg := range targets {
+				if impossible[tg.name] {
+					continue
+				}
 				g, err := measureBulk(lab, tg.open, size)
+				if errors.Is(err, errMTU) {
+					fmt.Printf("%-18s not possible at MTU %d: %v\n", tg.name, mtu, err)
+					impossible[tg.name] = true
+					continue
+				}
 				if err != nil {
 					b.Fatalf("%s round %d: %v", tg.name, round, err)
 				}
 				fmt.Printf("round %d %-18s %6.2f Gbit/s\n", round, tg.name, g)
 				gbps[tg.name] = append(gbps[tg.name], g)
 			}
+			if !impossible["netstack-xdp"] {
+				x, k := gbps["netstack-xdp"][round], gbps["kernel"][round]
+				fmt.Printf("round %d ratio netstack-xdp/kernel %.2f  netstack-xdp-nogro/kernel %.2f  netstack-xdp/netstack-fdbased %.2f\n",
+					round, x/k, gbps["netstack-xdp-nogro"][round]/k, x/gbps["netstack-fdbased"][round])
+			}
 		}
 		for _, tg := range targets {
 			v := gbps[tg.name]
+			if len(v) == 0 {
+				continue
+			}
 			slices.Sort(v)
 			fmt.Printf("%-18s median %6.2f Gbit/s  min %6.2f  max %6.2f\n", tg.name, v[len(v)/2], v[0], v[len(v)-1])
 			b.ReportMetric(v[len(v)/2], tg.name+"-Gbit/s")

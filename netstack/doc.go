@@ -35,6 +35,16 @@
 // after), while a gVisor PacketBuffer must own its bytes. So each frame is
 // copied exactly once, into a pooled gVisor buffer (buffer.MakeWithData), and
 // dispatched on the backend's receive goroutine; nothing else copies it.
+//
+// # Receive: GRO
+//
+// On an interface whose backend ends its RX batches (both of ours do), the
+// endpoint coalesces TCP segments with gVisor's GRO engine by default
+// (EndpointOptions.NoGRO turns it off): the segments of one flow that
+// arrive in one batch reach the stack as one packet of up to 64 KiB, and
+// whatever GRO holds is handed up when the batch ends (virtif's
+// SetInputBatch), so nothing waits for a timer. Endpoint.Stats counts the
+// frames that went through GRO and the packets it made of them.
 // Sends are not copied here: each packet's views become the segments of one
 // frame in an OutputBatch (the XDP backend then copies them into its UMEM,
 // as the kernel would copy into an skb).
@@ -64,13 +74,23 @@
 // and unsolicited neighbour advertisements, which a statically configured
 // host does not need.
 //
-// # Checksums on veth
+// # Checksums
+//
+// AF_XDP hands over the frame's bytes and nothing of what the driver knew
+// of its checksum, so every received checksum is verified in software,
+// once: the endpoint verifies those of the TCP segments it gives GRO (a
+// merged packet's no longer hold, and the stack is told not to check
+// them), the stack those of everything else. A frame with a wrong checksum
+// is dropped and counted by the stack (e.g. TCP ChecksumErrors).
 //
 // A kernel sending through a veth leaves TCP and UDP checksums unfinished
-// (CHECKSUM_PARTIAL), and XDP sees them that way. Either turn transmit
-// checksum offload off on the sending side (ethtool -K PEER tx off) or set
+// (CHECKSUM_PARTIAL: the field holds the pseudo-header sum only), and XDP
+// sees them that way (TestIntegrationVethPartialChecksum shows both cases
+// on real frames). Either turn transmit checksum offload off on the
+// sending side (ethtool -K PEER tx off) or set
 // EndpointOptions.RXChecksumOffload to make the stack trust received
-// checksums. Real NICs deliver finished checksums.
+// checksums, which is right only on a link that cannot corrupt frames.
+// Real NICs deliver finished checksums.
 //
 // # Requirements
 //

@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
@@ -23,6 +24,23 @@ type EndpointOptions struct {
 	// unfinished checksums, such as a veth whose sender offloads them
 	// (CHECKSUM_PARTIAL frames reach XDP with the checksum not yet filled in).
 	RXChecksumOffload bool
+	// NoGRO turns generic receive offload off. GRO is on by default on an
+	// interface whose backend ends its RX batches (virtif's EndsBatches;
+	// both of ours do) and off on any other: the TCP segments of one flow
+	// that arrive in one batch reach the stack coalesced into one packet
+	// of up to 64 KiB (gVisor's stack/gro), as a NIC's GRO hands the
+	// kernel, and are handed up at the end of the batch, so the stack
+	// processes one segment where it would process dozens. Off, every
+	// frame is handed up as it arrives.
+	NoGRO bool
+}
+
+// EndpointStats are an endpoint's receive counters.
+type EndpointStats struct {
+	GRO        bool   // GRO is on
+	GROFrames  uint64 // frames that went through GRO
+	GROPackets uint64 // packets GRO handed to the stack: GROFrames-GROPackets were merged into others
+	GRODropped uint64 // frames GRO held when the stack detached, dropped
 }
 
 // Endpoint is a gVisor link endpoint (stack.LinkEndpoint) over a virtif
@@ -33,6 +51,12 @@ type EndpointOptions struct {
 // Receive: each frame the interface hands up is copied once into a gVisor
 // buffer (buffer.MakeWithData), because the frame is valid only during the
 // call while a PacketBuffer must own its bytes; no other copy is made.
+// With GRO (EndpointOptions.NoGRO) the packets go through one gVisor GRO
+// engine, under a lock, and whatever it holds is handed up at the end of
+// each RX batch (virtif's SetInputBatch). Checksums are verified once:
+// GRO verifies those of the TCP segments it takes (a merged packet's
+// checksums no longer hold, so the stack must not check them again) and
+// the stack verifies every other packet's; see Capabilities.
 // Send: WritePackets hands each packet's views to OutputBatch as segments, so
 // a batch reaches the backend with one Flush and is never copied here.
 type Endpoint struct {
@@ -50,6 +74,15 @@ type Endpoint struct {
 
 	mu      sync.Mutex
 	onClose func()
+
+	// groMu serialises the GRO engine and every delivery made through it:
+	// rxValid, which Capabilities reports while the stack takes the
+	// packet, is the packet's. groOn is fixed at NewEndpoint.
+	groOn                     bool
+	groMu                     sync.Mutex
+	gro                       gro.GRO
+	rxValid                   atomic.Bool
+	groIn, groOut, groDropped atomic.Uint64
 
 	// wmu guards the send scratch, reused so that WritePackets allocates
 	// nothing once it has seen its largest batch.
@@ -75,8 +108,20 @@ func NewEndpoint(ifc *virtif.Interface, opts EndpointOptions) (*Endpoint, error)
 	if opts.RXChecksumOffload {
 		e.caps |= stack.CapabilityRXChecksumOffload
 	}
-	ifc.SetInput(e.input)
+	e.groOn = !opts.NoGRO && ifc.EndsBatches()
+	if !e.groOn {
+		ifc.SetInput(e.input)
+		return e, nil
+	}
+	e.gro.Init(true)
+	e.gro.Dispatcher = groSink{e}
+	ifc.SetInputBatch(e.input, e.endBatch)
 	return e, nil
+}
+
+// Stats returns the endpoint's counters.
+func (e *Endpoint) Stats() EndpointStats {
+	return EndpointStats{GRO: e.groOn, GROFrames: e.groIn.Load(), GROPackets: e.groOut.Load(), GRODropped: e.groDropped.Load()}
 }
 
 // Interface returns the interface the endpoint sits on.
@@ -107,7 +152,11 @@ func (e *Endpoint) input(frame []byte, promisc bool) {
 	default:
 		pkt.PktType = tcpip.PacketHost
 	}
-	(*dp).DeliverNetworkPacket(eth.Type(), pkt)
+	if !e.groOn {
+		(*dp).DeliverNetworkPacket(eth.Type(), pkt)
+		return
+	}
+	e.groInput(eth.Type(), pkt)
 }
 
 // WritePackets sends pkts as one OutputBatch, each packet's views being the
@@ -213,8 +262,18 @@ func (e *Endpoint) SetLinkAddress(addr tcpip.LinkAddress) {
 }
 
 // Capabilities: link resolution (ARP, NDP) is required; checksums are computed
-// by the stack unless EndpointOptions.RXChecksumOffload.
-func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities { return e.caps }
+// by the stack unless EndpointOptions.RXChecksumOffload. With GRO, the
+// RX checksum offload bit also stands, while GRO hands the stack a packet
+// whose checksums GRO verified, for that packet: gVisor's NIC sets each
+// received packet's RXChecksumValidated from this bit as it takes it, and
+// GRO's deliveries are serialised (groMu), so the bit read then is the
+// packet's. No other part of the stack reads the bit.
+func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	if e.rxValid.Load() {
+		return e.caps | stack.CapabilityRXChecksumOffload
+	}
+	return e.caps
+}
 
 // Attach starts delivering received frames to d; nil stops it (the NIC is
 // being removed). It does not wait for a delivery in flight: Close does.
@@ -261,6 +320,11 @@ func (e *Endpoint) Close() {
 	e.inMu.Lock()
 	wasClosed := e.closed
 	e.closed = true
+	if !wasClosed && e.groOn {
+		e.groMu.Lock()
+		e.gro.Flush() // no dispatcher: counted in GRODropped, released
+		e.groMu.Unlock()
+	}
 	e.inMu.Unlock()
 	if wasClosed {
 		return

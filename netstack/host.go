@@ -407,6 +407,9 @@ func (h *Host) WriteStatus(w io.Writer) {
 	for _, b := range st.Backend {
 		fmt.Fprintf(w, "%s %d\n", b.Name, b.Value)
 	}
+	if es := h.st.Endpoint().Stats(); es.GRO {
+		fmt.Fprintf(w, "gro frames %d packets %d dropped %d\n", es.GROFrames, es.GROPackets, es.GRODropped)
+	}
 	ss := h.st.Netstack().Stats()
 	fmt.Fprintf(w, "tcp active %d passive %d established %d resets-sent %d\n",
 		ss.TCP.ActiveConnectionOpenings.Value(), ss.TCP.PassiveConnectionOpenings.Value(),

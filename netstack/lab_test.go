@@ -203,14 +203,16 @@ func testXDPHost(t *testing.T, queues int) {
 
 // With the peer's checksum offload left on, segments reach the vif with
 // unfinished checksums: the stack drops them unless told to trust them
-// (EndpointOptions.RXChecksumOffload).
+// (EndpointOptions.RXChecksumOffload), with GRO on (which verifies the
+// segments it takes, and must not pass these) and off.
 func TestIntegrationXDPChecksumOffload(t *testing.T) {
 	netlab.RequireRoot(t)
-	for _, trust := range []bool{false, true} {
+	for k := range 4 {
+		trust, noGRO := k&1 != 0, k&2 != 0
 		lab := netlab.NewT(t, netlab.Options{})
 		h, err := NewHost(xdpIfc(t, lab, ""), HostConfig{
 			Addrs: []netip.Prefix{srv4}, EchoPort: 7,
-			Stack: StackConfig{Endpoint: EndpointOptions{RXChecksumOffload: trust}},
+			Stack: StackConfig{Endpoint: EndpointOptions{RXChecksumOffload: trust, NoGRO: noGRO}},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -227,9 +229,9 @@ func TestIntegrationXDPChecksumOffload(t *testing.T) {
 		bad := h.Stack().Netstack().Stats().TCP.ChecksumErrors.Value()
 		switch {
 		case trust && err != nil:
-			t.Errorf("RXChecksumOffload: dial: %v", err)
+			t.Errorf("RXChecksumOffload (NoGRO %v): dial: %v", noGRO, err)
 		case !trust && (err == nil || bad == 0):
-			t.Errorf("without RXChecksumOffload: dial %v with %d checksum errors; want a failure on bad checksums", err, bad)
+			t.Errorf("without RXChecksumOffload (NoGRO %v): dial %v with %d checksum errors; want a failure on bad checksums", noGRO, err, bad)
 		}
 		if err == nil {
 			echoCheck(t, c, 10000)

@@ -64,6 +64,14 @@ type BackendConfig struct {
 	// per-P counter lookup Deliver does (about a third of Deliver's cost).
 	// Optional to use: Deliver always works.
 	NewDeliver func() func(frame []byte)
+	// EndBatch says that the calling goroutine has delivered (Deliver or
+	// a NewDeliver function) the last frame of a batch, so that an upper
+	// layer holding frames back to coalesce them (GRO) hands them up now.
+	// A backend that implements BatchEnder calls it after every batch it
+	// delivers, before the goroutine that delivered it waits for more
+	// frames; one that does not may ignore it. Safe for concurrent calls;
+	// allocates nothing; must not be called from inside Send.
+	EndBatch func()
 }
 
 // ErrMACInUse is what a backend's OpenFunc wraps to refuse a proposed MAC
@@ -110,6 +118,10 @@ type (
 	MTULimiter interface{ MaxMTU() int }
 	// StatsReporter appends backend counters to the interface statistics.
 	StatsReporter interface{ AppendStats(dst []Stat) []Stat }
+	// BatchEnder says whether the backend calls BackendConfig.EndBatch
+	// after every batch it delivers (true): only then may an upper layer
+	// hold frames back until the end of a batch (Interface.EndsBatches).
+	BatchEnder interface{ EndsBatches() bool }
 )
 
 // Stat is one named backend counter.

@@ -125,7 +125,7 @@ func TestZeroAllocs(t *testing.T) {
 	}
 	ifp, deliver := newBench(t)
 	ownDeliver := ifp.Backend().(*bareBackend).cfg.NewDeliver()
-	ifp.SetInput(func([]byte, bool) {})
+	ifp.SetInputBatch(func([]byte, bool) {}, func() {})
 	own, other := frameTo(ifp.HardwareAddr(), 64), frameTo(net.HardwareAddr{2, 9, 9, 9, 9, 9}, 64)
 	long := split(frameTo(bcast, 1500), 100, true)
 	tap := &countTap{}
@@ -138,6 +138,7 @@ func TestZeroAllocs(t *testing.T) {
 		{"deliver runt", func() { deliver(own[:10]) }},
 		{"NewDeliver accept", func() { ownDeliver(own) }},
 		{"NewDeliver filter", func() { ownDeliver(other) }},
+		{"EndBatch", ifp.Backend().(*bareBackend).cfg.EndBatch},
 		{"output 1 segment", func() { _ = ifp.Output([][]byte{own}) }},
 		{"output 100 segments (coalesced)", func() { _ = ifp.Output(long) }},
 		{"output batch", func() { _, _ = ifp.OutputBatch([][][]byte{{own}, {own}}) }},

@@ -53,6 +53,15 @@ func (i *Interface) deliverOn(own *shard, frame []byte) {
 		}
 	}
 	if in != nil {
-		(*in)(frame, promisc)
+		in.fn(frame, promisc)
+	}
+}
+
+// endBatch is BackendConfig.EndBatch: the end handler of SetInputBatch,
+// if any. It runs whatever the flags, so a handler that held frames back
+// before the interface went down still hands them up.
+func (i *Interface) endBatch() {
+	if in := i.input.Load(); in != nil && in.end != nil {
+		in.end()
 	}
 }

@@ -29,6 +29,7 @@
 //	                                   empty segments skipped, at most MaxSegments (LB_SH)
 //	                                   per Send; panic("lazy bum") becomes coalescing
 //	VIF_DELIVERPKT                     BackendConfig.Deliver: the receive filter, no copy
+//	(ours)                             BackendConfig.EndBatch, SetInputBatch: the end of an RX batch
 //	bpf_mtap                           Tap, PcapWriter
 //	if_ipackets, if_opackets           Stats: the whole of struct if_data's counters
 //
@@ -48,6 +49,13 @@
 // attached. A backend with long-lived receiving goroutines (one per NIC
 // queue) takes one BackendConfig.NewDeliver function per goroutine, whose
 // counters are its own: no per-P lookup at all.
+//
+// A backend that delivers frames in batches (an RX ring's) and implements
+// BatchEnder calls BackendConfig.EndBatch after each batch, on the
+// goroutine that delivered it; the interface calls the end handler given
+// with SetInputBatch, so an upper layer may hold frames back within a
+// batch and hand them up coalesced at its end (package netstack's GRO).
+// Interface.EndsBatches says whether the backend does; both of ours do.
 //
 // # Send path
 //

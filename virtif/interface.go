@@ -81,7 +81,7 @@ type Interface struct {
 	flags atomic.Uint32 // Flags
 	mac   atomic.Uint64 // 48-bit MAC, big endian in the low bits
 	mtu   atomic.Int32
-	input atomic.Pointer[Input]
+	input atomic.Pointer[inputHandlers]
 	taps  atomic.Pointer[[]Tap]
 	ctr   counters
 
@@ -265,7 +265,7 @@ func (i *Interface) createLocked(s string) error {
 	var b Backend
 	for _, rr := range rand.Perm(256) {
 		mac = net.HardwareAddr{0xb2, 0x0a, byte(rr), 0x0b, 0x0e, byte(i.unit)}
-		b, err = open(BackendConfig{Name: i.name, Link: link, MAC: mac, Deliver: i.deliver, NewDeliver: i.newDeliver})
+		b, err = open(BackendConfig{Name: i.name, Link: link, MAC: mac, Deliver: i.deliver, NewDeliver: i.newDeliver, EndBatch: i.endBatch})
 		if !errors.Is(err, ErrMACInUse) {
 			break
 		}
@@ -572,10 +572,34 @@ func (i *Interface) IPv4() []netip.Addr {
 
 // SetInput sets the upper layer's receive handler; nil removes it (frames
 // then count as IDrops / INoHandler).
-func (i *Interface) SetInput(fn Input) {
+func (i *Interface) SetInput(fn Input) { i.SetInputBatch(fn, nil) }
+
+// SetInputBatch is SetInput with an end-of-batch handler: end (if not nil)
+// is called on a receiving goroutine after the fn calls for the frames of
+// one batch, when the backend ends its batches (EndsBatches); it is called
+// concurrently when several goroutines receive, each after its own batch.
+// An upper layer may hold frames back (copied: fn's frame is the
+// backend's) and hand them up in end, as GRO does; on a backend that does
+// not end its batches it must not hold frames back, since end would never
+// come. A nil fn removes both handlers.
+func (i *Interface) SetInputBatch(fn Input, end func()) {
 	if fn == nil {
 		i.input.Store(nil)
 		return
 	}
-	i.input.Store(&fn)
+	i.input.Store(&inputHandlers{fn: fn, end: end})
+}
+
+// EndsBatches reports whether the backend calls the end handler of
+// SetInputBatch after every batch of frames it delivers (BatchEnder).
+// False before the link string is set and after destroy.
+func (i *Interface) EndsBatches() bool {
+	be, ok := i.backend().(BatchEnder)
+	return ok && be.EndsBatches()
+}
+
+// inputHandlers are SetInputBatch's handlers, swapped together.
+type inputHandlers struct {
+	fn  Input
+	end func()
 }

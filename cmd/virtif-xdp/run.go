@@ -27,6 +27,7 @@ type runFlags struct {
 	echo    int
 	http    string
 	trust   bool
+	noGRO   bool
 	allowID bool // --allow-host-identity
 	limits  netstack.Limits
 	probe   time.Duration
@@ -114,6 +115,7 @@ checksum offload off ('ethtool -K PEER tx off') or run is told
 	fs.DurationVar(&f.limits.WriteTimeout, "write-timeout", netstack.DefaultWriteTimeout, "close a service connection whose client does not take a write within this")
 	fs.BoolVar(&f.allowID, "allow-host-identity", false, "take an --addr or --mac the host uses on the NIC's namespace or link anyway (it cuts the host off)")
 	fs.BoolVar(&f.trust, "trust-rx-checksum", false, "trust received checksums (for a veth whose sender offloads them; not for real NICs)")
+	fs.BoolVar(&f.noGRO, "no-gro", false, "hand the stack every received frame as it arrives, not TCP segments coalesced per RX batch (GRO)")
 	return cmd
 }
 
@@ -243,7 +245,7 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 			fmt.Fprintf(w, "served by virtif-xdp run, frames demultiplexed by %s, up %s, capabilities %s\n",
 				info.Demux, time.Since(start).Round(time.Second), caps)
 		},
-		Stack: netstack.StackConfig{Endpoint: netstack.EndpointOptions{RXChecksumOffload: f.trust}},
+		Stack: netstack.StackConfig{Endpoint: netstack.EndpointOptions{RXChecksumOffload: f.trust, NoGRO: f.noGRO}},
 	})
 	if err != nil {
 		if errors.Is(err, unix.EADDRINUSE) {

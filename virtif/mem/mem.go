@@ -11,7 +11,9 @@
 // a frame from inside its input handler without deadlocking, and may close
 // its own interface there: Close then completes without waiting for the
 // goroutine it runs on. Frames still queued when a member closes are
-// counted (mem_rx_dying), never delivered.
+// counted (mem_rx_dying), never delivered. The goroutine delivers what
+// its queue holds, up to 64 frames, as one batch and then ends it
+// (virtif.BackendConfig.EndBatch; the backend is a virtif.BatchEnder).
 //
 // Importing the package registers the "mem" scheme.
 package mem
@@ -55,16 +57,17 @@ var hubs struct {
 type frameBuf struct{ b []byte }
 
 type port struct {
-	hub     *hub
-	name    string
-	deliver func([]byte)
-	free    chan *frameBuf // empty buffers
-	ready   chan *frameBuf // frames waiting for delivery
-	done    chan struct{}
-	wg      sync.WaitGroup
-	dying   atomic.Bool
-	closed  sync.Once
-	runID   atomic.Uint64 // goid of the receive goroutine
+	hub      *hub
+	name     string
+	deliver  func([]byte)
+	endBatch func()
+	free     chan *frameBuf // empty buffers
+	ready    chan *frameBuf // frames waiting for delivery
+	done     chan struct{}
+	wg       sync.WaitGroup
+	dying    atomic.Bool
+	closed   sync.Once
+	runID    atomic.Uint64 // goid of the receive goroutine
 
 	tx, rx, rxFull, rxDying atomic.Uint64
 }
@@ -76,6 +79,7 @@ var (
 	_ virtif.MulticastFilter = (*port)(nil)
 	_ virtif.MTULimiter      = (*port)(nil)
 	_ virtif.StatsReporter   = (*port)(nil)
+	_ virtif.BatchEnder      = (*port)(nil)
 )
 
 // Open attaches an interface to the segment its link string names and
@@ -94,11 +98,15 @@ func Open(cfg virtif.BackendConfig) (virtif.Backend, error) {
 		deliver = cfg.NewDeliver() // one receiving goroutine: counters of its own
 	}
 	p := &port{
-		name:    cfg.Name,
-		deliver: deliver,
-		free:    make(chan *frameBuf, queue),
-		ready:   make(chan *frameBuf, queue),
-		done:    make(chan struct{}),
+		name:     cfg.Name,
+		deliver:  deliver,
+		endBatch: func() {},
+		free:     make(chan *frameBuf, queue),
+		ready:    make(chan *frameBuf, queue),
+		done:     make(chan struct{}),
+	}
+	if cfg.EndBatch != nil {
+		p.endBatch = cfg.EndBatch
 	}
 	for range queue {
 		p.free <- &frameBuf{}
@@ -150,20 +158,26 @@ func parse(link string) (name string, queue int, err error) {
 
 // run delivers queued frames, one goroutine per member. At Close the
 // frames still queued are counted as dropped (mem_rx_dying), so every
-// frame that reached the queue is delivered or counted.
+// frame that reached the queue is delivered or counted. A batch is what
+// the queue holds when the goroutine wakes, at most maxBatch frames; its
+// end is told to the interface (virtif.BackendConfig.EndBatch).
 func (p *port) run() {
 	defer p.wg.Done()
 	p.runID.Store(goid())
 	for {
 		select {
 		case fb := <-p.ready:
-			if p.dying.Load() {
-				p.rxDying.Add(1)
-			} else {
-				p.rx.Add(1) // before the upcall, whose effects may be observed first
-				p.deliver(fb.b)
+			p.deliverOne(fb)
+		batch:
+			for range maxBatch - 1 {
+				select {
+				case fb := <-p.ready:
+					p.deliverOne(fb)
+				default:
+					break batch
+				}
 			}
-			p.free <- fb
+			p.endBatch()
 		case <-p.done:
 			for {
 				select {
@@ -176,6 +190,19 @@ func (p *port) run() {
 			}
 		}
 	}
+}
+
+// maxBatch bounds a receive batch, as an RX ring's batch is bounded.
+const maxBatch = 64
+
+func (p *port) deliverOne(fb *frameBuf) {
+	if p.dying.Load() {
+		p.rxDying.Add(1)
+	} else {
+		p.rx.Add(1) // before the upcall, whose effects may be observed first
+		p.deliver(fb.b)
+	}
+	p.free <- fb
 }
 
 // goid is the calling goroutine's number, read from the first line of its
@@ -284,6 +311,9 @@ func (p *port) AppendStats(dst []virtif.Stat) []virtif.Stat {
 		virtif.Stat{Name: "mem_rx_dying", Value: p.rxDying.Load()},
 	)
 }
+
+// EndsBatches is true: every batch run delivers ends with EndBatch.
+func (p *port) EndsBatches() bool { return true }
 
 // Members returns how many interfaces are attached to the named segment.
 func Members(segment string) int {

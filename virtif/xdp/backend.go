@@ -75,6 +75,7 @@ type Backend struct {
 	delivers   []func([]byte)
 	newDeliver func() func([]byte)
 	deliver    func([]byte)
+	endBatch   func() // virtif's EndBatch, after each RX batch (endBatches)
 	dying      atomic.Bool
 	closed     atomic.Bool
 
@@ -103,7 +104,12 @@ var (
 	_ virtif.AddrRegistrar      = (*Backend)(nil)
 	_ virtif.MTULimiter         = (*Backend)(nil)
 	_ virtif.StatsReporter      = (*Backend)(nil)
+	_ virtif.BatchEnder         = (*Backend)(nil)
 )
+
+// EndsBatches is true when the interface gave an EndBatch: each RX
+// goroutine calls it for every vif of the NIC after each batch.
+func (b *Backend) EndsBatches() bool { return b.endBatch != nil }
 
 // Open is VIFHYPER_CREATE for "xdp:" link strings. Errors: unix.EINVAL for a
 // malformed link string (naming the key) or a queue the NIC lacks,
@@ -120,7 +126,7 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 	if bc.Deliver == nil {
 		return nil, fmt.Errorf("xdp: %s: no deliver function: %w", bc.Name, unix.EINVAL)
 	}
-	b := &Backend{name: bc.Name, mac: append(net.HardwareAddr(nil), bc.MAC...), deliver: bc.Deliver, newDeliver: bc.NewDeliver}
+	b := &Backend{name: bc.Name, mac: append(net.HardwareAddr(nil), bc.MAC...), deliver: bc.Deliver, newDeliver: bc.NewDeliver, endBatch: bc.EndBatch}
 	// The proposed MAC must be nobody's on the segment: refused with
 	// virtif.ErrMACInUse, the interface proposes another.
 	if ifc, err := net.InterfaceByName(c.Ifname); err == nil {

@@ -692,12 +692,24 @@ func (n *nic) rxLoop(q *queue) {
 		q.batch.Add(1)
 		n.rxDepth.Add(1)
 		cur = n.demux(q, cur, descs[:got], at)
+		n.endBatches()
 		q.rxDone.Store(at + uint32(got))
 		q.batch.Add(1)
 		q.sock.Release(descs[:got])
 		n.rxDepth.Add(-1)
 		if set := n.flushBits.Swap(0); set != 0 {
 			n.flushDeferred(set)
+		}
+	}
+}
+
+// endBatches tells every vif of the NIC that an RX batch has ended
+// (virtif's EndBatch), inside the batch, so a departing vif is not told
+// after its release and sends it causes are kicked once (flushBits).
+func (n *nic) endBatches() {
+	for i := range n.vifs {
+		if b := n.vifs[i].Load(); b != nil && b.endBatch != nil {
+			b.endBatch()
 		}
 	}
 }
