@@ -12,6 +12,13 @@
 // is never dropped by the backend. Flush (once per send batch) hands the
 // staged frames to the kernel.
 //
+// Jumbo frames (link-string key sg, default auto): where the kernel and the
+// driver allow multi-buffer AF_XDP (XDP_USE_SG, 6.6; the program loaded as
+// xdp.frags, 5.18) a frame longer than a UMEM frame travels as a chain of
+// descriptors, gathered on RX into a buffer of the queue and staged whole
+// on TX, and the vif's MTU may go up to the NIC's (MaxMTU; Info says what
+// sets it and why multi-buffer is off when it is).
+//
 // Several vifs of one process may share a NIC; they then share its sockets
 // (the kernel allows one UMEM per queue), and the program's metadata tag says
 // whose each frame is (a lone vif's frames need none). On a driver without
