@@ -43,12 +43,13 @@ func TestIntegrationJumboBothWays(t *testing.T) {
 		t.Fatalf("SetMTU above the NIC's MTU: %v", err)
 	}
 	raw := openRaw(t, lab, netlab.Peer)
+	var sent [][]byte
 	for round, two := range []bool{false, true} {
 		if two {
 			newVif(t, lab, c, "") // tagging on: the general demux path
 		}
 		sizes := []int{60, 1792 + 14, 1793 + 14, 3600, 9014}
-		var sent [][]byte
+		sent = sent[:0]
 		for i, size := range sizes {
 			f := jumboFrame(lab, v.ifc.HardwareAddr(), "JUMBO"+string(rune('a'+round))+string(rune('0'+i)), size)
 			sent = append(sent, f)
@@ -66,6 +67,11 @@ func TestIntegrationJumboBothWays(t *testing.T) {
 		}
 	}
 	st := v.ifc.Stats()
+	// The second round's jumbo frames were tagged (bpf_xdp_adjust_meta on
+	// a multi-buffer frame) and found their vif by the tag.
+	if stat(st, "rx_demux_tag") < uint64(len(sent)) || stat(st, "xdp_nometa") != 0 {
+		t.Errorf("rx_demux_tag %d, xdp_nometa %d", stat(st, "rx_demux_tag"), stat(st, "xdp_nometa"))
+	}
 	if stat(st, "rx_chains") < 6 || stat(st, "rx_chain_too_long") != 0 || stat(st, "rx_chain_truncated") != 0 {
 		t.Errorf("rx_chains %d, too long %d, truncated %d", stat(st, "rx_chains"), stat(st, "rx_chain_too_long"), stat(st, "rx_chain_truncated"))
 	}
