@@ -15,6 +15,8 @@ import (
 // on natively at an MTU of 9000, which it refuses to a single-buffer
 // program (Options.NoFrags), "Peer MTU is too large to set XDP".
 func TestIntegrationFragsJumboMTU(t *testing.T) {
+	netlab.RequireKernel(t, 5, 18, "XDP programs for multi-buffer frames, BPF_F_XDP_HAS_FRAGS")
+	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
 	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
 	s := loadT(t, nil)
 	if !s.Frags() {
@@ -48,6 +50,7 @@ func TestIntegrationFragsJumboMTU(t *testing.T) {
 // being in the first buffer, and tagged: bpf_xdp_adjust_meta works on a
 // frame with fragments.
 func TestIntegrationFragsSteerJumbo(t *testing.T) {
+	netlab.RequireKernel(t, 5, 18, "XDP programs for multi-buffer frames, BPF_F_XDP_HAS_FRAGS")
 	s := loadT(t, nil)
 	setup(t, s)
 	for _, tc := range []struct {

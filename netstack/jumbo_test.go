@@ -36,6 +36,8 @@ func backendStat(ifc *virtif.Interface, name string) uint64 {
 // (no fragmentation) from the peer's kernel is answered, and TCP from the
 // peer's kernel carries 9000-byte segments both ways, byte for byte.
 func TestIntegrationXDPJumbo(t *testing.T) {
+	netlab.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
+	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
 	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
 	peerTxChecksumOff(t, lab)
 	ifc := xdpIfc(t, lab, "")

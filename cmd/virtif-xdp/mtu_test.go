@@ -12,6 +12,8 @@ import (
 // userspace stack with 8000-byte payloads that may not be fragmented. With
 // sg=off the ceiling is one UMEM frame's and run exits 1 saying so.
 func TestIntegrationRunJumbo(t *testing.T) {
+	netlab.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
+	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
 	netlab.RequireRoot(t)
 	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
 	args := []string{"run", "--netns", lab.NS[netlab.Host], "--addr", "198.18.0.3/24", "--probe", "0", "--http", "off", "--mtu", "9000"}

@@ -43,6 +43,7 @@ func BenchmarkRxDropJumbo(b *testing.B) { benchRxSkb(b, 9014) }
 func BenchmarkRxDropSkb(b *testing.B) { benchRxSkb(b, 1514) }
 
 func benchRxSkb(b *testing.B, size int) {
+	netlab.RequireVethLab(b, "a veth pair of MTU 9000")
 	lab := netlab.NewT(b, netlab.Options{MTU: 9000})
 	gen, err := trafficgen.PacketIn(lab, netlab.Peer)
 	if err != nil {
@@ -105,6 +106,9 @@ func BenchmarkTxOnlyJumbo(b *testing.B) { benchTx(b, 9000, 9014) }
 func BenchmarkTxOnly1514(b *testing.B) { benchTx(b, 9000, 1514) }
 
 func benchTx(b *testing.B, mtu, size int) {
+	if mtu > 1500 {
+		netlab.RequireVethLab(b, "a veth pair of MTU 9000")
+	}
 	lab := netlab.NewT(b, netlab.Options{MTU: mtu})
 	v := newVif(b, lab, nil, "")
 	if err := v.ifc.SetMTU(mtu); err != nil {

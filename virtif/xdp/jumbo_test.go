@@ -29,6 +29,8 @@ func jumboFrame(lab *netlab.Lab, dst []byte, marker string, size int) []byte {
 // from the vif to the peer. Several vifs share the NIC so the tagged path
 // carries chains too.
 func TestIntegrationJumboBothWays(t *testing.T) {
+	netlab.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
+	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
 	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
 	c := newCloner(t)
 	v := newVif(t, lab, c, "")
@@ -115,6 +117,7 @@ func TestIntegrationJumboBothWays(t *testing.T) {
 // frame's, SetMTU above it names the reason, and a 9000-byte frame from the
 // peer is dropped by the kernel and counted.
 func TestIntegrationJumboSGOff(t *testing.T) {
+	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
 	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
 	v := newVif(t, lab, nil, ",sg=off")
 	info := v.b.Info()
@@ -152,6 +155,8 @@ func TestIntegrationJumboSGOff(t *testing.T) {
 // frames after it arrive; Send refuses a frame longer than maxChain UMEM
 // frames (EMSGSIZE).
 func TestIntegrationJumboChainTooLong(t *testing.T) {
+	netlab.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
+	netlab.RequireVethLab(t, "a veth pair of MTU 40000")
 	lab := netlab.NewT(t, netlab.Options{MTU: 40000})
 	v := newVif(t, lab, nil, "")
 	if info := v.b.Info(); !info.SG || info.MaxMTU != maxChain*1792-18 || !strings.Contains(info.MTULimit, "chain of 18") {
@@ -182,6 +187,8 @@ func TestIntegrationJumboChainTooLong(t *testing.T) {
 // a frame. Played through demux on a queue of its own, on the vif's socket
 // (the descriptors point into its UMEM).
 func TestIntegrationJumboBadChains(t *testing.T) {
+	netlab.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
+	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
 	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
 	v := newVif(t, lab, nil, "")
 	n := v.b.nic
