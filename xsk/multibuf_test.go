@@ -3,6 +3,7 @@ package xsk
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -242,5 +243,30 @@ func TestIntegrationSGRefused(t *testing.T) {
 	})
 	if !errors.Is(err, unix.EINVAL) {
 		t.Fatalf("SGOn on a kernel without SG: %v, want EINVAL", err)
+	}
+}
+
+// The binds SG tries, best first: zero-copy is never traded for
+// multi-buffer (ModeAuto tries zero-copy without it before the kernel's
+// choice, which would fall back to copy on a driver whose zero-copy has no
+// multi-buffer), and the last is the bind without SG, except for SGOn.
+func TestBindAttempts(t *testing.T) {
+	const zc, cp, sg = unix.XDP_ZEROCOPY, unix.XDP_COPY, unix.XDP_USE_SG
+	for _, tc := range []struct {
+		m    Mode
+		sg   SGMode
+		want []uint16
+	}{
+		{ModeAuto, SGOff, []uint16{0}},
+		{ModeCopy, SGOff, []uint16{cp}},
+		{ModeAuto, SGAuto, []uint16{zc | sg, zc, sg, 0}},
+		{ModeCopy, SGAuto, []uint16{cp | sg, cp}},
+		{ModeZeroCopy, SGAuto, []uint16{zc | sg, zc}},
+		{ModeAuto, SGOn, []uint16{zc | sg, sg}},
+		{ModeZeroCopy, SGOn, []uint16{zc | sg}},
+	} {
+		if got := bindAttempts(tc.m, tc.sg); !slices.Equal(got, tc.want) {
+			t.Errorf("%v, SG %v: binds %#x, want %#x", tc.m, tc.sg, got, tc.want)
+		}
 	}
 }
