@@ -205,7 +205,14 @@ static __always_inline int deliver(struct xdp_md *ctx, __u32 vif, __u32 rule)
 	return XDP_PASS;
 }
 
-SEC("xdp")
+// "xdp.frags" loads the program with BPF_F_XDP_HAS_FRAGS (5.18), so drivers
+// hand it multi-buffer frames (jumbo frames larger than a page; veth allows
+// an MTU beyond a page only to such a program). It reads the Ethernet header
+// and an ARP body through ctx->data..data_end, the first buffer, which holds
+// them (a first buffer too short passes as a runt), and
+// bpf_xdp_adjust_meta works on that buffer's headroom, frags or not. A
+// kernel before 5.18 refuses the flag; the loader then loads it without.
+SEC("xdp.frags")
 int steer(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;

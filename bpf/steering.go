@@ -30,6 +30,10 @@
 // live as long as the Steering's descriptors, so a process that dies (even by
 // SIGKILL) leaves no program on the NIC.
 //
+// The program is loaded for multi-buffer frames (BPF_F_XDP_HAS_FRAGS, its
+// ELF section "xdp.frags": jumbo frames larger than a page), on kernels
+// before 5.18 without (Frags says which).
+//
 // Needs Linux 5.9+ (bpf_link for XDP; 5.11+ or a raised RLIMIT_MEMLOCK for map
 // memory) and CAP_BPF + CAP_NET_ADMIN, or root.
 package bpf
@@ -72,6 +76,11 @@ type Options struct {
 	MaxMACs int
 	// MaxIPv4s bounds the IPv4 addresses registered for ARP, default 1024.
 	MaxIPv4s int
+	// NoFrags loads the program without BPF_F_XDP_HAS_FRAGS: drivers then
+	// hand it single-buffer frames only (at most about a page; veth refuses
+	// it on a NIC whose peer's MTU is larger), as on a kernel before 5.18,
+	// where Load falls back to it by itself (Frags reports which).
+	NoFrags bool
 	// NoMeta simulates a driver without XDP metadata support, for tests:
 	// every frame the program would tag while tagging is on passes to the
 	// host instead, counted as NoMeta, as on such a driver.
@@ -109,7 +118,8 @@ func (o *Options) withDefaults() (Options, error) {
 // Steering is the loaded steering program and its maps, attached to at most
 // one NIC. Its methods are safe for concurrent use.
 type Steering struct {
-	opts Options
+	opts  Options
+	frags bool // loaded with BPF_F_XDP_HAS_FRAGS
 
 	mu      sync.Mutex
 	objs    *steerObjects // nil once closed
@@ -152,8 +162,18 @@ func Load(opts *Options) (*Steering, error) {
 			return nil, fmt.Errorf("bpf: set no_meta: %w", err)
 		}
 	}
+	prog := spec.Programs[steerProgSteer]
+	if o.NoFrags {
+		prog.Flags &^= unix.BPF_F_XDP_HAS_FRAGS
+	}
 	objs := new(steerObjects)
-	if err := spec.LoadAndAssign(objs, nil); err != nil {
+	err = loadSpec(spec, objs)
+	if err != nil && errors.Is(err, unix.EINVAL) && prog.Flags&unix.BPF_F_XDP_HAS_FRAGS != 0 {
+		// A kernel before 5.18 does not know the flag: single-buffer frames.
+		prog.Flags &^= unix.BPF_F_XDP_HAS_FRAGS
+		err = loadSpec(spec, objs)
+	}
+	if err != nil {
 		switch {
 		case errors.Is(err, os.ErrPermission):
 			return nil, fmt.Errorf("bpf: load steering program (need root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
@@ -162,10 +182,21 @@ func Load(opts *Options) (*Steering, error) {
 		}
 		return nil, fmt.Errorf("bpf: load steering program: %w", err)
 	}
-	s := &Steering{opts: o, objs: objs, promisc: make(map[int]bool), sockets: make(map[uint32]bool)}
+	s := &Steering{opts: o, objs: objs, frags: prog.Flags&unix.BPF_F_XDP_HAS_FRAGS != 0, promisc: make(map[int]bool), sockets: make(map[uint32]bool)}
 	s.rules.Store(NewRules(nil, nil, -1))
 	return s, nil
 }
+
+// loadSpec loads the program and its maps; tests replace it to play an
+// older kernel.
+var loadSpec = func(spec *ebpf.CollectionSpec, objs *steerObjects) error {
+	return spec.LoadAndAssign(objs, nil)
+}
+
+// Frags reports whether the program was loaded for multi-buffer frames
+// (BPF_F_XDP_HAS_FRAGS, ELF section "xdp.frags"): not with Options.NoFrags,
+// nor on a kernel before 5.18, which refuses the flag.
+func (s *Steering) Frags() bool { return s.frags }
 
 // Options returns the sizes the program was loaded with.
 func (s *Steering) Options() Options { return s.opts }

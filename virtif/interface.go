@@ -401,9 +401,17 @@ func (i *Interface) SetHardwareAddr(mac net.HardwareAddr) error {
 	return nil
 }
 
+// MTUReasoner is an MTULimiter that says what sets its MaxMTU (the AF_XDP
+// backend: one UMEM frame, or with multi-buffer the NIC's MTU); SetMTU's
+// error for an MTU above the ceiling says it.
+type MTUReasoner interface {
+	MTULimiter
+	MaxMTUReason() string
+}
+
 // SetMTU sets the MTU (SIOCSIFMTU, ether_ioctl): MinMTU up to MaxMTU, or
 // up to the backend's MaxMTU if it is an MTULimiter (see MinMTU for which
-// bound is the seed's); EINVAL otherwise, ENXIO without a backend. The
+// bound is the seed's, and MTUReasoner); EINVAL otherwise, ENXIO without a backend. The
 // send path then refuses frames longer than the MTU plus the Ethernet
 // header and one VLAN tag (EMSGSIZE).
 func (i *Interface) SetMTU(mtu int) error {
@@ -417,7 +425,11 @@ func (i *Interface) SetMTU(mtu int) error {
 		hi = l.MaxMTU()
 	}
 	if mtu < MinMTU || mtu > hi {
-		return opErr(i.name, fmt.Sprintf("set MTU %d: outside %d..%d", mtu, MinMTU, hi), unix.EINVAL)
+		msg := fmt.Sprintf("set MTU %d: outside %d..%d", mtu, MinMTU, hi)
+		if r, ok := i.backend().(MTUReasoner); ok && mtu > hi {
+			msg += " (the backend's ceiling: " + r.MaxMTUReason() + ")"
+		}
+		return opErr(i.name, msg, unix.EINVAL)
 	}
 	i.mtu.Store(int32(mtu))
 	return nil

@@ -18,6 +18,14 @@
 // a copy; its completion puts it on the free list) and any frame, e.g. one
 // from NextFrame, can be handed to Release to take its place on the fill ring.
 //
+// Packets longer than a frame (jumbo frames) need a socket bound for
+// multi-buffer (Config.SG, XDP_USE_SG, Linux 6.6) and an XDP program loaded
+// with BPF_F_XDP_HAS_FRAGS (ELF section "xdp.frags"). Such a packet is a
+// chain of descriptors, each but the last with PktContd in its Options:
+// Receive returns whole chains (Packet walks them), and Transmit and Stage
+// take them and never split one. Without SG the kernel drops such a packet
+// (Stats.RXDropped).
+//
 // The kernel needs CONFIG_XDP_SOCKETS (Linux 4.18; need_wakeup 5.4, busy
 // polling options 5.11). An XDP program must redirect frames into the socket
 // through a BPF_MAP_TYPE_XSKMAP; this package does not load one.

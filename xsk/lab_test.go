@@ -39,6 +39,13 @@ type xskLab struct {
 
 func newXSKLab(tb testing.TB, opts netlab.Options) *xskLab {
 	tb.Helper()
+	return newXSKLabFlags(tb, opts, 0)
+}
+
+// newXSKLabFlags is newXSKLab with the program loaded with flags
+// (BPF_F_XDP_HAS_FRAGS: the program takes multi-buffer frames).
+func newXSKLabFlags(tb testing.TB, opts netlab.Options, flags uint32) *xskLab {
+	tb.Helper()
 	lab := netlab.NewT(tb, opts)
 	xsks, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: 64})
 	if err != nil {
@@ -46,7 +53,7 @@ func newXSKLab(tb testing.TB, opts netlab.Options) *xskLab {
 	}
 	tb.Cleanup(func() { xsks.Close() })
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Type: ebpf.XDP, License: "Dual MIT/GPL", Instructions: redirectProgram(xsks),
+		Type: ebpf.XDP, License: "Dual MIT/GPL", Instructions: redirectProgram(xsks), Flags: flags,
 	})
 	if err != nil {
 		tb.Fatalf("XDP program: %v", err)

@@ -9,12 +9,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Receive moves up to len(descs) received packets from the RX ring into
-// descs and returns how many. Each packet's bytes are Frame(descs[i]); the
+// Receive moves up to len(descs) received descriptors from the RX ring into
+// descs and returns how many. Each one's bytes are Frame(descs[i]); the
 // frame belongs to the caller until it is passed to Release (or Transmit).
 // It returns 0 when nothing is waiting, and then kicks the kernel if it asked
 // for fill-ring wakeups (need_wakeup) or busy polling is on. After Close it
 // returns 0.
+//
+// Without SG every descriptor is a packet. With SG a packet may be a chain
+// of descriptors (walk them with Packet): Receive returns whole packets
+// and leaves a chain the batch would cut on the ring for the next call, so
+// a batch begins with a packet's first descriptor, except after a batch
+// whose only packet did not end in it. That happens when a packet has more
+// descriptors than len(descs), or when its chain ends at the ring's end
+// (the kernel publishes whole packets, so only a broken one does that): then
+// the batch is that one incomplete chain (Packet says not whole), and the
+// next batch begins with the rest of it, up to and including its first
+// descriptor that does not continue, which the caller must tell from a
+// packet of its own.
 func (s *Socket) Receive(descs []Desc) int {
 	if s.closed.Load() {
 		return 0
@@ -27,14 +39,33 @@ func (s *Socket) Receive(descs []Desc) int {
 		return 0
 	}
 	s.rx.get(idx, descs[:n])
+	if descs[n-1].Options&PktContd != 0 {
+		n = s.wholePackets(descs[:n])
+	}
 	// The descriptors are copied out; the frames stay ours until Release.
 	s.rx.release()
 	return int(n)
 }
 
-// Frame returns the bytes of the packet d describes: a slice into the UMEM,
-// valid until the frame is released. It returns nil for a descriptor that
-// does not lie inside the UMEM.
+// wholePackets leaves on the ring the chain that descs (ending in a
+// descriptor that continues) cut, unless it is all of descs, and returns
+// how many descriptors remain in the batch.
+func (s *Socket) wholePackets(descs []Desc) uint32 {
+	n := len(descs) - 1
+	for n > 0 && descs[n-1].Options&PktContd != 0 {
+		n--
+	}
+	if n == 0 {
+		return uint32(len(descs)) // one chain, longer than the batch or cut off
+	}
+	s.rx.cons -= uint32(len(descs) - n) // not released yet: peek them again
+	return uint32(n)
+}
+
+// Frame returns the bytes of the buffer d describes (a whole packet, or one
+// part of a chain): a slice into the UMEM, valid until the frame is
+// released. It returns nil for a descriptor that does not lie inside the
+// UMEM.
 func (s *Socket) Frame(d Desc) []byte {
 	end := d.Addr + uint64(d.Len)
 	if end < d.Addr || end > uint64(len(s.umem)) {

@@ -42,6 +42,38 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
 
+// SGMode is whether a socket is bound for multi-buffer packets (XDP_USE_SG,
+// Linux 6.6): packets longer than one frame, carried in a chain of
+// descriptors (see Desc.Continues and Packet).
+type SGMode int
+
+const (
+	// SGOff binds single-buffer, as before multi-buffer existed: the kernel
+	// drops a packet longer than a frame (counted in Stats.RXDropped).
+	SGOff SGMode = iota
+	// SGAuto binds with XDP_USE_SG where the kernel and the driver take it,
+	// and single-buffer where they refuse it (a kernel before 6.6 answers
+	// EINVAL, a driver whose zero-copy has no multi-buffer EOPNOTSUPP); SG
+	// reports which, SGError why not. Zero-copy is never given up for it:
+	// with ModeAuto on a driver whose zero-copy has no multi-buffer the
+	// socket binds zero-copy, single-buffer.
+	SGAuto
+	// SGOn binds with XDP_USE_SG or fails Open.
+	SGOn
+)
+
+func (m SGMode) String() string {
+	switch m {
+	case SGOff:
+		return "off"
+	case SGAuto:
+		return "auto"
+	case SGOn:
+		return "on"
+	}
+	return fmt.Sprintf("SGMode(%d)", int(m))
+}
+
 // UMEMConfig sizes the UMEM. Zero fields take the defaults.
 type UMEMConfig struct {
 	// FrameSize is the size of one frame: 2048 (default) or 4096, a power
@@ -74,14 +106,38 @@ type Config struct {
 	// with BusyPollBudget packets per poll (SO_BUSY_POLL_BUDGET, default
 	// 64). A kernel without them fails Open with unix.ENOPROTOOPT.
 	BusyPoll, BusyPollBudget int
+	// SG selects multi-buffer packets (XDP_USE_SG); the zero value is
+	// SGOff.
+	SG SGMode
 }
 
-// Desc describes one packet in the UMEM: struct xdp_desc. Addr is the
-// packet's offset in the UMEM, Len its length.
+// Desc describes one buffer in the UMEM: struct xdp_desc. Addr is the
+// buffer's offset in the UMEM, Len its length. A packet is one descriptor,
+// or on a socket bound with SG a chain of them: every descriptor but the
+// last has PktContd in Options (Continues reports it).
 type Desc struct {
 	Addr    uint64
 	Len     uint32
 	Options uint32
+}
+
+// PktContd is XDP_PKT_CONTD: the packet continues in the next descriptor.
+const PktContd = unix.XDP_PKT_CONTD
+
+// Continues reports whether the packet goes on in the next descriptor.
+func (d Desc) Continues() bool { return d.Options&PktContd != 0 }
+
+// Packet returns how many descriptors, from descs[0] on, make up one packet:
+// up to and including the first that does not continue. whole is false
+// when every one of descs continues: the packet's chain goes on past descs
+// (n is then len(descs)). For an empty descs it returns 0, false.
+func Packet(descs []Desc) (n int, whole bool) {
+	for i, d := range descs {
+		if !d.Continues() {
+			return i + 1, true
+		}
+	}
+	return len(descs), false
 }
 
 // Stats are the kernel's XDP_STATISTICS counters for the socket.
@@ -103,6 +159,9 @@ type Socket struct {
 	busyPoll           bool
 	bindRetries        int  // EBUSY answers before bind succeeded (tests look)
 	syscallKick        bool // kick through Syscall6 (BenchmarkTXOnlySyscallKick)
+
+	sg    bool  // bound with XDP_USE_SG
+	sgErr error // why a bind with XDP_USE_SG failed (SGAuto fell back)
 
 	umem      []byte
 	frameSize uint64
@@ -179,6 +238,8 @@ func withDefaults(cfg *Config) (Config, error) {
 		return c, fmt.Errorf("xsk: unknown mode %d: %w", int(c.Mode), unix.EINVAL)
 	case c.BusyPoll < 0 || c.BusyPollBudget < 0:
 		return c, fmt.Errorf("xsk: negative busy poll setting: %w", unix.EINVAL)
+	case c.SG < SGOff || c.SG > SGOn:
+		return c, fmt.Errorf("xsk: unknown SG mode %d: %w", int(c.SG), unix.EINVAL)
 	}
 	return c, nil
 }
@@ -325,35 +386,35 @@ func (s *Socket) mapRings(off *unix.XDPMmapOffsets, c *Config) error {
 // the same queue that the kernel has not finished freeing. ModeAuto leaves
 // the choice to the kernel (see ModeAuto), whose fallback to copy mode
 // takes any driver error, where ours could only recognise EOPNOTSUPP.
+//
+// With SG it tries the binds of bindAttempts in turn until one succeeds; the
+// last is always the bind without XDP_USE_SG (except for SGOn), so its
+// error is what a socket without SG would have got.
 func (s *Socket) bind(c *Config) error {
 	flags := uint16(0)
 	if !c.DisableNeedWakeup {
 		flags |= unix.XDP_USE_NEED_WAKEUP
 	}
-	switch c.Mode {
-	case ModeCopy:
-		flags |= unix.XDP_COPY
-	case ModeZeroCopy:
-		flags |= unix.XDP_ZEROCOPY
-	}
-	sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifindex), QueueID: uint32(s.queue)}
-	delay := time.Millisecond
-	deadline := time.Now().Add(time.Second)
 	var err error
-	for {
-		if err = unix.Bind(s.fd, sa); err == nil {
+	for _, f := range bindAttempts(c.Mode, c.SG) {
+		if err = s.bindOnce(flags | f); err == nil {
+			s.sg = f&unix.XDP_USE_SG != 0
 			break
 		}
-		if err != unix.EBUSY || time.Now().After(deadline) {
-			err = os.NewSyscallError("bind", err)
+		if f&unix.XDP_USE_SG != 0 && s.sgErr == nil {
+			s.sgErr = err
+		}
+		// Another bind cannot help with a busy queue, a missing device or
+		// a missing privilege.
+		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.EPERM) {
 			break
 		}
-		s.bindRetries++
-		time.Sleep(delay)
-		delay = min(2*delay, 64*time.Millisecond)
 	}
 	if err != nil {
-		if c.Mode == ModeZeroCopy && errors.Is(err, unix.EOPNOTSUPP) {
+		switch {
+		case c.SG == SGOn && s.sgErr != nil:
+			return fmt.Errorf("multi-buffer bind (XDP_USE_SG, Linux 6.6+; in zero-copy mode also the driver's multi-buffer zero-copy) refused: %w", err)
+		case c.Mode == ModeZeroCopy && errors.Is(err, unix.EOPNOTSUPP):
 			return fmt.Errorf("driver has no AF_XDP zero-copy: %w", err)
 		}
 		return err
@@ -369,6 +430,74 @@ func (s *Socket) bind(c *Config) error {
 		s.mode = ModeZeroCopy
 	}
 	return nil
+}
+
+// bindAttempts lists the mode and SG flags to bind with, best first. SGOff
+// is the one bind of the mode. With SG the multi-buffer bind comes first;
+// ModeAuto tries zero-copy with multi-buffer, then zero-copy without it (a
+// driver whose zero-copy has no multi-buffer would otherwise be bound in
+// copy mode by the kernel's fallback: zero-copy is kept rather than traded
+// for multi-buffer), then the kernel's choice with and without it.
+func bindAttempts(m Mode, sg SGMode) []uint16 {
+	mode := uint16(0)
+	switch m {
+	case ModeCopy:
+		mode = unix.XDP_COPY
+	case ModeZeroCopy:
+		mode = unix.XDP_ZEROCOPY
+	}
+	const use = unix.XDP_USE_SG
+	switch {
+	case sg == SGOff:
+		return []uint16{mode}
+	case m == ModeAuto && sg == SGOn:
+		return []uint16{unix.XDP_ZEROCOPY | use, use}
+	case m == ModeAuto:
+		return []uint16{unix.XDP_ZEROCOPY | use, unix.XDP_ZEROCOPY, use, 0}
+	case sg == SGOn:
+		return []uint16{mode | use}
+	}
+	return []uint16{mode | use, mode}
+}
+
+// bindOnce binds with flags, retrying EBUSY for about a second.
+func (s *Socket) bindOnce(flags uint16) error {
+	sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifindex), QueueID: uint32(s.queue)}
+	delay := time.Millisecond
+	deadline := time.Now().Add(time.Second)
+	for {
+		err := bindHook(s.fd, sa)
+		if err == nil {
+			return nil
+		}
+		if err != unix.EBUSY || time.Now().After(deadline) {
+			return os.NewSyscallError("bind", err)
+		}
+		s.bindRetries++
+		time.Sleep(delay)
+		delay = min(2*delay, 64*time.Millisecond)
+	}
+}
+
+// bindHook is unix.Bind; tests replace it to play a kernel that refuses
+// XDP_USE_SG.
+var bindHook = unix.Bind
+
+// SG reports whether the socket is bound for multi-buffer packets
+// (XDP_USE_SG): then a received packet longer than a frame comes as a
+// chain of descriptors, and Transmit takes chains.
+func (s *Socket) SG() bool { return s.sg }
+
+// SGError is why the socket is not bound for multi-buffer packets although
+// Config.SG asked for them (SGAuto fell back): the kernel's answer to the
+// bind with XDP_USE_SG (EINVAL before Linux 6.6; EOPNOTSUPP from a driver
+// whose zero-copy has no multi-buffer, then the socket is zero-copy). It is
+// nil when SG is on, and when it was not asked for.
+func (s *Socket) SGError() error {
+	if s.sg {
+		return nil
+	}
+	return s.sgErr
 }
 
 // Mode reports how the socket is bound: ModeCopy or ModeZeroCopy.

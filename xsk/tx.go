@@ -37,8 +37,9 @@ func (s *Socket) FreeFrame(addr uint64) {
 	}
 }
 
-// Transmit puts as many of descs on the TX ring as fit and returns how
-// many; those frames belong to the kernel until Complete takes them back.
+// Transmit puts as many of descs on the TX ring as fit (whole packets: see
+// Stage for chains) and returns how many descriptors; those frames belong
+// to the kernel until Complete takes them back.
 // The rest (n < len(descs)) did not fit: the ring is full, the caller keeps
 // them and may retry later or count them as dropped and FreeFrame them.
 // Frames staged before (Stage) are handed to the kernel with them.
@@ -64,11 +65,27 @@ func (s *Socket) Transmit(descs []Desc) (n int, err error) {
 // so a sender can accept a frame only once it is certain to go out, and
 // kick once per batch. The frames belong to the kernel from now on (they
 // count in InFlight and TXPending).
+//
+// It counts descriptors, not packets, and never splits a packet: on a
+// socket bound with SG a packet longer than a frame is a chain of
+// descriptors, PktContd in the Options of all but the last (each at most
+// FrameSize long), and a chain that does not fit whole is not staged (nor
+// anything after it). A chain may have at most 18 descriptors in copy mode
+// (the kernel's MAX_SKB_FRAGS + 1 at its smallest); the kernel drops a
+// longer one and counts it in Stats.TXInvalidDescs.
 func (s *Socket) Stage(descs []Desc) int {
 	if s.closed.Load() {
 		return 0
 	}
 	idx, got := s.tx.reserve(uint32(len(descs)))
+	if got > 0 && descs[got-1].Options&PktContd != 0 {
+		k := got - 1
+		for k > 0 && descs[k-1].Options&PktContd != 0 {
+			k--
+		}
+		s.tx.prod -= got - k // reserved, not published: give them back
+		got = k
+	}
 	s.tx.put(idx, descs[:got])
 	s.inFlight += int(got)
 	return int(got)

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/netstack"
+	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
 // runFlags are the flags of run.
@@ -31,6 +32,7 @@ type runFlags struct {
 	allowID bool // --allow-host-identity
 	limits  netstack.Limits
 	probe   time.Duration
+	mtu     int
 
 	prefixes []netip.Prefix // parsed addrs
 	gw       netip.Addr     // parsed gateway
@@ -116,6 +118,7 @@ checksum offload off ('ethtool -K PEER tx off') or run is told
 	fs.BoolVar(&f.allowID, "allow-host-identity", false, "take an --addr or --mac the host uses on the NIC's namespace or link anyway (it cuts the host off)")
 	fs.BoolVar(&f.trust, "trust-rx-checksum", false, "trust received checksums (for a veth whose sender offloads them; not for real NICs)")
 	fs.BoolVar(&f.noGRO, "no-gro", false, "hand the stack every received frame as it arrives, not TCP segments coalesced per RX batch (GRO)")
+	fs.IntVar(&f.mtu, "mtu", 1500, "the vif's MTU, which the stack follows: up to one UMEM frame's worth (1774 with 2048-byte frames), or with multi-buffer (the link string's sg=, default auto, on Linux 6.6+) the NIC's MTU; the banner says the ceiling and why")
 	return cmd
 }
 
@@ -174,6 +177,9 @@ func (f *runFlags) check() error {
 	if f.probe < 0 {
 		return usagef("--probe %s: must not be negative", f.probe)
 	}
+	if f.mtu < virtif.MinMTU {
+		return usagef("--mtu %d: at least %d", f.mtu, virtif.MinMTU)
+	}
 	if f.http == "off" {
 		f.http = ""
 	}
@@ -223,6 +229,9 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 			err = errors.Join(err, cerr)
 		}
 	}()
+	if err := v.ifc.SetMTU(f.mtu); err != nil {
+		return fmt.Errorf("--mtu: %w", err)
+	}
 	info := v.be.Info()
 	start := time.Now()
 	var privs atomic.Pointer[string] // the capabilities kept, once dropped
@@ -297,6 +306,7 @@ func printHostBanner(w io.Writer, f *runFlags, v *vif, caps string) {
 	}
 	fmt.Fprintf(w, "%s (mac %s) on %s%s: attach %s, bind %s, queues %s\n",
 		v.ifc.Name(), v.ifc.HardwareAddr(), f.link, where, info.Attach, info.Mode, intsString(info.Queues))
+	fmt.Fprintf(w, "  mtu %d (at most %d: %s)\n", v.ifc.MTU(), info.MaxMTU, info.MTULimit)
 	fmt.Fprintf(w, "  the NIC accepts the vif's MACs by %s", info.AddrFilter)
 	if info.LeftoversRemoved > 0 {
 		fmt.Fprintf(w, "; removed %d entries a killed process left on its address lists", info.LeftoversRemoved)

@@ -2,8 +2,11 @@ package netlab
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // RequireRoot skips t unless the process runs as root. Under CI (CI=true) a
@@ -38,4 +41,32 @@ func NewT(tb testing.TB, opts Options) *Lab {
 		}
 	})
 	return l
+}
+
+// RequireKernel skips tb on a kernel older than major.minor; needs says
+// what of the newer kernel the test relies on.
+func RequireKernel(tb testing.TB, major, minor int, needs string) {
+	tb.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		tb.Fatal(err)
+	}
+	rel := unix.ByteSliceToString(u.Release[:])
+	var ma, mi int
+	if _, err := fmt.Sscanf(rel, "%d.%d", &ma, &mi); err != nil {
+		tb.Fatalf("kernel release %q: %v", rel, err)
+	}
+	if ma < major || ma == major && mi < minor {
+		tb.Skipf("kernel %s: the test needs %d.%d+ (%s)", rel, major, minor, needs)
+	}
+}
+
+// RequireVethLab skips tb when labs are made of existing NICs
+// (VIRTIF_LAB_NICS), before one is made: for tests whose lab itself (an MTU
+// a NIC may not take, say) relies on veth.
+func RequireVethLab(tb testing.TB, needs string) {
+	tb.Helper()
+	if os.Getenv(NICsEnv) != "" {
+		tb.Skipf("netlab: labs are made of existing NICs (%s), not veth pairs: the test needs %s", NICsEnv, needs)
+	}
 }

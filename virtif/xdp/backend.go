@@ -12,6 +12,13 @@
 // is never dropped by the backend. Flush (once per send batch) hands the
 // staged frames to the kernel.
 //
+// Jumbo frames (link-string key sg, default auto): where the kernel and the
+// driver allow multi-buffer AF_XDP (XDP_USE_SG, 6.6; the program loaded as
+// xdp.frags, 5.18) a frame longer than a UMEM frame travels as a chain of
+// descriptors, gathered on RX into a buffer of the queue and staged whole
+// on TX, and the vif's MTU may go up to the NIC's (MaxMTU; Info says what
+// sets it and why multi-buffer is off when it is).
+//
 // Several vifs of one process may share a NIC; they then share its sockets
 // (the kernel allows one UMEM per queue), and the program's metadata tag says
 // whose each frame is (a lone vif's frames need none). On a driver without
@@ -91,6 +98,7 @@ type Backend struct {
 	rxq                   []paddedCounter // frames handed to delivers[i]
 	txRingFull, txNoFrame atomic.Uint64   // frames Send refused (ENOBUFS)
 	txTooBig              atomic.Uint64   // frames Send refused (EMSGSIZE)
+	txChains              atomic.Uint64   // frames Send staged as a chain of descriptors
 	txKickErrors          atomic.Uint64   // kicks the kernel refused
 	txUnsent              atomic.Uint64   // frames left on the TX ring at Close
 }
@@ -103,6 +111,7 @@ var (
 	_ virtif.Promiscuous        = (*Backend)(nil)
 	_ virtif.AddrRegistrar      = (*Backend)(nil)
 	_ virtif.MTULimiter         = (*Backend)(nil)
+	_ virtif.MTUReasoner        = (*Backend)(nil)
 	_ virtif.StatsReporter      = (*Backend)(nil)
 	_ virtif.BatchEnder         = (*Backend)(nil)
 )
@@ -189,8 +198,13 @@ func withPrivilegeHint(err error) error {
 // ENOBUFS when no UMEM frame or no TX ring slot is free even after kicking
 // the kernel and reaping completions (back-pressure, counted in tx_no_frame
 // or tx_ring_full; the caller counts the drop), EMSGSIZE for a frame larger
-// than a UMEM frame, net.ErrClosed after Close. Safe for concurrent use,
+// than a UMEM frame on a NIC bound without multi-buffer (or than maxChain
+// frames with it), net.ErrClosed after Close. Safe for concurrent use,
 // also with Close.
+//
+// On a NIC bound with multi-buffer (Info().SG) a frame longer than a UMEM
+// frame goes out as a chain of descriptors, one UMEM frame each, staged
+// whole or not at all.
 func (b *Backend) Send(segs [][]byte) error {
 	q := b.txq
 	q.txMu.Lock()
@@ -219,6 +233,9 @@ func (b *Backend) sendLocked(segs [][]byte) error {
 	for _, s := range segs {
 		if n+len(s) > len(buf) {
 			q.sock.FreeFrame(addr)
+			if b.nic.sg {
+				return b.sendChainLocked(segs)
+			}
 			b.txTooBig.Add(1)
 			return fmt.Errorf("xdp: %s: frame longer than the %d-byte UMEM frame: %w", b.name, len(buf), unix.EMSGSIZE)
 		}
@@ -234,6 +251,77 @@ func (b *Backend) sendLocked(segs [][]byte) error {
 			return fmt.Errorf("xdp: %s: TX ring full: %w", b.name, unix.ENOBUFS)
 		}
 	}
+	if q.staged++; q.staged >= txBatch {
+		_ = b.pushLocked() // the frame is staged: a kick error is only counted
+	}
+	return nil
+}
+
+// sendChainLocked is sendLocked for a frame longer than a UMEM frame on a
+// NIC bound with multi-buffer: the frame is copied into as many UMEM frames
+// as it needs (at most maxChain) and staged as one chain, PktContd on all
+// descriptors but the last; the same back-pressure and errors as
+// sendLocked, nothing staged on error.
+func (b *Backend) sendChainLocked(segs [][]byte) error {
+	q := b.txq
+	fs := q.sock.FrameSize()
+	total := 0
+	for _, s := range segs {
+		total += len(s)
+	}
+	k := (total + fs - 1) / fs
+	if k > maxChain {
+		b.txTooBig.Add(1)
+		return fmt.Errorf("xdp: %s: frame of %d bytes longer than %d UMEM frames of %d: %w", b.name, total, maxChain, fs, unix.EMSGSIZE)
+	}
+	var descs [maxChain]xsk.Desc
+	var bufs [maxChain][]byte
+	free := func(n int) {
+		for _, d := range descs[:n] {
+			q.sock.FreeFrame(d.Addr)
+		}
+	}
+	for got, pushed := 0, false; got < k; {
+		addr, buf, ok := q.sock.NextFrame()
+		if !ok {
+			if pushed {
+				free(got)
+				b.txNoFrame.Add(1)
+				return fmt.Errorf("xdp: %s: no %d free TX frames: %w", b.name, k, unix.ENOBUFS)
+			}
+			// Everything is in flight: push out what is staged and retry once.
+			_ = b.pushLocked()
+			pushed = true
+			continue
+		}
+		descs[got], bufs[got] = xsk.Desc{Addr: addr, Options: xsk.PktContd}, buf
+		got++
+	}
+	j, off := 0, 0
+	for _, s := range segs {
+		for len(s) > 0 {
+			c := copy(bufs[j][off:], s)
+			s, off = s[c:], off+c
+			if off == fs {
+				descs[j].Len = uint32(off)
+				j, off = j+1, 0
+			}
+		}
+	}
+	if off > 0 {
+		descs[j].Len = uint32(off)
+	}
+	descs[k-1].Options = 0
+	if q.sock.Stage(descs[:k]) == 0 {
+		// The ring is full: let the kernel take some and retry once.
+		_ = b.pushLocked()
+		if q.sock.Stage(descs[:k]) == 0 {
+			free(k)
+			b.txRingFull.Add(1)
+			return fmt.Errorf("xdp: %s: TX ring full: %w", b.name, unix.ENOBUFS)
+		}
+	}
+	b.txChains.Add(1)
 	if q.staged++; q.staged >= txBatch {
 		_ = b.pushLocked() // the frame is staged: a kick error is only counted
 	}
@@ -439,6 +527,13 @@ type Info struct {
 	// driver was found to have no XDP metadata, "mac" (the program's rules,
 	// applied by the RX goroutine). A lone vif's frames need neither.
 	Demux string
+	// SG says the NIC is bound for multi-buffer frames (sg=): frames
+	// longer than a UMEM frame travel as descriptor chains both ways.
+	SG bool
+	// MaxMTU is the largest MTU the vif may take (Backend.MaxMTU), and
+	// MTULimit what sets it, with why multi-buffer is off when it is.
+	MaxMTU   int
+	MTULimit string
 }
 
 // Info reports the attach and bind modes chosen.
@@ -447,6 +542,8 @@ func (b *Backend) Info() Info {
 	if b.nic.demuxMAC.Load() {
 		i.Demux = "mac"
 	}
+	i.SG = b.nic.sg
+	i.MaxMTU, i.MTULimit = b.nic.maxMTU()
 	i.AddrFilter, i.LeftoversRemoved = b.nic.addrs.info()
 	for _, q := range b.nic.queues {
 		i.Queues = append(i.Queues, q.id)
@@ -556,9 +653,43 @@ func (b *Backend) SetIPv4(addr netip.Addr, add bool) error {
 	return nil
 }
 
-// MaxMTU is what fits a UMEM frame behind the kernel's headroom, less the
-// Ethernet header and a VLAN tag.
-func (b *Backend) MaxMTU() int { return b.nic.cfg.FrameSize - xdpPacketHeadroom - 18 }
+// MaxMTU is the largest MTU the vif may take. Single-buffer (sg=off, or
+// multi-buffer refused: see Info().MTULimit) it is what fits a UMEM frame
+// behind the kernel's headroom, less the Ethernet header and a VLAN tag.
+// With multi-buffer it is the NIC's MTU (as the RX goroutines last saw it
+// in their idle checks, at most about a second ago), up to what a
+// chain of maxChain UMEM frames holds, never less than the single-buffer
+// ceiling.
+func (b *Backend) MaxMTU() int {
+	m, _ := b.nic.maxMTU()
+	return m
+}
+
+// MaxMTUReason says what sets MaxMTU (virtif.MTUReasoner).
+func (b *Backend) MaxMTUReason() string {
+	_, why := b.nic.maxMTU()
+	return why
+}
+
+// maxMTU is MaxMTU and what sets it.
+func (n *nic) maxMTU() (int, string) {
+	rx := n.cfg.FrameSize - xdpPacketHeadroom
+	single := rx - 18
+	if !n.sg {
+		return single, fmt.Sprintf("one %d-byte UMEM frame less %d bytes of kernel headroom and 18 of Ethernet and VLAN headers; multi-buffer is off: %s",
+			n.cfg.FrameSize, xdpPacketHeadroom, n.sgWhy)
+	}
+	chain := maxChain*rx - 18
+	link := int(n.linkMTU.Load())
+	switch {
+	case link <= single:
+		return single, fmt.Sprintf("one %d-byte UMEM frame (the NIC's MTU, %d, is lower)", n.cfg.FrameSize, link)
+	case link <= chain:
+		return link, fmt.Sprintf("the NIC's MTU (multi-buffer: frames in up to %d UMEM frames)", maxChain)
+	}
+	return chain, fmt.Sprintf("a chain of %d UMEM frames of %d bytes each for a received frame, less 18 bytes of Ethernet and VLAN headers (the NIC's MTU is %d)",
+		maxChain, rx, link)
+}
 
 // AppendStats adds the vif's program counters (xdp_*; xdp_nometa counts
 // its frames that passed to the host because the driver could not tag
@@ -566,7 +697,10 @@ func (b *Backend) MaxMTU() int { return b.nic.cfg.FrameSize - xdpPacketHeadroom 
 // RX goroutines found the vif of the frames they handed out (rx_demux_solo:
 // a lone vif's untagged frames, rx_demux_tag: by the program's tag,
 // rx_demux_mac: by MAC on a driver without XDP metadata; all vifs of the
-// NIC together) and this backend's drops.
+// NIC together), the multi-buffer frames they gathered from descriptor
+// chains (rx_chains) and dropped (rx_chain_too_long: more than 18
+// descriptors; rx_chain_truncated: cut off at the RX ring's end), and this
+// backend's drops and chains sent (tx_chains).
 func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	n := b.nic
 	add := func(name string, v uint64) { dst = append(dst, virtif.Stat{Name: name, Value: v}) }
@@ -614,20 +748,26 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 		rx += b.rxq[i].n.Load()
 	}
 	add("rx_frames", rx)
-	var solo, byTag, byMAC uint64
-	for _, q := range n.queues {
-		solo += q.bySolo.n.Load()
-		byTag += q.byTag.n.Load()
-		byMAC += q.byMAC.n.Load()
+	// Counters of the NIC's RX goroutines, summed over its queues.
+	sum := func(name string, c func(q *queue) *paddedCounter) {
+		var v uint64
+		for _, q := range n.queues {
+			v += c(q).n.Load()
+		}
+		add(name, v)
 	}
-	add("rx_demux_solo", solo)
-	add("rx_demux_tag", byTag)
-	add("rx_demux_mac", byMAC)
+	sum("rx_demux_solo", func(q *queue) *paddedCounter { return &q.bySolo })
+	sum("rx_demux_tag", func(q *queue) *paddedCounter { return &q.byTag })
+	sum("rx_demux_mac", func(q *queue) *paddedCounter { return &q.byMAC })
+	sum("rx_chains", func(q *queue) *paddedCounter { return &q.chains })
+	sum("rx_chain_too_long", func(q *queue) *paddedCounter { return &q.tooLong })
+	sum("rx_chain_truncated", func(q *queue) *paddedCounter { return &q.truncated })
 	add("rx_untagged", n.untagged.Load())
 	add("rx_unclaimed", n.unclaimed.Load())
 	add("tx_ring_full", b.txRingFull.Load())
 	add("tx_no_frame", b.txNoFrame.Load())
 	add("tx_too_big", b.txTooBig.Load())
+	add("tx_chains", b.txChains.Load())
 	add("tx_kick_errors", b.txKickErrors.Load())
 	add("tx_unsent_at_close", b.txUnsent.Load())
 	return dst

@@ -1,6 +1,10 @@
 package xdp
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/virtif-xdp/virtif-xdp/xsk"
+)
 
 // setFault makes the step of NIC setup (or of Open, or of an RX goroutine's
 // health check) for which f returns an error fail with it, until the test
@@ -24,4 +28,9 @@ func setNoMeta(t testing.TB) {
 	t.Helper()
 	simulateNoMeta.Store(true)
 	t.Cleanup(func() { simulateNoMeta.Store(false) })
+}
+
+// benchQueue is a queue of its own on sock, for BenchmarkDemux.
+func benchQueue(sock *xsk.Socket) *queue {
+	return &queue{sock: sock, gather: make([]byte, 0, maxChain*sock.FrameSize())}
 }

@@ -18,6 +18,13 @@ const (
 	ModeZeroCopy = "zerocopy" // zero-copy or fail
 )
 
+// Multi-buffer modes (link-string key "sg").
+const (
+	SGAuto = "auto" // jumbo frames where kernel and driver allow (XDP_USE_SG, 6.6), else single-buffer
+	SGOn   = "on"   // multi-buffer or fail
+	SGOff  = "off"  // single-buffer: frames up to one UMEM frame, as before 6.6
+)
+
 // Attach modes (link-string key "attach").
 const (
 	AttachAuto    = "auto"    // native (driver) first, generic (SKB) as fallback
@@ -29,7 +36,7 @@ const (
 //
 //	xdp:IFNAME[,queues=N|N-M|all][,mode=auto|copy|zerocopy][,attach=auto|native|generic]
 //	    [,frame=2048|4096][,frames=N][,ring=N][,wakeup=on|off][,busypoll=N][,rxwait=poll|spin]
-//	    [,umemmax=BYTES[K|M|G|T]]
+//	    [,umemmax=BYTES[K|M|G|T]][,sg=auto|on|off]
 //
 // The zero values of the numeric fields mean "the default".
 type Config struct {
@@ -61,6 +68,12 @@ type Config struct {
 	// frame size × queues), in bytes; 0 means DefaultUMEMMax. A link
 	// string asking for more is refused before anything is mapped.
 	UMEMMax int64
+	// SG is multi-buffer, frames longer than a UMEM frame in a chain of
+	// descriptors (XDP_USE_SG, 6.6; the program loaded as xdp.frags, 5.18):
+	// "auto" (default) where the kernel and the driver allow it, else
+	// single-buffer, saying why (Info); "on" or fail; "off" single-buffer.
+	// With it the vif's MTU may go up to the NIC's (MaxMTU).
+	SG string
 }
 
 // RX wait modes (link-string key "rxwait").
@@ -100,6 +113,7 @@ func ParseLinkStr(s string) (*Config, error) {
 		Ring:      DefaultRing,
 		Wakeup:    true,
 		RXWait:    RXWaitPoll,
+		SG:        SGAuto,
 	}
 	if c.Ifname == "" || len(c.Ifname) >= unix.IFNAMSIZ || strings.ContainsAny(c.Ifname, "/ =\x00") {
 		return nil, fmt.Errorf("link string %q: bad interface name %q: %w", s, c.Ifname, unix.EINVAL)
@@ -163,12 +177,17 @@ func ParseLinkStr(s string) (*Config, error) {
 				return nil, bad("poll or spin")
 			}
 			c.RXWait = val
+		case "sg":
+			if val != SGAuto && val != SGOn && val != SGOff {
+				return nil, bad("auto, on or off")
+			}
+			c.SG = val
 		case "umemmax":
 			if c.UMEMMax, err = parseBytes(val); err != nil || c.UMEMMax < 1<<20 || c.UMEMMax > maxUMEMMax {
 				return nil, bad("bytes from 1M to 1T, with K, M, G or T (powers of 1024)")
 			}
 		default:
-			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll, rxwait, umemmax): %w", s, key, unix.EINVAL)
+			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll, rxwait, umemmax, sg): %w", s, key, unix.EINVAL)
 		}
 	}
 	if c.Frames < 2*c.Ring {
@@ -257,5 +276,6 @@ func (c *Config) String() string {
 	if c.UMEMMax > 0 {
 		fmt.Fprintf(&b, ",umemmax=%d", c.UMEMMax)
 	}
+	fmt.Fprintf(&b, ",sg=%s", c.SG)
 	return b.String()
 }

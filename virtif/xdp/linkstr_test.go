@@ -15,7 +15,7 @@ func TestParseLinkStr(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Config{Ifname: "eth0", Queues: []int{0, 1, 2, 3}, Mode: "copy", Attach: "generic",
-		FrameSize: 4096, Frames: 8192, Ring: 1024, Wakeup: false, BusyPoll: 64, RXWait: "spin"}
+		FrameSize: 4096, Frames: 8192, Ring: 1024, Wakeup: false, BusyPoll: 64, RXWait: "spin", SG: "auto"}
 	if !reflect.DeepEqual(full, want) {
 		t.Fatalf("got %+v\nwant %+v", full, want)
 	}
@@ -55,6 +55,7 @@ func TestParseLinkStrErrors(t *testing.T) {
 		{"xdp:eth0,wakeup=maybe", `key "wakeup"`},
 		{"xdp:eth0,busypoll=-1", `key "busypoll"`},
 		{"xdp:eth0,rxwait=sometimes", `key "rxwait"`},
+		{"xdp:eth0,sg=yes", `key "sg"`},
 		{"xdp:eth0,mode=copy,mode=copy", "given twice"},
 		{"xdp:eth0,frames=1024,ring=1024", "at least twice"},
 	} {

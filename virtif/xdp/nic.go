@@ -38,6 +38,15 @@ type nic struct {
 	mode    xsk.Mode
 	addrs   *addrList // the NIC's unicast and multicast lists
 
+	// sg: every socket is bound for multi-buffer frames (XDP_USE_SG) and the
+	// program loaded for them, so frames longer than a UMEM frame travel
+	// as descriptor chains both ways; sgWhy says why not otherwise.
+	// linkMTU is the NIC's MTU, as setup and the RX goroutines' idle
+	// checks (alive) last read it.
+	sg      bool
+	sgWhy   string
+	linkMTU atomic.Int32
+
 	// vifs[slot] is the backend steered to slot; read on every frame.
 	vifs []atomic.Pointer[Backend]
 	// Whose untagged frames are, era by era (see era and updateSolo):
@@ -151,7 +160,23 @@ type queue struct {
 	// vif's untagged frames, by tag, by MAC (bpf.Rules).
 	_                    [64]byte
 	bySolo, byTag, byMAC paddedCounter
+
+	// Multi-buffer RX (RX goroutine only): gather holds the frame of a
+	// descriptor chain while it is delivered (allocated once, when the
+	// NIC is bound with SG); skipRest says the last batch ended inside a
+	// chain that was dropped, whose rest begins the next batch. Counted:
+	// frames gathered from chains, chains dropped as longer than
+	// maxChain descriptors (or the buffer), chains cut off at the ring's end.
+	gather                     []byte
+	skipRest                   bool
+	chains, tooLong, truncated paddedCounter
 }
+
+// maxChain is the most descriptors a frame may span, both ways: the
+// kernel's copy-mode transmit takes MAX_SKB_FRAGS + 1 (18 with the
+// smallest CONFIG_MAX_SKB_FRAGS), and AF_XDP's documentation tells
+// applications to keep to it.
+const maxChain = 18
 
 var nics struct {
 	sync.Mutex
@@ -508,7 +533,7 @@ func (n *nic) setup(c *Config) error {
 		// for every queue the NIC has.
 		maxQ = nq.allocated
 	}
-	steer, err := bpf.Load(&bpf.Options{MaxQueues: max(maxQ, 1), NoMeta: simulateNoMeta.Load()})
+	steer, err := bpf.Load(&bpf.Options{MaxQueues: max(maxQ, 1), NoMeta: simulateNoMeta.Load(), NoFrags: c.SG == SGOff})
 	if err == nil {
 		if err = faultAt("load", -1); err != nil {
 			_ = steer.Close()
@@ -547,6 +572,17 @@ func (n *nic) setup(c *Config) error {
 		return err
 	}
 	mode := map[string]xsk.Mode{ModeAuto: xsk.ModeAuto, ModeCopy: xsk.ModeCopy, ModeZeroCopy: xsk.ModeZeroCopy}[c.Mode]
+	sg := map[string]xsk.SGMode{SGAuto: xsk.SGAuto, SGOn: xsk.SGOn, SGOff: xsk.SGOff}[c.SG]
+	switch {
+	case c.SG == SGOff:
+		n.sgWhy = "sg=off"
+	case !steer.Frags() && sg == xsk.SGOn:
+		return fmt.Errorf("xdp: %s: sg=on: the kernel would not load the program for multi-buffer frames (BPF_F_XDP_HAS_FRAGS, Linux 5.18+): %w", c.Ifname, unix.EOPNOTSUPP)
+	case !steer.Frags():
+		sg = xsk.SGOff
+		n.sgWhy = "the kernel would not load the program for multi-buffer frames (BPF_F_XDP_HAS_FRAGS, Linux 5.18+)"
+	}
+	n.linkMTU.Store(int32(link.Attrs().MTU))
 	for _, q := range qids {
 		xc := &xsk.Config{
 			UMEM:              xsk.UMEMConfig{FrameSize: c.FrameSize, NumFrames: c.Frames, FillSize: c.Ring, CompletionSize: c.Ring},
@@ -554,6 +590,7 @@ func (n *nic) setup(c *Config) error {
 			TXSize:            c.Ring,
 			Mode:              mode,
 			DisableNeedWakeup: !c.Wakeup,
+			SG:                sg,
 		}
 		if c.BusyPoll > 0 {
 			xc.BusyPoll, xc.BusyPollBudget = 20, c.BusyPoll
@@ -570,13 +607,37 @@ func (n *nic) setup(c *Config) error {
 				return fmt.Errorf("xdp: %s queue %d: %w (this kernel has no AF_XDP: it needs CONFIG_XDP_SOCKETS)", c.Ifname, q, err)
 			case errors.Is(err, unix.EOPNOTSUPP) && c.Mode == ModeZeroCopy:
 				return fmt.Errorf("xdp: %s queue %d: %w (the driver cannot bind zero-copy: use mode=auto or mode=copy)", c.Ifname, q, err)
+			case c.SG == SGOn && isBindErr(err):
+				return fmt.Errorf("xdp: %s queue %d: %w (sg=on needs multi-buffer; sg=auto takes jumbo frames where the kernel and the driver allow them)", c.Ifname, q, err)
 			case errors.Is(err, unix.EINVAL) && isBindErr(err):
 				return fmt.Errorf("xdp: %s queue %d: %w (the NIC does not use that queue: 'ethtool -l %s' shows its channels; use queues=all)", c.Ifname, q, err, c.Ifname)
 			}
 			return fmt.Errorf("xdp: %s queue %d: %w", c.Ifname, q, err)
 		}
 	}
+	n.sg = sg != xsk.SGOff
+	for _, q := range n.queues {
+		if !q.sock.SG() {
+			n.sg = false
+			if err := q.sock.SGError(); err != nil && n.sgWhy == "" {
+				n.sgWhy = sgRefused(q.sock.Mode(), err)
+			}
+		}
+	}
+	if n.sg {
+		for _, q := range n.queues {
+			q.gather = make([]byte, 0, maxChain*c.FrameSize)
+		}
+	}
 	return nil
+}
+
+// sgRefused says why a socket was bound without XDP_USE_SG.
+func sgRefused(m xsk.Mode, err error) string {
+	if m == xsk.ModeZeroCopy {
+		return fmt.Sprintf("the driver's zero-copy has no multi-buffer (%v), and zero-copy was kept; mode=copy takes jumbo frames", err)
+	}
+	return fmt.Sprintf("the kernel refused multi-buffer (%v; XDP_USE_SG needs Linux 6.6)", err)
 }
 
 func isBindErr(err error) bool {
@@ -721,9 +782,19 @@ func (n *nic) endBatches() {
 // is the era of descs[0]; it returns the era of the frame after the batch.
 // How each frame's vif was found is counted per queue (bySolo, byTag,
 // byMAC), once per batch.
+//
+// A frame in a chain of descriptors (multi-buffer) is gathered into the
+// queue's buffer and delivered as one (see chain); it belongs to the era
+// of its first descriptor.
 func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 	var solo, byTag, byMAC uint64
-	for i := 0; i < len(descs); {
+	i := 0
+	if q.skipRest {
+		// The rest of a chain dropped at the end of the last batch.
+		k, whole := xsk.Packet(descs)
+		i, q.skipRest = k, !whole
+	}
+	for i < len(descs) {
 		end := len(descs)
 		nx := e.next.Load()
 		if nx != nil && nx.ready.Load() {
@@ -741,11 +812,18 @@ func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 				i = end
 				continue
 			}
-			solo += uint64(end - i)
 			c, deliver := &o.rxq[q.idx].n, o.delivers[q.idx]
 			for ; i < end; i++ {
+				f := q.sock.Frame(descs[i])
+				if descs[i].Options&xsk.PktContd != 0 {
+					var ok bool
+					if f, i, ok = q.chain(descs, i); !ok {
+						continue
+					}
+				}
+				solo++
 				c.Store(c.Load() + 1) // one writer: no locked add
-				deliver(q.sock.Frame(descs[i]))
+				deliver(f)
 			}
 			continue
 		}
@@ -772,10 +850,20 @@ func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 			if readTags {
 				meta = q.sock.Metadata(descs[i], bpf.MetaLen)
 			}
-			if vif, ok := bpf.VifFromMeta(meta); ok {
+			f, ok := q.sock.Frame(descs[i]), true
+			if descs[i].Options&xsk.PktContd != 0 {
+				f, i, ok = q.chain(descs, i)
+			}
+			vif, tagged := bpf.VifFromMeta(meta)
+			if tagged {
 				// Wipe the tag: a frame received into this UMEM frame
 				// later without one must not look tagged.
 				clear(meta)
+			}
+			if !ok {
+				continue // a chain dropped and counted
+			}
+			if tagged {
 				if b = nil; vif < len(n.vifs) {
 					b = n.vifs[vif].Load()
 				}
@@ -786,7 +874,7 @@ func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 				byTag++
 			} else if lookup {
 				b = nil
-				if vif, _ := rules.Match(q.sock.Frame(descs[i])); vif >= 0 && vif < len(n.vifs) {
+				if vif, _ := rules.Match(f); vif >= 0 && vif < len(n.vifs) {
 					b = n.vifs[vif].Load()
 				}
 				if b != nil {
@@ -801,13 +889,48 @@ func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 			}
 			c := &b.rxq[q.idx].n
 			c.Store(c.Load() + 1)
-			b.delivers[q.idx](q.sock.Frame(descs[i]))
+			b.delivers[q.idx](f)
 		}
 	}
 	q.bySolo.add(solo)
 	q.byTag.add(byTag)
 	q.byMAC.add(byMAC)
 	return e
+}
+
+// chain gathers the frame whose chain of descriptors begins at descs[i]
+// into the queue's buffer and returns it, with the index of the chain's last
+// descriptor; ok is false when the chain is dropped, counted: longer than maxChain
+// descriptors or the buffer (tooLong), or cut off at the ring's end
+// (truncated). A chain that runs to the end of descs goes on in the next
+// batch (xsk's Receive returns a longer chain alone): its rest is skipped.
+func (q *queue) chain(descs []xsk.Desc, i int) (frame []byte, last int, ok bool) {
+	k, whole := xsk.Packet(descs[i:])
+	last = i + k - 1
+	if !whole {
+		q.skipRest = true
+		if k >= maxChain {
+			q.tooLong.add(1)
+		} else {
+			q.truncated.add(1)
+		}
+		return nil, last, false
+	}
+	if k > maxChain {
+		q.tooLong.add(1)
+		return nil, last, false
+	}
+	g := q.gather[:0]
+	for _, d := range descs[i : i+k] {
+		f := q.sock.Frame(d)
+		if len(g)+len(f) > cap(g) {
+			q.tooLong.add(1)
+			return nil, last, false
+		}
+		g = append(g, f...)
+	}
+	q.chains.add(1)
+	return g, last, true
 }
 
 const (
@@ -848,6 +971,11 @@ func (n *nic) alive(q *queue) error {
 	}
 	if ifr.Uint16()&unix.IFF_UP == 0 {
 		return fmt.Errorf("xdp: %s queue %d: %w%s", n.cfg.Ifname, q.id, unix.ENETDOWN, hintDown)
+	}
+	if n.sg {
+		if err := unix.IoctlIfreq(n.probe, unix.SIOCGIFMTU, ifr); err == nil {
+			n.linkMTU.Store(int32(ifr.Uint32())) // what MaxMTU allows
+		}
 	}
 	return nil
 }
