@@ -347,7 +347,8 @@ func (b *Backend) pushLocked() error {
 
 // Flush hands the staged frames to the kernel and kicks it until it has
 // taken them all (or has taken none for drainStall: then they wait on the
-// ring for the next Send or Flush). Every frame Send accepted is already on the TX ring, so
+// ring, and the NIC's idle RX goroutine kicks them on every checkEvery,
+// counted in tx_idle_kicks, until the next Send or Flush). Every frame Send accepted is already on the TX ring, so
 // an error here (a kick the kernel refused, e.g. ENXIO when the NIC went
 // away; counted in tx_kick_errors) changes no frame's fate: the frames stay
 // on the ring for the next kick. It is returned for direct users of the
@@ -416,8 +417,8 @@ func (b *Backend) drainLocked() error {
 }
 
 // drainStall is how long Flush kicks a TX ring the kernel takes nothing
-// from before it returns.
-const drainStall = 100 * time.Millisecond
+// from before it returns (a variable for tests).
+var drainStall = 100 * time.Millisecond
 
 // Dying is VIFHYPER_DYING: the vif receives nothing from now on (its frames
 // pass to the host kernel again).
@@ -762,6 +763,7 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	sum("rx_chains", func(q *queue) *paddedCounter { return &q.chains })
 	sum("rx_chain_too_long", func(q *queue) *paddedCounter { return &q.tooLong })
 	sum("rx_chain_truncated", func(q *queue) *paddedCounter { return &q.truncated })
+	sum("tx_idle_kicks", func(q *queue) *paddedCounter { return &q.idleKicks })
 	add("rx_untagged", n.untagged.Load())
 	add("rx_unclaimed", n.unclaimed.Load())
 	add("tx_ring_full", b.txRingFull.Load())

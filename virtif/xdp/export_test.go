@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"testing"
+	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/xsk"
 )
@@ -33,4 +34,21 @@ func setNoMeta(t testing.TB) {
 // benchQueue is a queue of its own on sock, for BenchmarkDemux.
 func benchQueue(sock *xsk.Socket) *queue {
 	return &queue{sock: sock, gather: make([]byte, 0, maxChain*sock.FrameSize())}
+}
+
+// setDrainStall sets how long Flush kicks a stalled TX ring, until the test
+// ends.
+func setDrainStall(t testing.TB, d time.Duration) {
+	old := drainStall
+	drainStall = d
+	t.Cleanup(func() { drainStall = old })
+}
+
+// txPending is the number of descriptors on b's TX ring the kernel has not
+// taken.
+func txPending(b *Backend) int {
+	q := b.txq
+	q.txMu.Lock()
+	defer q.txMu.Unlock()
+	return q.sock.TXPending()
 }

@@ -170,6 +170,9 @@ type queue struct {
 	gather                     []byte
 	skipRest                   bool
 	chains, tooLong, truncated paddedCounter
+	// idleKicks counts the kicks the idle RX goroutine gave frames left
+	// on the TX ring (kickStranded).
+	idleKicks paddedCounter
 }
 
 // maxChain is the most descriptors a frame may span, both ways: the
@@ -707,6 +710,7 @@ func (n *nic) rxLoop(q *queue) {
 					return
 				}
 				n.checkMeta()
+				n.kickStranded(q)
 			}
 			if spin {
 				continue
@@ -978,6 +982,26 @@ func (n *nic) alive(q *queue) error {
 		}
 	}
 	return nil
+}
+
+// kickStranded, from an idle RX goroutine's check, kicks the kernel for
+// frames still on q's TX ring. Flush gives up after drainStall on a ring the
+// kernel takes nothing from (a stalled device queue), and in copy mode the
+// kernel sends only when kicked: without this, frames Send accepted would
+// wait for the next Send, for ever if none comes. A vif holding the TX lock
+// is sending, and will kick itself.
+func (n *nic) kickStranded(q *queue) {
+	if !q.txMu.TryLock() {
+		return
+	}
+	defer q.txMu.Unlock()
+	if q.staged != 0 || q.sock.TXPending() == 0 {
+		return // staged frames belong to a Send batch not yet pushed
+	}
+	if err := q.sock.Kick(); err == nil {
+		q.idleKicks.add(1)
+	}
+	q.sock.Complete()
 }
 
 // queueErr says which NIC queue failed, and what to do when the NIC went.
