@@ -520,8 +520,7 @@ func (n *nic) setup(c *Config) error {
 	n.steer = steer
 	n.vifs = make([]atomic.Pointer[Backend], steer.Options().MaxVifs)
 	n.taken = make([]bool, len(n.vifs))
-	attach := map[string]bpf.AttachMode{AttachAuto: bpf.AttachAuto, AttachNative: bpf.AttachNative, AttachGeneric: bpf.AttachGeneric}[c.Attach]
-	if n.attach, err = steer.Attach(n.ifindex, attach); err == nil {
+	if n.attach, err = steer.Attach(n.ifindex, c.Attach); err == nil {
 		err = faultAt("attach", -1)
 	}
 	if err != nil {
@@ -546,13 +545,12 @@ func (n *nic) setup(c *Config) error {
 	if n.addrs, err = newAddrList(c.Ifname, n.ifindex, n.key.netns); err != nil {
 		return err
 	}
-	mode := map[string]xsk.Mode{ModeAuto: xsk.ModeAuto, ModeCopy: xsk.ModeCopy, ModeZeroCopy: xsk.ModeZeroCopy}[c.Mode]
 	for _, q := range qids {
 		xc := &xsk.Config{
 			UMEM:              xsk.UMEMConfig{FrameSize: c.FrameSize, NumFrames: c.Frames, FillSize: c.Ring, CompletionSize: c.Ring},
 			RXSize:            c.Ring,
 			TXSize:            c.Ring,
-			Mode:              mode,
+			Mode:              c.Mode,
 			DisableNeedWakeup: !c.Wakeup,
 		}
 		if c.BusyPoll > 0 {
@@ -568,7 +566,7 @@ func (n *nic) setup(c *Config) error {
 			switch {
 			case errors.Is(err, unix.EAFNOSUPPORT):
 				return fmt.Errorf("xdp: %s queue %d: %w (this kernel has no AF_XDP: it needs CONFIG_XDP_SOCKETS)", c.Ifname, q, err)
-			case errors.Is(err, unix.EOPNOTSUPP) && c.Mode == ModeZeroCopy:
+			case errors.Is(err, unix.EOPNOTSUPP) && c.Mode == xsk.ModeZeroCopy:
 				return fmt.Errorf("xdp: %s queue %d: %w (the driver cannot bind zero-copy: use mode=auto or mode=copy)", c.Ifname, q, err)
 			case errors.Is(err, unix.EINVAL) && isBindErr(err):
 				return fmt.Errorf("xdp: %s queue %d: %w (the NIC does not use that queue: 'ethtool -l %s' shows its channels; use queues=all)", c.Ifname, q, err, c.Ifname)

@@ -256,7 +256,7 @@ func TestIntegrationTwoQueues(t *testing.T) {
 
 // 5. Native and generic attach modes both work.
 func TestIntegrationAttachModes(t *testing.T) {
-	for _, mode := range []string{AttachNative, AttachGeneric} {
+	for _, mode := range []string{"native", "generic"} {
 		t.Run(mode, func(t *testing.T) {
 			lab := netlab.NewT(t, netlab.Options{})
 			v := newVif(t, lab, nil, ",attach="+mode)
