@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,7 +15,7 @@ import (
 // what is missing. Capabilities are per thread, so the test drops them on a
 // locked thread that is thrown away afterwards.
 func TestIntegrationLoadWithoutPrivilege(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine

@@ -22,6 +22,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
@@ -147,8 +148,8 @@ func BenchmarkTCPMem(b *testing.B) {
 // BenchmarkTCPXDP: the peer namespace's kernel TCP sends into the userspace
 // stack on an XDP vif over a veth.
 func BenchmarkTCPXDP(b *testing.B) {
-	netlab.RequireRoot(b)
-	lab := netlab.NewT(b, netlab.Options{})
+	labtest.RequireRoot(b)
+	lab := labtest.NewT(b, netlab.Options{})
 	peerTxChecksumOff(b, lab)
 	dial, closeFn, err := openXDPSink(lab)
 	if err != nil {
@@ -306,7 +307,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // set: run it with -benchtime 1x. TCP_SENDQ sets StackConfig.SendQueues of
 // the XDP receiver.
 func BenchmarkTCPCompare(b *testing.B) {
-	netlab.RequireRoot(b)
+	labtest.RequireRoot(b)
 	rounds := envInt("TCP_ROUNDS", 3)
 	size := int64(envInt("TCP_BYTES", 256<<20))
 	targets := []struct {
@@ -317,7 +318,7 @@ func BenchmarkTCPCompare(b *testing.B) {
 		{"netstack-fdbased", openFdbasedSink},
 		{"kernel", openKernelSink},
 	}
-	lab := netlab.NewT(b, netlab.Options{})
+	lab := labtest.NewT(b, netlab.Options{})
 	peerTxChecksumOff(b, lab)
 	for range b.N {
 		gbps := map[string][]float64{}

@@ -184,7 +184,9 @@ func benchTXOnly(b *testing.B, size int, syscallKick bool) {
 func benchTX(b *testing.B, size, batch int, syscallKick bool) {
 	l := newXSKLab(b, netlab.Options{})
 	s := l.open(b, 0, nil)
-	s.syscallKick = syscallKick
+	if syscallKick {
+		useKick(b, kickTXSyscall)
+	}
 	sink, err := trafficgen.SinkIn(l.Lab, netlab.Peer, trafficgen.SinkDrop)
 	if err != nil {
 		b.Fatal(err)

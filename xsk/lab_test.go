@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // testEtherType is IEEE 802 local experimental 1: nothing else in the lab
@@ -39,7 +40,7 @@ type xskLab struct {
 
 func newXSKLab(tb testing.TB, opts netlab.Options) *xskLab {
 	tb.Helper()
-	lab := netlab.NewT(tb, opts)
+	lab := labtest.NewT(tb, opts)
 	xsks, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: 64})
 	if err != nil {
 		tb.Fatalf("XSKMAP: %v", err)

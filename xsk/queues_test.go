@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // sendFromCPU sends frames from the peer on a thread pinned to cpu. With
@@ -61,7 +62,7 @@ func TestIntegrationTwoQueues(t *testing.T) {
 		t.Skip("needs 2 CPUs to steer frames to 2 queues")
 	}
 	l := newXSKLab(t, netlab.Options{Queues: 2})
-	netlab.RequireVeth(t, l.Lab, "veth's choice of RX queue by the sending CPU (a NIC's RSS hashes the flow)")
+	labtest.RequireVeth(t, l.Lab, "veth's choice of RX queue by the sending CPU (a NIC's RSS hashes the flow)")
 	socks := []*Socket{l.open(t, 0, nil), l.open(t, 1, nil)}
 	const perQueue = 100
 	for q := range 2 {

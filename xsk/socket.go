@@ -101,8 +101,6 @@ type Socket struct {
 	mode               Mode
 	needWakeup         bool // bound with XDP_USE_NEED_WAKEUP
 	busyPoll           bool
-	bindRetries        int  // EBUSY answers before bind succeeded (tests look)
-	syscallKick        bool // kick through Syscall6 (BenchmarkTXOnlySyscallKick)
 
 	umem      []byte
 	frameSize uint64
@@ -132,6 +130,10 @@ const (
 	defaultRingSize  = 2048
 	defaultBudget    = 64
 )
+
+// onBindBusy is called each time bind answers EBUSY and is retried; a test
+// hook (export_test.go counts the retries).
+var onBindBusy = func() {}
 
 func withDefaults(cfg *Config) (Config, error) {
 	var c Config
@@ -348,7 +350,7 @@ func (s *Socket) bind(c *Config) error {
 			err = os.NewSyscallError("bind", err)
 			break
 		}
-		s.bindRetries++
+		onBindBusy()
 		time.Sleep(delay)
 		delay = min(2*delay, 64*time.Millisecond)
 	}

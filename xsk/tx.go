@@ -90,13 +90,7 @@ func (s *Socket) kick() error {
 	if s.needWakeup && !s.tx.needWakeup() {
 		return nil
 	}
-	var e unix.Errno
-	if s.syscallKick {
-		e = kickTXSyscall(s.fd)
-	} else {
-		e = kickTX(s.fd)
-	}
-	switch e {
+	switch e := txKick(s.fd); e {
 	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS:
 		return nil
 	default:

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
 
@@ -22,7 +23,7 @@ func BenchmarkRxDropSpin(b *testing.B) { benchRx(b, ",rxwait=spin") }
 func BenchmarkRxDropBusyPoll(b *testing.B) { benchRx(b, ",busypoll=64") }
 
 func benchRx(b *testing.B, opts string) {
-	lab := netlab.NewT(b, netlab.Options{})
+	lab := labtest.NewT(b, netlab.Options{})
 	v := newVif(b, lab, nil, opts)
 	var got atomic.Uint64
 	v.ifc.SetInput(func([]byte, bool) { got.Add(1) })
@@ -63,7 +64,7 @@ func benchRx(b *testing.B, opts string) {
 // BenchmarkTxOnly sends b.N 64-byte frames from the vif in batches of 64
 // (OutputBatch, one kick per batch) to an XDP sink on the peer that counts.
 func BenchmarkTxOnly(b *testing.B) {
-	lab := netlab.NewT(b, netlab.Options{})
+	lab := labtest.NewT(b, netlab.Options{})
 	v := newVif(b, lab, nil, "")
 	sink, err := trafficgen.SinkIn(lab, netlab.Peer, trafficgen.SinkDrop)
 	if err != nil {

@@ -9,13 +9,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
 // Open's errors say what is wrong and what to do: a bad link string names
 // the key, a missing NIC says where to look, missing privileges say which.
 func TestIntegrationOpenErrors(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	c, err := virtif.NewCloner(virtif.ClonerConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
 
@@ -18,7 +19,7 @@ import (
 // to drop frames that did not fit on the ring after Send had accepted
 // them: tx_ring_full_drops.)
 func TestIntegrationTXOverload(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	// A qdisc on the veth makes the kernel stop its queue, rather than drop,
 	// when the peer's ring is full; a threaded NAPI on the peer runs the
 	// slow program apart from the sender.

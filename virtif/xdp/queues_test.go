@@ -10,6 +10,7 @@ import (
 
 	"github.com/virtif-xdp/virtif-xdp/internal/ethtool"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
@@ -36,7 +37,7 @@ func openOn(t *testing.T, lab *netlab.Lab, ifname, opts string) (*virtif.Interfa
 // queues=all serves exactly the two, and naming an inactive one says how to
 // enable it.
 func TestIntegrationActiveQueues(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{Queues: 4})
+	lab := labtest.NewT(t, netlab.Options{Queues: 4})
 	nicName := lab.Link[netlab.Host]
 	for side := range 2 {
 		err := lab.Do(side, func() error {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/virtif-xdp/virtif-xdp/bpf"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
@@ -64,7 +65,7 @@ func txFree(b *Backend) int {
 // survivor queue's TX frames and the program's map entries are as before.
 func TestIntegrationChurnSoak(t *testing.T) {
 	cycles := *soakCycles
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	c, err := virtif.NewCloner(virtif.ClonerConfig{})
 	if err != nil {
 		t.Fatal(err)

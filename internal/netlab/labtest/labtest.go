@@ -1,9 +1,14 @@
-package netlab
+// Package labtest holds the test side of netlab: labs that a test owns and
+// the root check. It imports testing, so it is kept apart from netlab, which
+// the command links.
+package labtest
 
 import (
 	"errors"
 	"os"
 	"testing"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 )
 
 // RequireRoot skips t unless the process runs as root. Under CI (CI=true) a
@@ -21,11 +26,11 @@ func RequireRoot(tb testing.TB) {
 
 // NewT creates a lab for a test and removes it when the test ends, whether
 // it passed or not. It skips the test when the NICs of VIRTIF_LAB_NICS lack
-// what opts asks for (see NICsEnv).
-func NewT(tb testing.TB, opts Options) *Lab {
+// what opts asks for (see netlab.NICsEnv).
+func NewT(tb testing.TB, opts netlab.Options) *netlab.Lab {
 	tb.Helper()
 	RequireRoot(tb)
-	l, err := New(opts)
+	l, err := netlab.New(opts)
 	if errors.Is(err, errors.ErrUnsupported) {
 		tb.Skip(err) // the NICs of VIRTIF_LAB_NICS lack what the lab asks for
 	}
@@ -38,4 +43,13 @@ func NewT(tb testing.TB, opts Options) *Lab {
 		}
 	})
 	return l
+}
+
+// RequireVeth skips tb when l is made of existing NICs (VIRTIF_LAB_NICS)
+// instead of a veth pair; needs says what of veth the test relies on.
+func RequireVeth(tb testing.TB, l *netlab.Lab, needs string) {
+	tb.Helper()
+	if l.OnNICs() {
+		tb.Skipf("netlab: %s is an existing NIC, not a veth: the test needs %s", l.Link[netlab.Host], needs)
+	}
 }
