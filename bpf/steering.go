@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package bpf holds virtif-xdp's MAC-steering XDP program (steer.c, built
 // with bpf2go into the committed steer_bpfel.o) and the Go API that loads it,
 // attaches it to a NIC through a bpf_link and maintains its maps.

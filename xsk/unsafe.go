@@ -1,3 +1,5 @@
+//go:build linux
+
 package xsk
 
 // Every use of package unsafe in xsk is in this file: turning mmapped ring

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package xdp is the AF_XDP backend of virtif: link strings "xdp:IFNAME,..."
 // give an interface whose frames come from and go to a real NIC at
 // kernel-bypass speed, while the host kernel keeps the NIC's other traffic.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package labtest holds the test side of netlab: labs that a test owns and
 // the root check. It imports testing, so it is kept apart from netlab, which
 // the command links.
