@@ -258,8 +258,6 @@ func TestIntegrationPacketByteForByte(t *testing.T) {
 	}
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
 func TestIntegrationSinkCountsIPv4Only(t *testing.T) {
 	lab := labtest.NewT(t, netlab.Options{NoAddr: true})
 	sink, err := SinkIn(lab, netlab.Host, SinkDrop)
