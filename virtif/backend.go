@@ -105,12 +105,17 @@ type (
 	}
 	// MTULimiter says how large an MTU the backend carries (the frame
 	// less Ethernet and VLAN headers): SetMTU allows MinMTU..MaxMTU() in
-	// place of the seed's MinMTU..MaxMTU (ETHERMTU), the way a NetBSD
+	// place of if_virt.c's MinMTU..MaxMTU (ETHERMTU), the way a NetBSD
 	// driver's ETHERCAP_JUMBO_MTU lifts ether_ioctl's ceiling.
 	MTULimiter interface{ MaxMTU() int }
 	// StatsReporter appends backend counters to the interface statistics.
 	StatsReporter interface{ AppendStats(dst []Stat) []Stat }
 )
+
+// EtherVLANHeaderLen is the Ethernet header with one 802.1Q tag (14 + 4
+// bytes): what a frame carries beyond its MTU, so a backend's MaxMTU is its
+// largest frame less this.
+const EtherVLANHeaderLen = 18
 
 // Stat is one named backend counter.
 type Stat struct {

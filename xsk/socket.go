@@ -96,10 +96,15 @@ type Socket struct {
 	closed   atomic.Bool
 }
 
+// The defaults of a zero Config, stated once (virtif/xdp's link string
+// uses them too): 2048-byte frames, where a 1500-byte MTU frame fits behind
+// XDP_PACKET_HEADROOM and two frames share a page; 2048-entry rings, as
+// libxdp's XSK_RING_*__DEFAULT_NUM_DESCS; twice that many frames, so the
+// fill ring can hold half and the other half serve TX.
 const (
-	defaultFrameSize = 2048
-	defaultNumFrames = 4096
-	defaultRingSize  = 2048
+	DefaultFrameSize = 2048
+	DefaultNumFrames = 4096
+	DefaultRingSize  = 2048
 	defaultBudget    = 64
 )
 
@@ -117,12 +122,12 @@ func withDefaults(cfg *Config) (Config, error) {
 			*v = d
 		}
 	}
-	def(&c.UMEM.FrameSize, defaultFrameSize)
-	def(&c.UMEM.NumFrames, defaultNumFrames)
-	def(&c.UMEM.FillSize, defaultRingSize)
-	def(&c.UMEM.CompletionSize, defaultRingSize)
-	def(&c.RXSize, defaultRingSize)
-	def(&c.TXSize, defaultRingSize)
+	def(&c.UMEM.FrameSize, DefaultFrameSize)
+	def(&c.UMEM.NumFrames, DefaultNumFrames)
+	def(&c.UMEM.FillSize, DefaultRingSize)
+	def(&c.UMEM.CompletionSize, DefaultRingSize)
+	def(&c.RXSize, DefaultRingSize)
+	def(&c.TXSize, DefaultRingSize)
 	def(&c.BusyPollBudget, defaultBudget)
 	pow2 := func(name string, v int) error {
 		if v <= 0 || v&(v-1) != 0 || v > 1<<30 {

@@ -15,11 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Kernel constants for BPF_PROG_RUN (uapi/linux/bpf.h).
 const (
-	bpfProgTestRun       = 10
-	bpfFTestXDPLiveFrame = 1 << 1 // BPF_F_TEST_XDP_LIVE_FRAMES, Linux 5.18
-
 	// liveChunk bounds one BPF_PROG_RUN call (~2 s at the 8 Mpps seen
 	// here). Each call costs ~25-45 ms of set-up and tear-down here (the
 	// run's page pool), so calls must be long; timed and paced runs are
@@ -343,9 +339,9 @@ func (l *Live) progRun(prog *ebpf.Program, frame []byte, repeat int) error {
 		repeat:     uint32(repeat),
 		ctxSizeIn:  uint32(unsafe.Sizeof(l.ctx)),
 		ctxIn:      uint64(uintptr(unsafe.Pointer(&l.ctx))),
-		flags:      bpfFTestXDPLiveFrame,
+		flags:      unix.BPF_F_TEST_XDP_LIVE_FRAMES, // Linux 5.18
 	}
-	_, _, errno := unix.Syscall(unix.SYS_BPF, bpfProgTestRun, uintptr(unsafe.Pointer(&l.attr)), unsafe.Sizeof(l.attr))
+	_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_RUN, uintptr(unsafe.Pointer(&l.attr)), unsafe.Sizeof(l.attr))
 	runtime.KeepAlive(frame)
 	if errno != 0 {
 		return fmt.Errorf("trafficgen: live BPF_PROG_RUN on ifindex %d: %w", l.ifindex, os.NewSyscallError("bpf", errno))

@@ -59,10 +59,6 @@ func init() {
 	_ = virtif.RegisterBackend(Scheme, func(c virtif.BackendConfig) (virtif.Backend, error) { return Open(c) })
 }
 
-// xdpPacketHeadroom is XDP_PACKET_HEADROOM: the kernel places a received
-// packet this far into its UMEM frame.
-const xdpPacketHeadroom = 256
-
 // txBatch is how many frames Send stages before it hands them to the kernel.
 const txBatch = 64
 
@@ -270,7 +266,7 @@ func (b *Backend) Flush() error {
 		return net.ErrClosed
 	}
 	n := b.nic
-	if b.slot < 64 {
+	if b.slot < flushBitsLen {
 		n.flushBits.Or(1 << b.slot)
 		if n.rxDepth.Load() > 0 {
 			return nil
@@ -309,9 +305,9 @@ func (b *Backend) drainLocked() error {
 		}
 		if left != last {
 			last, idle = left, 0
-		} else if idle++; idle == 1024 {
+		} else if idle++; idle == drainSpins {
 			since = time.Now()
-		} else if idle > 1024 && idle%256 == 0 && time.Since(since) > drainStall {
+		} else if idle > drainSpins && idle%drainClockEvery == 0 && time.Since(since) > drainStall {
 			break
 		}
 		if err = q.sock.Kick(); err != nil {
@@ -324,8 +320,15 @@ func (b *Backend) drainLocked() error {
 }
 
 // drainStall is how long Flush kicks a TX ring the kernel takes nothing
-// from before it returns.
-const drainStall = 100 * time.Millisecond
+// from before it returns. It counts from the drainSpins-th kick without
+// progress, and the clock is read every drainClockEvery kicks: a busy
+// device usually takes frames again within a few kicks, so the common case
+// reads no clock at all.
+const (
+	drainStall      = 100 * time.Millisecond
+	drainSpins      = 1024
+	drainClockEvery = 256
+)
 
 // Dying is VIFHYPER_DYING: the vif receives nothing from now on (its frames
 // pass to the host kernel again).
@@ -554,7 +557,9 @@ func (b *Backend) SetIPv4(addr netip.Addr, add bool) error {
 
 // MaxMTU is what fits a UMEM frame behind the kernel's headroom, less the
 // Ethernet header and a VLAN tag.
-func (b *Backend) MaxMTU() int { return b.nic.cfg.FrameSize - xdpPacketHeadroom - 18 }
+func (b *Backend) MaxMTU() int {
+	return b.nic.cfg.FrameSize - unix.XDP_PACKET_HEADROOM - virtif.EtherVLANHeaderLen
+}
 
 // AppendStats adds the vif's program counters (xdp_*; xdp_nometa counts
 // its frames that passed to the host because the driver could not tag

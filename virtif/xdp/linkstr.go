@@ -89,9 +89,9 @@ func parseEnum[T fmt.Stringer](s string, vals ...T) (T, bool) {
 
 // Defaults for the numeric keys.
 const (
-	DefaultFrameSize = 2048
-	DefaultFrames    = 4096
-	DefaultRing      = 2048
+	DefaultFrameSize = xsk.DefaultFrameSize
+	DefaultFrames    = xsk.DefaultNumFrames
+	DefaultRing      = xsk.DefaultRingSize
 	maxQueue         = 1023
 	maxFrames        = 1 << 20
 	maxRing          = 1 << 16

@@ -87,7 +87,7 @@ type nic struct {
 	// goroutine lowers rxDepth before it takes the bits, so either Flush
 	// sees no batch running and flushes itself, or a batch end sees the bit.
 	rxDepth   atomic.Int32
-	flushBits atomic.Uint64
+	flushBits atomic.Uint64 // one bit per slot below flushBitsLen
 
 	// An RX goroutine asleep in poll(2) is on the socket's wait queue, and
 	// the kernel then tries to wake it at every TX completion
@@ -103,6 +103,21 @@ type nic struct {
 	txSeq   atomic.Uint64
 	pollers atomic.Int32
 }
+
+// flushBitsLen is the width of nic.flushBits: vifs in higher slots flush
+// at once instead of at the end of the RX batch.
+const flushBitsLen = 64
+
+// pollWait is the longest an idle RX goroutine sleeps in poll(2): a NIC
+// that goes away wakes no poller, so this bounds how late it is noticed.
+const pollWait = 200 * time.Millisecond
+
+// busyPollTime is SO_BUSY_POLL, in microseconds, when busypoll= is set: how
+// long one poll may spin in the driver. 20 µs is what xdpsock (the AF_XDP
+// sample of the kernel and bpf-examples) sets with SO_PREFER_BUSY_POLL;
+// with preferred busy polling the budget (busypoll=N) bounds the work, not
+// this time.
+const busyPollTime = 20
 
 const (
 	minNap    = 20 * time.Microsecond
@@ -556,7 +571,7 @@ func (n *nic) setup(c *Config) error {
 			DisableNeedWakeup: !c.Wakeup,
 		}
 		if c.BusyPoll > 0 {
-			xc.BusyPoll, xc.BusyPollBudget = 20, c.BusyPoll
+			xc.BusyPoll, xc.BusyPollBudget = busyPollTime, c.BusyPoll
 		}
 		sock, err := xsk.Open(n.ifindex, q, xc)
 		if err == nil {
@@ -623,7 +638,6 @@ func (n *nic) rxLoop(q *queue) {
 		txSeen    time.Time // when txSeq was last seen moving
 		rxSeen    time.Time // when frames last arrived
 		nap       = minNap
-		pollWait  = 200 * time.Millisecond
 		idle      uint
 		lastCheck = time.Now()
 	)
