@@ -178,11 +178,7 @@ func Open(ifindex, queue int, cfg *Config) (*Socket, error) {
 	}
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		err = os.NewSyscallError("socket AF_XDP", err)
-		if errors.Is(err, unix.EAFNOSUPPORT) {
-			return nil, fmt.Errorf("xsk: kernel without AF_XDP (CONFIG_XDP_SOCKETS): %w", err)
-		}
-		return nil, fmt.Errorf("xsk: %w", err)
+		return nil, fmt.Errorf("xsk: %w", os.NewSyscallError("socket AF_XDP", err))
 	}
 	s := &Socket{fd: fd, ifindex: ifindex, queue: queue, wakeFd: -1}
 	if err := s.setup(&c); err != nil {

@@ -43,7 +43,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,7 +107,9 @@ var (
 // unix.ENODEV for a missing NIC, unix.ENETDOWN for a NIC that is down,
 // os.ErrPermission without the privileges, unix.EBUSY when another program
 // holds the NIC, unix.EOPNOTSUPP for mode=zerocopy on a driver without it,
-// unix.EAFNOSUPPORT without AF_XDP; each says what to do. A failed Open
+// unix.EAFNOSUPPORT without AF_XDP. Each names the operation refused; the
+// errors about the link string or the NIC also say what to do, while
+// privileges and kernel features are the caller's to explain. A failed Open
 // leaves nothing behind: no program on the NIC, no socket, no goroutine.
 func Open(bc virtif.BackendConfig) (*Backend, error) {
 	c, err := ParseLinkStr(bc.Link)
@@ -128,7 +129,7 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 	}
 	n, slot, err := acquireNIC(c, b)
 	if err != nil {
-		return nil, withPrivilegeHint(err)
+		return nil, err
 	}
 	b.nic = n
 	b.txq = n.queues[slot%len(n.queues)]
@@ -161,16 +162,9 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 		if cerr := b.Close(); cerr != nil {
 			err = fmt.Errorf("%w; undoing it: %w", err, cerr)
 		}
-		return nil, withPrivilegeHint(err)
+		return nil, err
 	}
 	return b, nil
-}
-
-func withPrivilegeHint(err error) error {
-	if (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) && !strings.Contains(err.Error(), "CAP_") {
-		return fmt.Errorf("%w (run as root, or grant CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW)", err)
-	}
-	return err
 }
 
 // Send is VIFHYPER_SEND: it copies the frame's segments into a free UMEM

@@ -581,8 +581,6 @@ func (n *nic) setup(c *Config) error {
 		}
 		if err != nil {
 			switch {
-			case errors.Is(err, unix.EAFNOSUPPORT):
-				return fmt.Errorf("xdp: %s queue %d: %w (this kernel has no AF_XDP: it needs CONFIG_XDP_SOCKETS)", c.Ifname, q, err)
 			case errors.Is(err, unix.EOPNOTSUPP) && c.Mode == xsk.ModeZeroCopy:
 				return fmt.Errorf("xdp: %s queue %d: %w (the driver cannot bind zero-copy: use mode=auto or mode=copy)", c.Ifname, q, err)
 			case errors.Is(err, unix.EINVAL) && isBindErr(err):

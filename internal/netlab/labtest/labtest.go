@@ -10,6 +10,8 @@ import (
 	"os"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 )
 
@@ -54,4 +56,20 @@ func RequireVeth(tb testing.TB, l *netlab.Lab, needs string) {
 	if l.OnNICs() {
 		tb.Skipf("netlab: %s is an existing NIC, not a veth: the test needs %s", l.Link[netlab.Host], needs)
 	}
+}
+
+// DropCaps clears the calling thread's effective capabilities, so what it
+// does next is refused as an unprivileged process's would be. Capabilities
+// are per thread: call it on a locked thread that is thrown away afterwards
+// (netlab's Lab.Do, or a goroutine that never unlocks).
+func DropCaps() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return os.NewSyscallError("capget", err)
+	}
+	for i := range data {
+		data[i].Effective = 0
+	}
+	return os.NewSyscallError("capset", unix.Capset(&hdr, &data[0]))
 }
