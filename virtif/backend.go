@@ -13,7 +13,7 @@ import (
 )
 
 // MaxSegments is how many segments one frame may have when it reaches
-// Backend.Send: the seed's LB_SH, the size of virtif_start's iovec array.
+// Backend.Send: if_virt.c's LB_SH, the size of virtif_start's iovec array.
 const MaxSegments = 32
 
 // Backend is the hypercall side of an interface (VIFHYPER_*).

@@ -84,7 +84,7 @@ type Backend struct {
 	// The queue b sends on; its TX state is under txq.txMu.
 	txq *queue
 
-	rxq                   []paddedCounter // frames handed to delivers[i]
+	rxFrames              []paddedCounter // frames handed to delivers[i]
 	txRingFull, txNoFrame atomic.Uint64   // frames Send refused (ENOBUFS)
 	txTooBig              atomic.Uint64   // frames Send refused (EMSGSIZE)
 	txKickErrors          atomic.Uint64   // kicks the kernel refused
@@ -585,7 +585,7 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 		if s, err := q.sock.Stats(); err == nil {
 			if len(n.queues) > 1 {
 				pfx := "q" + strconv.Itoa(q.id) + "_"
-				add(pfx+"rx_frames", b.rxq[i].n.Load())
+				add(pfx+"rx_frames", b.rxFrames[i].n.Load())
 				add(pfx+"xsk_rx_dropped", s.RXDropped)
 				add(pfx+"xsk_rx_ring_full", s.RXRingFull)
 				add(pfx+"xsk_rx_fill_ring_empty", s.RXFillRingEmptyDescs)
@@ -605,8 +605,8 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	add("xsk_rx_fill_ring_empty", ks.RXFillRingEmptyDescs)
 	add("xsk_tx_ring_empty", ks.TXRingEmptyDescs)
 	var rx uint64
-	for i := range b.rxq {
-		rx += b.rxq[i].n.Load()
+	for i := range b.rxFrames {
+		rx += b.rxFrames[i].n.Load()
 	}
 	add("rx_frames", rx)
 	var solo, byTag, byMAC uint64
@@ -653,5 +653,5 @@ func (b *Backend) bindQueues(nq int) {
 			b.delivers[i] = b.deliver
 		}
 	}
-	b.rxq = make([]paddedCounter, nq)
+	b.rxFrames = make([]paddedCounter, nq)
 }

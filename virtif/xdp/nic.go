@@ -742,7 +742,7 @@ func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 				continue
 			}
 			solo += uint64(end - i)
-			c, deliver := &o.rxq[q.idx].n, o.delivers[q.idx]
+			c, deliver := &o.rxFrames[q.idx].n, o.delivers[q.idx]
 			for ; i < end; i++ {
 				c.Store(c.Load() + 1) // one writer: no locked add
 				deliver(q.sock.Frame(descs[i]))
@@ -799,7 +799,7 @@ func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 				n.untagged.Add(1)
 				continue
 			}
-			c := &b.rxq[q.idx].n
+			c := &b.rxFrames[q.idx].n
 			c.Store(c.Load() + 1)
 			b.delivers[q.idx](q.sock.Frame(descs[i]))
 		}
