@@ -123,6 +123,17 @@ type Stat struct {
 	Value uint64
 }
 
+// LookupStat returns the value of the counter called name in stats, and
+// whether there is one.
+func LookupStat(stats []Stat, name string) (uint64, bool) {
+	for _, s := range stats {
+		if s.Name == name {
+			return s.Value, true
+		}
+	}
+	return 0, false
+}
+
 var registry struct {
 	sync.RWMutex
 	m map[string]OpenFunc

@@ -11,13 +11,10 @@ import (
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
+// backendStat is the backend counter called name, 0 if there is none.
 func backendStat(st virtif.Stats, name string) uint64 {
-	for _, s := range st.Backend {
-		if s.Name == name {
-			return s.Value
-		}
-	}
-	return 0
+	v, _ := virtif.LookupStat(st.Backend, name)
+	return v
 }
 
 // printChecks writes the checks table and returns how many failed.
