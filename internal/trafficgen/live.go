@@ -16,10 +16,10 @@ import (
 )
 
 const (
-	// liveChunk bounds one BPF_PROG_RUN call (~2 s at the 8 Mpps seen
-	// here). Each call costs ~25-45 ms of set-up and tear-down here (the
-	// run's page pool), so calls must be long; timed and paced runs are
-	// ended by a signal instead.
+	// liveChunk bounds one BPF_PROG_RUN call, seconds at the generator's
+	// rate. Each call sets up and tears down the run's page pool, which
+	// costs tens of milliseconds (bench/results/notes.md), so calls must be
+	// long; timed and paced runs are ended by a signal instead.
 	liveChunk = 1 << 24
 	// liveMaxFrame: live mode takes at most a page less XDP headroom and
 	// skb_shared_info; 3 KiB fits every 4 KiB-page kernel.

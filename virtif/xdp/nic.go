@@ -91,8 +91,9 @@ type nic struct {
 
 	// An RX goroutine asleep in poll(2) is on the socket's wait queue, and
 	// the kernel then tries to wake it at every TX completion
-	// (sock_wfree -> sk_write_space): on a veth in copy mode that cost up to
-	// a third of the TX rate. So each transmit bumps txSeq, and an RX
+	// (sock_wfree -> sk_write_space): on a veth in copy mode that costs a
+	// good part of the TX rate (bench/results/notes.md). So each transmit
+	// bumps txSeq, and an RX
 	// goroutine whose ring has been empty for rxQuiet while txSeq moves
 	// naps instead — from minNap, doubling to maxNap — until TX has been
 	// quiet for quietTime; only then does it sleep in poll(2), counting
