@@ -131,8 +131,6 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.nic = n
-	b.txq = n.queues[slot%len(n.queues)]
 	for _, q := range n.queues {
 		if err = faultAt("setsocket", q.id); err == nil {
 			err = n.steer.SetSocket(slot, q.id, q.sock.FD())

@@ -256,6 +256,10 @@ func (n *nic) reserveLocked(b *Backend) (int, error) {
 	n.taken[slot] = true
 	b.bindQueues(len(n.queues))
 	b.slot = slot
+	// b is complete before it is published: an RX goroutine may flush it
+	// (a flush bit its slot's last vif left) as soon as it finds it.
+	b.nic = n
+	b.txq = n.queues[slot%len(n.queues)]
 	n.vifs[slot].Store(b)
 	if err := n.updateSolo(); err != nil {
 		n.vifs[slot].Store(nil)
