@@ -1,3 +1,5 @@
+//go:build linux
+
 package bpf
 
 import (
@@ -12,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
@@ -68,7 +71,7 @@ func TestIntegrationAttach(t *testing.T) {
 		{AttachAuto, AttachNative, nl.XDP_ATTACHED_DRV}, // veth has native XDP
 	} {
 		t.Run(tc.mode.String(), func(t *testing.T) {
-			lab := netlab.NewT(t, netlab.Options{})
+			lab := labtest.NewT(t, netlab.Options{})
 			s := loadT(t, nil)
 			var got AttachMode
 			err := lab.Do(netlab.Host, func() (err error) {
@@ -141,7 +144,7 @@ func TestIntegrationAttach(t *testing.T) {
 }
 
 func TestIntegrationDetach(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	s := loadT(t, nil)
 	attach := func() {
 		t.Helper()
@@ -173,7 +176,7 @@ func TestIntegrationAttachErrors(t *testing.T) {
 	if _, err := s.Attach(0, AttachAuto); !errors.Is(err, unix.ENODEV) {
 		t.Errorf("Attach(0): %v, want ENODEV", err)
 	}
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	// The lab's ifindex means nothing, or something else, outside its
 	// namespace; an index no namespace has fails in every mode.
 	for _, m := range []AttachMode{AttachAuto, AttachNative, AttachGeneric} {
@@ -217,7 +220,7 @@ func TestIntegrationAttachErrors(t *testing.T) {
 // Frames on a queue reach only the socket set for that queue, and a queue
 // beyond MaxQueues never aliases another vif's slot.
 func TestIntegrationQueues(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{Queues: 4})
+	lab := labtest.NewT(t, netlab.Options{Queues: 4})
 	s := loadT(t, &Options{MaxVifs: 4, MaxQueues: 2})
 	for _, e := range []error{
 		s.AddMAC(mac0, 0),
@@ -267,7 +270,7 @@ func TestIntegrationKilledOwnerDetaches(t *testing.T) {
 	if os.Getenv("BPF_TEST_ATTACH_NS") != "" {
 		return // the child's copy of this test does nothing
 	}
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAttachAndWait$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "BPF_TEST_ATTACH_NS="+lab.NS[netlab.Host], "BPF_TEST_ATTACH_IF="+strconv.Itoa(lab.Index[netlab.Host]))
 	out, err := cmd.StdoutPipe()
@@ -322,7 +325,7 @@ func TestHelperAttachAndWait(t *testing.T) {
 // The NIC vanishing under an attached program leaves a defunct link that
 // still closes cleanly; the maps keep working until then.
 func TestIntegrationNICDeleted(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	s := loadT(t, nil)
 	if err := lab.Do(netlab.Host, func() error {
 		_, err := s.Attach(lab.Index[netlab.Host], AttachNative)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package bpf_test
 
 import (
@@ -21,7 +23,7 @@ func Example() {
 	)
 	s, err := bpf.Load(nil)
 	if err != nil {
-		fmt.Println(err) // e.g. "need root, or CAP_BPF and CAP_NET_ADMIN"
+		fmt.Println(err) // e.g. os.ErrPermission without CAP_BPF and CAP_NET_ADMIN
 		return
 	}
 	defer s.Close() // detaches too

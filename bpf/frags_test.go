@@ -1,3 +1,5 @@
+//go:build linux
+
 package bpf
 
 import (
@@ -9,15 +11,16 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // The program is loaded for multi-buffer frames ("xdp.frags"): veth lets it
 // on natively at an MTU of 9000, which it refuses to a single-buffer
 // program (Options.NoFrags), "Peer MTU is too large to set XDP".
 func TestIntegrationFragsJumboMTU(t *testing.T) {
-	netlab.RequireKernel(t, 5, 18, "XDP programs for multi-buffer frames, BPF_F_XDP_HAS_FRAGS")
-	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
-	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
+	labtest.RequireKernel(t, 5, 18, "XDP programs for multi-buffer frames, BPF_F_XDP_HAS_FRAGS")
+	labtest.RequireVethLab(t, "a veth pair of MTU 9000")
+	lab := labtest.NewT(t, netlab.Options{MTU: 9000})
 	s := loadT(t, nil)
 	if !s.Frags() {
 		t.Fatal("loaded without BPF_F_XDP_HAS_FRAGS")
@@ -50,7 +53,7 @@ func TestIntegrationFragsJumboMTU(t *testing.T) {
 // being in the first buffer, and tagged: bpf_xdp_adjust_meta works on a
 // frame with fragments.
 func TestIntegrationFragsSteerJumbo(t *testing.T) {
-	netlab.RequireKernel(t, 5, 18, "XDP programs for multi-buffer frames, BPF_F_XDP_HAS_FRAGS")
+	labtest.RequireKernel(t, 5, 18, "XDP programs for multi-buffer frames, BPF_F_XDP_HAS_FRAGS")
 	s := loadT(t, nil)
 	setup(t, s)
 	for _, tc := range []struct {
@@ -93,7 +96,7 @@ func TestIntegrationFragsSteerJumbo(t *testing.T) {
 // A kernel before 5.18 refuses BPF_F_XDP_HAS_FRAGS (EINVAL): Load loads
 // the program without it and says so.
 func TestIntegrationFragsRefused(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	old := loadSpec
 	t.Cleanup(func() { loadSpec = old })
 	tries := 0

@@ -1,3 +1,5 @@
+//go:build linux
+
 package bpf
 
 import (
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,7 +51,7 @@ func marked(dst net.HardwareAddr, mark byte) []byte {
 func TestIntegrationLiveSteering(t *testing.T) {
 	for _, mode := range []AttachMode{AttachNative, AttachGeneric} {
 		t.Run(mode.String(), func(t *testing.T) {
-			lab := netlab.NewT(t, netlab.Options{})
+			lab := labtest.NewT(t, netlab.Options{})
 			s := loadT(t, nil)
 			var rx int
 			err := lab.Do(netlab.Host, func() (err error) {

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package bpf holds virtif-xdp's MAC-steering XDP program (steer.c, built
 // with bpf2go into the committed steer_bpfel.o) and the Go API that loads it,
 // attaches it to a NIC through a bpf_link and maintains its maps.
@@ -44,7 +46,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -134,9 +135,9 @@ type Steering struct {
 }
 
 // Load loads the steering program and creates its maps; nothing is attached
-// until Attach. Errors: os.ErrPermission (need root or CAP_BPF+CAP_NET_ADMIN;
-// before Linux 5.11 also a raised RLIMIT_MEMLOCK, see cilium's
-// rlimit.RemoveMemlock), ebpf.ErrNotSupported for a kernel without BPF or
+// until Attach. Errors: os.ErrPermission without CAP_BPF+CAP_NET_ADMIN (or
+// root; before Linux 5.11 also without a raised RLIMIT_MEMLOCK, see cilium's
+// rlimit.RemoveMemlock): the caller says what to do about it, ebpf.ErrNotSupported for a kernel without BPF or
 // XDP, unix.EINVAL for bad Options.
 func Load(opts *Options) (*Steering, error) {
 	o, err := opts.withDefaults()
@@ -174,10 +175,7 @@ func Load(opts *Options) (*Steering, error) {
 		err = loadSpec(spec, objs)
 	}
 	if err != nil {
-		switch {
-		case errors.Is(err, os.ErrPermission):
-			return nil, fmt.Errorf("bpf: load steering program (need root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
-		case errors.Is(err, ebpf.ErrNotSupported):
+		if errors.Is(err, ebpf.ErrNotSupported) {
 			return nil, fmt.Errorf("bpf: load steering program (kernel lacks BPF or XDP support): %w", err)
 		}
 		return nil, fmt.Errorf("bpf: load steering program: %w", err)

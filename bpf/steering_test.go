@@ -1,3 +1,5 @@
+//go:build linux
+
 package bpf
 
 import (
@@ -8,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
-	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -93,7 +95,7 @@ func udpFD(tb testing.TB) int {
 
 func loadT(tb testing.TB, opts *Options) *Steering {
 	tb.Helper()
-	netlab.RequireRoot(tb)
+	labtest.RequireRoot(tb)
 	s, err := Load(opts)
 	if err != nil {
 		tb.Fatal(err)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package netstack
 
 import (
@@ -22,6 +24,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
@@ -147,8 +150,8 @@ func BenchmarkTCPMem(b *testing.B) {
 // BenchmarkTCPXDP: the peer namespace's kernel TCP sends into the userspace
 // stack on an XDP vif over a veth.
 func BenchmarkTCPXDP(b *testing.B) {
-	netlab.RequireRoot(b)
-	lab := netlab.NewT(b, netlab.Options{})
+	labtest.RequireRoot(b)
+	lab := labtest.NewT(b, netlab.Options{})
 	peerTxChecksumOff(b, lab)
 	dial, closeFn, err := openXDPSink(lab)
 	if err != nil {
@@ -334,7 +337,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // take it (a vif whose backend's MaxMTU is lower) is reported as not
 // possible and left out.
 func BenchmarkTCPCompare(b *testing.B) {
-	netlab.RequireRoot(b)
+	labtest.RequireRoot(b)
 	rounds := envInt("TCP_ROUNDS", 3)
 	mtu := benchMTU()
 	size := int64(envInt("TCP_BYTES", 256<<20))
@@ -347,7 +350,7 @@ func BenchmarkTCPCompare(b *testing.B) {
 		{"netstack-fdbased", openFdbasedSink},
 		{"kernel", openKernelSink},
 	}
-	lab := netlab.NewT(b, netlab.Options{MTU: mtu})
+	lab := labtest.NewT(b, netlab.Options{MTU: mtu})
 	peerTxChecksumOff(b, lab)
 	fmt.Printf("MTU %d, %d bytes per run\n", mtu, size)
 	for range b.N {

@@ -234,7 +234,7 @@ func translate(err error) tcpip.Error {
 		case unix.EMSGSIZE:
 			return &tcpip.ErrMessageTooLong{}
 		}
-		return tcpip.TranslateErrno(errno)
+		return translateErrno(errno)
 	}
 	return &tcpip.ErrAborted{}
 }

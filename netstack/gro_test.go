@@ -1,3 +1,5 @@
+//go:build linux
+
 package netstack
 
 import (
@@ -16,6 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
@@ -44,7 +47,7 @@ func receiveOne(l net.Listener) <-chan []byte {
 // frame and handed the stack fewer packets than frames: segments were
 // merged; off, it took none.
 func TestIntegrationGRO(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	const size = 8 << 20
 	data := make([]byte, size)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -52,7 +55,7 @@ func TestIntegrationGRO(t *testing.T) {
 		data[i] = byte(rng.Uint32())
 	}
 	for _, noGRO := range []bool{false, true} {
-		lab := netlab.NewT(t, netlab.Options{})
+		lab := labtest.NewT(t, netlab.Options{})
 		peerTxChecksumOff(t, lab)
 		ifc := xdpIfc(t, lab, "")
 		if err := ifc.Up(); err != nil {
@@ -144,9 +147,9 @@ func (p *peerTCPTap) Tap(f []byte, dir virtif.Direction) {
 // (verify) is right with offload off, and only RXChecksumOffload makes
 // offload on work; the connection here trusts checksums to see both.
 func TestIntegrationVethPartialChecksum(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	for _, peerOffload := range []bool{true, false} {
-		lab := netlab.NewT(t, netlab.Options{})
+		lab := labtest.NewT(t, netlab.Options{})
 		if err := lab.SetTxChecksum(netlab.Peer, peerOffload); err != nil {
 			t.Fatal(err)
 		}

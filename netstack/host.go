@@ -80,6 +80,10 @@ const (
 	echoBufferSize        = 16 << 10 // what the echo service holds of a connection's data
 )
 
+// httpHeaderSlack is what net/http reads beyond Server.MaxHeaderBytes
+// (its 4 KiB bufio slack); the server is given MaxHeaderBytes less it.
+const httpHeaderSlack = 4096
+
 // WithDefaults is l with its zero fields set to the defaults.
 func (l Limits) WithDefaults() Limits {
 	if l.MaxConns <= 0 {
@@ -207,8 +211,7 @@ func NewHost(ifc *virtif.Interface, cfg HostConfig) (h *Host, err error) {
 		h.srv = &http.Server{Handler: mux,
 			ReadHeaderTimeout: min(10*time.Second, lim.IdleTimeout), ReadTimeout: lim.IdleTimeout,
 			WriteTimeout: lim.WriteTimeout, IdleTimeout: lim.IdleTimeout,
-			// net/http allows 4 KiB beyond MaxHeaderBytes.
-			MaxHeaderBytes: max(1, lim.MaxHeaderBytes-4096),
+			MaxHeaderBytes: max(1, lim.MaxHeaderBytes-httpHeaderSlack),
 			ErrorLog:       log.New(io.Discard, "", 0)} // a library does not log
 		for _, ap := range httpAPs {
 			if !ap.Addr().IsValid() {

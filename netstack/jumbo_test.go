@@ -1,3 +1,5 @@
+//go:build linux
+
 package netstack
 
 import (
@@ -6,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
@@ -36,9 +39,9 @@ func backendStat(ifc *virtif.Interface, name string) uint64 {
 // (no fragmentation) from the peer's kernel is answered, and TCP from the
 // peer's kernel carries 9000-byte segments both ways, byte for byte.
 func TestIntegrationXDPJumbo(t *testing.T) {
-	netlab.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
-	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
-	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
+	labtest.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
+	labtest.RequireVethLab(t, "a veth pair of MTU 9000")
+	lab := labtest.NewT(t, netlab.Options{MTU: 9000})
 	peerTxChecksumOff(t, lab)
 	ifc := xdpIfc(t, lab, "")
 	if err := ifc.SetMTU(9000); err != nil {

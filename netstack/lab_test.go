@@ -1,3 +1,5 @@
+//go:build linux
+
 package netstack
 
 import (
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 	_ "github.com/virtif-xdp/virtif-xdp/virtif/xdp"
 )
@@ -92,14 +95,14 @@ func (h *hostTrafficTap) Tap(f []byte, dir virtif.Direction) {
 // traffic never reaches the vif.
 // With two queues the vif's frames arrive on two RX goroutines at once.
 func TestIntegrationXDPHost(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	for _, q := range []int{1, 2} {
 		t.Run(fmt.Sprintf("queues=%d", q), func(t *testing.T) { testXDPHost(t, q) })
 	}
 }
 
 func testXDPHost(t *testing.T, queues int) {
-	lab := netlab.NewT(t, netlab.Options{Queues: queues})
+	lab := labtest.NewT(t, netlab.Options{Queues: queues})
 	addIPv6(t, lab)
 	peerTxChecksumOff(t, lab)
 	before := runtime.NumGoroutine()
@@ -206,10 +209,10 @@ func testXDPHost(t *testing.T, queues int) {
 // (EndpointOptions.RXChecksumOffload), with GRO on (which verifies the
 // segments it takes, and must not pass these) and off.
 func TestIntegrationXDPChecksumOffload(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	for k := range 4 {
 		trust, noGRO := k&1 != 0, k&2 != 0
-		lab := netlab.NewT(t, netlab.Options{})
+		lab := labtest.NewT(t, netlab.Options{})
 		h, err := NewHost(xdpIfc(t, lab, ""), HostConfig{
 			Addrs: []netip.Prefix{srv4}, EchoPort: 7,
 			Stack: StackConfig{Endpoint: EndpointOptions{RXChecksumOffload: trust, NoGRO: noGRO}},
@@ -248,8 +251,8 @@ func TestIntegrationXDPChecksumOffload(t *testing.T) {
 // ARP, unsolicited neighbour advertisement) update the peer's neighbour cache,
 // which would otherwise keep the old MAC for tens of seconds.
 func TestIntegrationXDPRestartAnnounces(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
 	addIPv6(t, lab)
 	var macs []string
 	for unit := range 2 {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
+	"github.com/virtif-xdp/virtif-xdp/internal/virtiftest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 	_ "github.com/virtif-xdp/virtif-xdp/virtif/mem"
 )
@@ -30,15 +31,7 @@ var (
 )
 
 // newCloner makes a cloner closed when the test ends.
-func newCloner(t testing.TB) *virtif.Cloner {
-	t.Helper()
-	c, err := virtif.NewCloner(virtif.ClonerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
+var newCloner = virtiftest.NewCloner
 
 // memIfc makes an interface on the in-memory segment seg.
 func memIfc(t testing.TB, c *virtif.Cloner, seg string) *virtif.Interface {

@@ -13,7 +13,7 @@ import (
 )
 
 // MaxSegments is how many segments one frame may have when it reaches
-// Backend.Send: the seed's LB_SH, the size of virtif_start's iovec array.
+// Backend.Send: if_virt.c's LB_SH, the size of virtif_start's iovec array.
 const MaxSegments = 32
 
 // Backend is the hypercall side of an interface (VIFHYPER_*).
@@ -61,7 +61,8 @@ type BackendConfig struct {
 	// own: for a receiving goroutine that lives long (one per NIC queue),
 	// call it once when the goroutine starts. Each function it returns must
 	// not be called concurrently with itself; in exchange it skips the
-	// per-P counter lookup Deliver does (about a third of Deliver's cost).
+	// per-P counter lookup Deliver does (BenchmarkDeliver shows the
+	// difference).
 	// Optional to use: Deliver always works.
 	NewDeliver func() func(frame []byte)
 	// EndBatch says that the calling goroutine has delivered (Deliver or
@@ -113,7 +114,7 @@ type (
 	}
 	// MTULimiter says how large an MTU the backend carries (the frame
 	// less Ethernet and VLAN headers): SetMTU allows MinMTU..MaxMTU() in
-	// place of the seed's MinMTU..MaxMTU (ETHERMTU), the way a NetBSD
+	// place of if_virt.c's MinMTU..MaxMTU (ETHERMTU), the way a NetBSD
 	// driver's ETHERCAP_JUMBO_MTU lifts ether_ioctl's ceiling.
 	MTULimiter interface{ MaxMTU() int }
 	// StatsReporter appends backend counters to the interface statistics.
@@ -124,10 +125,26 @@ type (
 	BatchEnder interface{ EndsBatches() bool }
 )
 
+// EtherVLANHeaderLen is the Ethernet header with one 802.1Q tag (14 + 4
+// bytes): what a frame carries beyond its MTU, so a backend's MaxMTU is its
+// largest frame less this.
+const EtherVLANHeaderLen = 18
+
 // Stat is one named backend counter.
 type Stat struct {
 	Name  string
 	Value uint64
+}
+
+// LookupStat returns the value of the counter called name in stats, and
+// whether there is one.
+func LookupStat(stats []Stat, name string) (uint64, bool) {
+	for _, s := range stats {
+		if s.Name == name {
+			return s.Value, true
+		}
+	}
+	return 0, false
 }
 
 var registry struct {

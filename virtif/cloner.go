@@ -14,7 +14,7 @@ import (
 type ClonerConfig struct {
 	// Prefix names the interfaces: Prefix + unit number (default "vif").
 	Prefix string
-	// UnitMode is the seed built without RUMP_VIF_LINKSTR: the link string is
+	// UnitMode is if_virt.c built without RUMP_VIF_LINKSTR: the link string is
 	// the unit number in decimal and the backend is created at clone time,
 	// so Create fails if the backend cannot be opened. Without it (link-string
 	// mode, the default) the backend is created by SetLinkStr.
@@ -214,7 +214,7 @@ func (c *Cloner) Interfaces() []*Interface {
 }
 
 // Detach detaches the cloner (VIF_MODCMD's MODULE_CMD_FINI): EBUSY while
-// interfaces remain, where the seed always said ENOTTY. After it Create
+// interfaces remain, where if_virt.c always said ENOTTY. After it Create
 // fails with ENXIO. Detaching twice is fine.
 func (c *Cloner) Detach() error {
 	c.mu.Lock()

@@ -219,7 +219,7 @@ func TestZeroInterface(t *testing.T) {
 }
 
 // VIFHYPER_DESTROY's error reaches the caller of every way to destroy,
-// with its errno, and the interface is gone all the same (the seed's
+// with its errno, and the interface is gone all the same (if_virt.c's
 // virtif_unclone frees it whatever the hypercall says).
 func TestDestroyBackendCloseError(t *testing.T) {
 	c, err := NewCloner(ClonerConfig{})

@@ -8,7 +8,7 @@
 // # From if_virt.c to Go
 //
 //	if_clone_attach (VIF_MODCMD INIT)  NewCloner
-//	if_clone_detach (VIF_MODCMD FINI)  Cloner.Detach: EBUSY while interfaces remain (the seed: ENOTTY)
+//	if_clone_detach (VIF_MODCMD FINI)  Cloner.Detach: EBUSY while interfaces remain (if_virt.c: ENOTTY)
 //	virtif_clone                       Cloner.Create / CreateUnit (EEXIST if taken)
 //	#ifndef RUMP_VIF_LINKSTR           ClonerConfig.UnitMode: the unit number is the link string
 //	virtif_unclone                     Cloner.Destroy: EBUSY if up; Dying, stop, Close
@@ -41,8 +41,8 @@
 // header, and is accepted when its destination is the interface's MAC, a
 // multicast or broadcast address, or anything while promiscuous (then
 // marked promiscuous for the upper layer). Accepted frames are counted,
-// shown to the taps and handed to the Input set with SetInput. Where the
-// seed copies into an mbuf, the upper layer gets the backend's buffer,
+// shown to the taps and handed to the Input set with SetInput. Where
+// if_virt.c copies into an mbuf, the upper layer gets the backend's buffer,
 // valid only during the call: one that keeps a frame copies it. The path
 // takes no lock and allocates nothing: flags and MAC are atomics, counters
 // live in per-P shards (see Stats), taps cost one atomic load when none is
@@ -71,7 +71,7 @@
 //
 // # Errors
 //
-// Errors keep the seed's errno, so errors.Is(err, unix.EBUSY) works, and
+// Errors keep if_virt.c's errno, so errors.Is(err, unix.EBUSY) works, and
 // carry the interface name and operation: "vif0: set link string:
 // already set: device or resource busy". Nothing panics on any input.
 package virtif

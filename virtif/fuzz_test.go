@@ -72,7 +72,7 @@ func FuzzDeliver(f *testing.F) {
 }
 
 // seedSetLinkStr is if_virt.c 1.52's SIOCSLINKSTR (virtif_ioctl, lines
-// 222-261 of the seed listing) for ifd_cmd 0, written out from the C and
+// 222-261 of the if_virt.c listing) for ifd_cmd 0, written out from the C and
 // not from SetLinkStr: the checks in the C's order, on the C's inputs.
 // ifdLen is ifd_len, the bytes handed in counting the NUL. A zero errno
 // means the C goes on to copyinstr and virtif_create.
@@ -94,7 +94,7 @@ func seedSetLinkStr(ifUp, haveLinkstr bool, ifdLen int) unix.Errno {
 // portLinkRules are the rules the port adds before VIFHYPER_CREATE, from
 // SetLinkStr's doc comment: a Go string may hold a NUL, where copyinstr
 // would cut the C string, so it is refused; so is the empty string, which
-// the seed would hand to the hypercall; the scheme picks the backend. It
+// if_virt.c would hand to the hypercall; the scheme picks the backend. It
 // returns the scheme chosen.
 func portLinkRules(s, defaultScheme string) (string, unix.Errno) {
 	if len(s) == 0 {
@@ -127,8 +127,8 @@ func portLinkRules(s, defaultScheme string) (string, unix.Errno) {
 }
 
 // FuzzLinkStr: SIOCSLINKSTR never panics on any string in any state, and
-// answers as the seed's rules, written out independently above, say: the
-// seed's checks first in the seed's order (up, already set, ifd_len), then
+// answers as if_virt.c's rules, written out independently above, say: the
+// if_virt.c's checks first in its order (up, already set, ifd_len), then
 // the port's. A set link string reads back with IFLINKSTR_QUERYLEN's
 // strlen+1, which is the ifd_len it was set with.
 func FuzzLinkStr(f *testing.F) {
@@ -188,7 +188,7 @@ func FuzzLinkStr(f *testing.F) {
 				t.Fatalf("SetLinkStr(%.60q) up=%v set=%v = %v, want %v", s, up, preset, err, want)
 			}
 			if up && !strings.Contains(err.Error(), "up") {
-				t.Fatalf("SetLinkStr while up: %q does not say the interface is up (the seed checks IFF_UP first)", err)
+				t.Fatalf("SetLinkStr while up: %q does not say the interface is up (if_virt.c checks IFF_UP first)", err)
 			}
 			got, gerr := ifp.LinkStr()
 			if preset && (got != presetLink || gerr != nil) || !preset && !errors.Is(gerr, unix.ENOENT) {

@@ -16,14 +16,14 @@ import (
 )
 
 // Link string limits (SIOCSLINKSTR). LinkStrMax counts the terminating NUL
-// as the seed's ifd_len does, so a link string has 1..LinkStrMax-1 bytes.
+// as if_virt.c's ifd_len does, so a link string has 1..LinkStrMax-1 bytes.
 const LinkStrMax = 4096 // RUMP_VIF_LINKSTRMAX
 
-// MTU limits. What is the seed's: if_virt.c's virtif_clone sets if_mtu to
+// MTU limits. What is if_virt.c's: its virtif_clone sets if_mtu to
 // ETHERMTU, and NetBSD's ether_ioctl (SIOCSIFMTU) allows ETHERMIN..ETHERMTU
 // on an interface without ETHERCAP_JUMBO_MTU, which if_virt.c never sets.
 // So DefaultMTU, MinMTU and MaxMTU are those three, and a backend that says
-// nothing of its frame size gets exactly the seed's range.
+// nothing of its frame size gets exactly if_virt.c's range.
 //
 // What is ours: a backend that carries larger frames says so by
 // implementing MTULimiter, as a NetBSD driver sets ETHERCAP_JUMBO_MTU, and
@@ -181,7 +181,7 @@ func macBytes(k uint64) net.HardwareAddr {
 // without a ':' the cloner's DefaultScheme is used. Errors: EBUSY if the
 // interface is up or the link string already set; EINVAL if it is empty or
 // holds a NUL byte, or its scheme is empty; E2BIG if it is longer than
-// LinkStrMax-1 bytes (LinkStrMax with the NUL, as the seed counts ifd_len);
+// LinkStrMax-1 bytes (LinkStrMax with the NUL, as if_virt.c counts ifd_len);
 // ENXIO if no backend is registered for the scheme; otherwise the backend's
 // error. On failure nothing is kept and the link string stays unset.
 func (i *Interface) SetLinkStr(s string) error {
@@ -204,7 +204,7 @@ func (i *Interface) SetLinkStr(s string) error {
 	return i.createLocked(s)
 }
 
-// UnsetLinkStr is IFLINKSTR_UNSET, which the seed left as a panic: it is
+// UnsetLinkStr is IFLINKSTR_UNSET, which if_virt.c left as a panic: it is
 // not supported (ENOTSUP) since the backend cannot be replaced in place;
 // destroy and re-create the interface instead.
 func (i *Interface) UnsetLinkStr() error {
@@ -222,7 +222,7 @@ func (i *Interface) LinkStr() (string, error) {
 }
 
 // LinkStrLen is IFLINKSTR_QUERYLEN: the link string's length counting the
-// NUL, as the seed reports it; ENOENT when unset.
+// NUL, as if_virt.c reports it; ENOENT when unset.
 func (i *Interface) LinkStrLen() (int, error) {
 	s, err := i.LinkStr()
 	if err != nil {
@@ -258,7 +258,7 @@ func (i *Interface) createLocked(s string) error {
 	if open == nil {
 		return opErr(i.name, fmt.Sprintf("set link string: no backend for scheme %q", scheme), unix.ENXIO)
 	}
-	// The seed's b2:0a:RR:0b:0e:NN: 8 random bits. A backend that finds the
+	// if_virt.c's b2:0a:RR:0b:0e:NN: 8 random bits. A backend that finds the
 	// MAC in use on its link refuses it (ErrMACInUse), and the next RR is
 	// tried, each once, in a random order.
 	var mac net.HardwareAddr
@@ -411,7 +411,7 @@ type MTUReasoner interface {
 
 // SetMTU sets the MTU (SIOCSIFMTU, ether_ioctl): MinMTU up to MaxMTU, or
 // up to the backend's MaxMTU if it is an MTULimiter (see MinMTU for which
-// bound is the seed's, and MTUReasoner); EINVAL otherwise, ENXIO without a backend. The
+// bound is if_virt.c's, and MTUReasoner); EINVAL otherwise, ENXIO without a backend. The
 // send path then refuses frames longer than the MTU plus the Ethernet
 // header and one VLAN tag (EMSGSIZE).
 func (i *Interface) SetMTU(mtu int) error {

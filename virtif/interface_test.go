@@ -73,7 +73,7 @@ func TestSetLinkStrWhileUp(t *testing.T) {
 }
 
 // Mirrors virtif_ioctl SIOCGLINKSTR and IFLINKSTR_QUERYLEN (strlen+1), and
-// IFLINKSTR_UNSET, which the seed left as a panic.
+// IFLINKSTR_UNSET, which if_virt.c left as a panic.
 func TestGetLinkStr(t *testing.T) {
 	c := newCloner(t, ClonerConfig{})
 	ifp, _ := c.Create()

@@ -130,7 +130,7 @@ func (i *Interface) startLocked(segs [][]byte) error {
 		acc[cODrops]++
 		return i.errs.netdown
 	}
-	// Gather like the seed, in one pass; where it would panic("lazy bum")
+	// Gather like if_virt.c, in one pass; where it would panic("lazy bum")
 	// copy the tail from the MaxSegments-th non-empty segment on into
 	// scratch, which becomes the last segment.
 	n, total, coalesce := 0, 0, false

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xsk
 
 import (
@@ -102,26 +104,19 @@ func benchRXDrop(b *testing.B, size int) {
 	descs := make([]Desc, benchBatch)
 	// This thread's CPU time is the receiver's own cost; the kernel's copy
 	// into the UMEM happens in NAPI, mostly on the generator's CPU.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	cpu0 := threadCPU(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	for got := 0; got < b.N; {
-		n := s.Receive(descs)
-		if n == 0 {
-			if _, err := s.Wait(time.Second); err != nil {
-				b.Fatal(err)
+	el, cpu := timed(b, func() {
+		for got := 0; got < b.N; {
+			n := s.Receive(descs)
+			if n == 0 {
+				if _, err := s.Wait(time.Second); err != nil {
+					b.Fatal(err)
+				}
+				continue
 			}
-			continue
+			s.Release(descs[:n])
+			got += n
 		}
-		s.Release(descs[:n])
-		got += n
-	}
-	el := time.Since(start)
-	b.StopTimer()
-	cpu := threadCPU(b) - cpu0
+	})
 	after, err := s.Stats()
 	if err != nil {
 		b.Fatal(err)
@@ -184,7 +179,9 @@ func benchTXOnly(b *testing.B, size int, syscallKick bool) {
 func benchTX(b *testing.B, size, batch int, syscallKick bool) {
 	l := newXSKLab(b, netlab.Options{})
 	s := l.open(b, 0, nil)
-	s.syscallKick = syscallKick
+	if syscallKick {
+		useKick(b, kickTXSyscall)
+	}
 	sink, err := trafficgen.SinkIn(l.Lab, netlab.Peer, trafficgen.SinkDrop)
 	if err != nil {
 		b.Fatal(err)
@@ -222,49 +219,42 @@ func benchTX(b *testing.B, size, batch int, syscallKick bool) {
 	// CPU time of this thread (user + system, which includes the kernel's
 	// copy-mode transmit and usually the peer's NAPI) is steadier than wall
 	// time on a shared machine.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	cpu0 := threadCPU(b)
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	queued := 0
-	progress := time.Now()
-	// NextFrame reaps completions too, so count what is done by InFlight.
-	for i := 0; queued < b.N || s.InFlight() > 0; i++ {
-		if s.Complete() > 0 {
-			progress = time.Now()
-		} else if i%1024 == 0 && time.Since(progress) > 5*time.Second {
-			st, _ := s.Stats()
-			b.Fatalf("TX stalled: %d of %d queued, %d in flight, %d free, kick errno %v, need_wakeup %v, %+v",
-				queued, b.N, s.InFlight(), s.FreeFrames(), kickTX(s.fd), s.tx.needWakeup(), st)
-		}
-		n := 0
-		for n < min(batch, b.N-queued) {
-			addr, _, ok := s.NextFrame()
-			if !ok {
-				break
+	el, cpu := timed(b, func() {
+		queued := 0
+		progress := time.Now()
+		// NextFrame reaps completions too, so count what is done by InFlight.
+		for i := 0; queued < b.N || s.InFlight() > 0; i++ {
+			if s.Complete() > 0 {
+				progress = time.Now()
+			} else if i%1024 == 0 && time.Since(progress) > 5*time.Second {
+				st, _ := s.Stats()
+				b.Fatalf("TX stalled: %d of %d queued, %d in flight, %d free, kick errno %v, need_wakeup %v, %+v",
+					queued, b.N, s.InFlight(), s.FreeFrames(), kickTX(s.fd), s.tx.needWakeup(), st)
 			}
-			descs[n] = Desc{Addr: addr, Len: uint32(size)}
-			n++
-		}
-		sent, err := s.Transmit(descs[:n])
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, d := range descs[sent:n] {
-			s.FreeFrame(d.Addr)
-		}
-		queued += sent
-		if sent == 0 && n == 0 {
-			if err := s.Kick(); err != nil {
+			n := 0
+			for n < min(batch, b.N-queued) {
+				addr, _, ok := s.NextFrame()
+				if !ok {
+					break
+				}
+				descs[n] = Desc{Addr: addr, Len: uint32(size)}
+				n++
+			}
+			sent, err := s.Transmit(descs[:n])
+			if err != nil {
 				b.Fatal(err)
 			}
+			for _, d := range descs[sent:n] {
+				s.FreeFrame(d.Addr)
+			}
+			queued += sent
+			if sent == 0 && n == 0 {
+				if err := s.Kick(); err != nil {
+					b.Fatal(err)
+				}
+			}
 		}
-	}
-	el := time.Since(start)
-	b.StopTimer()
-	cpu := threadCPU(b) - cpu0
+	})
 	after, err := sink.Count()
 	if err != nil {
 		b.Fatal(err)
@@ -272,6 +262,22 @@ func benchTX(b *testing.B, size, batch int, syscallKick bool) {
 	b.ReportMetric(float64(b.N)/el.Seconds(), "pps")
 	b.ReportMetric(float64(after-before)/float64(b.N), "delivered/op")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
+// timed runs loop, the measured part of a benchmark, on a locked OS thread
+// and returns the wall time and that thread's CPU time (user + system) it
+// took.
+func timed(b *testing.B, loop func()) (wall, cpu time.Duration) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpu0 := threadCPU(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	loop()
+	wall = time.Since(start)
+	b.StopTimer()
+	return wall, threadCPU(b) - cpu0
 }
 
 func threadCPU(b *testing.B) time.Duration {

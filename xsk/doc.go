@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package xsk is an AF_XDP socket on golang.org/x/sys/unix, without cgo.
 //
 // A Socket owns one UMEM (a region of NumFrames frames of FrameSize bytes

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xsk
 
 import (
@@ -13,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // testEtherType is IEEE 802 local experimental 1: nothing else in the lab
@@ -46,7 +49,7 @@ func newXSKLab(tb testing.TB, opts netlab.Options) *xskLab {
 // (BPF_F_XDP_HAS_FRAGS: the program takes multi-buffer frames).
 func newXSKLabFlags(tb testing.TB, opts netlab.Options, flags uint32) *xskLab {
 	tb.Helper()
-	lab := netlab.NewT(tb, opts)
+	lab := labtest.NewT(tb, opts)
 	xsks, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: 64})
 	if err != nil {
 		tb.Fatalf("XSKMAP: %v", err)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xsk
 
 // Metadata returns the n bytes in front of the received packet d: where an

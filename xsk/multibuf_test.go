@@ -1,3 +1,5 @@
+//go:build linux
+
 package xsk
 
 import (
@@ -10,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 func TestPacket(t *testing.T) {
@@ -123,8 +126,8 @@ func TestStageWholePackets(t *testing.T) {
 // arrives as a chain of descriptors, byte for byte, and a chain transmitted
 // reaches the peer as one frame.
 func TestIntegrationSGJumbo(t *testing.T) {
-	netlab.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
-	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
+	labtest.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
+	labtest.RequireVethLab(t, "a veth pair of MTU 9000")
 	l := newXSKLabFlags(t, netlab.Options{MTU: 9000}, unix.BPF_F_XDP_HAS_FRAGS)
 	s := l.open(t, 0, &Config{SG: SGOn})
 	if !s.SG() || s.SGError() != nil {
@@ -195,8 +198,8 @@ func TestIntegrationSGJumbo(t *testing.T) {
 // Without SG (the default) a frame longer than a UMEM frame is dropped by
 // the kernel and counted, as before multi-buffer.
 func TestIntegrationSGOffDropsJumbo(t *testing.T) {
-	netlab.RequireKernel(t, 5, 18, "XDP programs for multi-buffer frames, BPF_F_XDP_HAS_FRAGS")
-	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
+	labtest.RequireKernel(t, 5, 18, "XDP programs for multi-buffer frames, BPF_F_XDP_HAS_FRAGS")
+	labtest.RequireVethLab(t, "a veth pair of MTU 9000")
 	l := newXSKLabFlags(t, netlab.Options{MTU: 9000}, unix.BPF_F_XDP_HAS_FRAGS)
 	s := l.open(t, 0, nil)
 	if s.SG() || s.SGError() != nil {
@@ -216,8 +219,8 @@ func TestIntegrationSGOffDropsJumbo(t *testing.T) {
 // unknown flag): SGAuto binds single-buffer and says why, SGOn fails with
 // the kernel's error.
 func TestIntegrationSGRefused(t *testing.T) {
-	netlab.RequireKernel(t, 5, 18, "XDP programs for multi-buffer frames, BPF_F_XDP_HAS_FRAGS")
-	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
+	labtest.RequireKernel(t, 5, 18, "XDP programs for multi-buffer frames, BPF_F_XDP_HAS_FRAGS")
+	labtest.RequireVethLab(t, "a veth pair of MTU 9000")
 	l := newXSKLabFlags(t, netlab.Options{MTU: 9000}, unix.BPF_F_XDP_HAS_FRAGS)
 	bindHook = func(fd int, sa unix.Sockaddr) error {
 		if sa.(*unix.SockaddrXDP).Flags&unix.XDP_USE_SG != 0 {

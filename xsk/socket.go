@@ -1,3 +1,5 @@
+//go:build linux
+
 package xsk
 
 import (
@@ -11,68 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// Mode is how a socket is bound to its queue.
-type Mode int
-
-const (
-	// ModeAuto binds with neither XDP_COPY nor XDP_ZEROCOPY: the kernel
-	// tries zero-copy and falls back to copy on any driver error (no
-	// zero-copy support at all, as on veth, or a driver that refuses this
-	// device, as virtio-net does without iommu_platform). Mode reports
-	// which was chosen.
-	ModeAuto Mode = iota
-	// ModeCopy copies frames between the driver's buffers and the UMEM
-	// (XDP_COPY). Works on every device.
-	ModeCopy
-	// ModeZeroCopy lets the driver DMA into the UMEM (XDP_ZEROCOPY). Open
-	// fails with an error matching unix.EOPNOTSUPP where the driver lacks it.
-	ModeZeroCopy
-)
-
-func (m Mode) String() string {
-	switch m {
-	case ModeAuto:
-		return "auto"
-	case ModeCopy:
-		return "copy"
-	case ModeZeroCopy:
-		return "zerocopy"
-	}
-	return fmt.Sprintf("Mode(%d)", int(m))
-}
-
-// SGMode is whether a socket is bound for multi-buffer packets (XDP_USE_SG,
-// Linux 6.6): packets longer than one frame, carried in a chain of
-// descriptors (see Desc.Continues and Packet).
-type SGMode int
-
-const (
-	// SGOff binds single-buffer, as before multi-buffer existed: the kernel
-	// drops a packet longer than a frame (counted in Stats.RXDropped).
-	SGOff SGMode = iota
-	// SGAuto binds with XDP_USE_SG where the kernel and the driver take it,
-	// and single-buffer where they refuse it (a kernel before 6.6 answers
-	// EINVAL, a driver whose zero-copy has no multi-buffer EOPNOTSUPP); SG
-	// reports which, SGError why not. Zero-copy is never given up for it:
-	// with ModeAuto on a driver whose zero-copy has no multi-buffer the
-	// socket binds zero-copy, single-buffer.
-	SGAuto
-	// SGOn binds with XDP_USE_SG or fails Open.
-	SGOn
-)
-
-func (m SGMode) String() string {
-	switch m {
-	case SGOff:
-		return "off"
-	case SGAuto:
-		return "auto"
-	case SGOn:
-		return "on"
-	}
-	return fmt.Sprintf("SGMode(%d)", int(m))
-}
 
 // UMEMConfig sizes the UMEM. Zero fields take the defaults.
 type UMEMConfig struct {
@@ -157,8 +97,6 @@ type Socket struct {
 	mode               Mode
 	needWakeup         bool // bound with XDP_USE_NEED_WAKEUP
 	busyPoll           bool
-	bindRetries        int  // EBUSY answers before bind succeeded (tests look)
-	syscallKick        bool // kick through Syscall6 (BenchmarkTXOnlySyscallKick)
 
 	sg    bool  // bound with XDP_USE_SG
 	sgErr error // why a bind with XDP_USE_SG failed (SGAuto fell back)
@@ -185,12 +123,11 @@ type Socket struct {
 	closed   atomic.Bool
 }
 
-const (
-	defaultFrameSize = 2048
-	defaultNumFrames = 4096
-	defaultRingSize  = 2048
-	defaultBudget    = 64
-)
+const defaultBudget = 64 // SO_BUSY_POLL_BUDGET when BusyPoll is set without one
+
+// onBindBusy is called each time bind answers EBUSY and is retried; a test
+// hook (export_test.go counts the retries).
+var onBindBusy = func() {}
 
 func withDefaults(cfg *Config) (Config, error) {
 	var c Config
@@ -202,12 +139,12 @@ func withDefaults(cfg *Config) (Config, error) {
 			*v = d
 		}
 	}
-	def(&c.UMEM.FrameSize, defaultFrameSize)
-	def(&c.UMEM.NumFrames, defaultNumFrames)
-	def(&c.UMEM.FillSize, defaultRingSize)
-	def(&c.UMEM.CompletionSize, defaultRingSize)
-	def(&c.RXSize, defaultRingSize)
-	def(&c.TXSize, defaultRingSize)
+	def(&c.UMEM.FrameSize, DefaultFrameSize)
+	def(&c.UMEM.NumFrames, DefaultNumFrames)
+	def(&c.UMEM.FillSize, DefaultRingSize)
+	def(&c.UMEM.CompletionSize, DefaultRingSize)
+	def(&c.RXSize, DefaultRingSize)
+	def(&c.TXSize, DefaultRingSize)
 	def(&c.BusyPollBudget, defaultBudget)
 	pow2 := func(name string, v int) error {
 		if v <= 0 || v&(v-1) != 0 || v > 1<<30 {
@@ -260,11 +197,7 @@ func Open(ifindex, queue int, cfg *Config) (*Socket, error) {
 	}
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		err = os.NewSyscallError("socket AF_XDP", err)
-		if errors.Is(err, unix.EAFNOSUPPORT) {
-			return nil, fmt.Errorf("xsk: kernel without AF_XDP (CONFIG_XDP_SOCKETS): %w", err)
-		}
-		return nil, fmt.Errorf("xsk: %w", err)
+		return nil, fmt.Errorf("xsk: %w", os.NewSyscallError("socket AF_XDP", err))
 	}
 	s := &Socket{fd: fd, ifindex: ifindex, queue: queue, wakeFd: -1}
 	if err := s.setup(&c); err != nil {
@@ -473,7 +406,7 @@ func (s *Socket) bindOnce(flags uint16) error {
 		if err != unix.EBUSY || time.Now().After(deadline) {
 			return os.NewSyscallError("bind", err)
 		}
-		s.bindRetries++
+		onBindBusy()
 		time.Sleep(delay)
 		delay = min(2*delay, 64*time.Millisecond)
 	}

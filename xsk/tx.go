@@ -1,3 +1,5 @@
+//go:build linux
+
 package xsk
 
 import (
@@ -107,13 +109,7 @@ func (s *Socket) kick() error {
 	if s.needWakeup && !s.tx.needWakeup() {
 		return nil
 	}
-	var e unix.Errno
-	if s.syscallKick {
-		e = kickTXSyscall(s.fd)
-	} else {
-		e = kickTX(s.fd)
-	}
-	switch e {
+	switch e := txKick(s.fd); e {
 	case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS:
 		return nil
 	default:

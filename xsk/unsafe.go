@@ -1,3 +1,5 @@
+//go:build linux
+
 package xsk
 
 // Every use of package unsafe in xsk is in this file: turning mmapped ring
@@ -115,24 +117,19 @@ func statistics(fd int) (unix.XDPStatistics, error) {
 
 // kickTX asks the kernel to process the TX ring: sendto(fd, NULL, 0,
 // MSG_DONTWAIT, NULL, 0). MSG_DONTWAIT means it never sleeps, so it may go
-// through RawSyscall6, which skips the scheduler's entersyscall/exitsyscall:
-// BenchmarkKick measured ~250 ns a kick against ~325 ns with Syscall6 here
-// (6.18, veth, copy mode). The cost: in copy mode the kernel builds and sends
-// up to a budget of frames (32) inside the call, tens of microseconds during
-// which this P runs no other goroutine. Whole-path txonly figures could not
-// tell the two apart on this shared VM (BenchmarkTXOnly vs
-// BenchmarkTXOnlyRawKick: ~0.7-1 CPU-us a frame either way).
+// through RawSyscall6, which skips the scheduler's entersyscall/exitsyscall
+// and so makes the kick itself cheaper (BenchmarkKick compares the two;
+// bench/results/notes.md has the figures). The cost: in copy mode the
+// kernel builds and sends up to a budget of frames (32) inside the call,
+// during which this P runs no other goroutine.
 func kickTX(fd int) unix.Errno {
 	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	return e
 }
 
-// kickTXSyscall is kickTX through Syscall6, kept for the benchmarks that
-// justify the choice.
-func kickTXSyscall(fd int) unix.Errno {
-	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
-	return e
-}
+// txKick is the TX kick Socket uses: kickTX; a test hook (the benchmarks
+// swap in kickTXSyscall to compare).
+var txKick = kickTX
 
 // kickRX asks the kernel to refill from the fill ring when it set
 // need_wakeup there: recvfrom(fd, NULL, 0, MSG_DONTWAIT, NULL, NULL).

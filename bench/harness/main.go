@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command harness is `make bench`: it measures virtif-xdp's rxdrop, txonly
 // and l2fwd against the kernel's own XDP_DROP rate, a C program on libxdp,
 // gVisor's pkg/xdp and AF_PACKET TPACKET_V3, interleaved in one run

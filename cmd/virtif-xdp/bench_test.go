@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -7,6 +9,7 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
@@ -21,8 +24,8 @@ func BenchmarkTxonly(b *testing.B) { runModeBench(b, "txonly") }
 func BenchmarkL2fwd(b *testing.B)  { runModeBench(b, "l2fwd") }
 
 func runModeBench(b *testing.B, mode string) {
-	netlab.RequireRoot(b)
-	lab := netlab.NewT(b, netlab.Options{})
+	labtest.RequireRoot(b)
+	lab := labtest.NewT(b, netlab.Options{})
 	var fwd *forwarder
 	var input virtif.Input = func([]byte, bool) {}
 	if mode == "l2fwd" {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"github.com/google/gopacket/pcapgo"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // capture -w - into a pipe nobody reads, under traffic: the receive path
@@ -21,11 +24,11 @@ import (
 // within a bounded time: the blocked writer is given up on (exit 1, saying
 // so), and every frame the tap saw is written or counted dropped.
 func TestIntegrationCaptureStalledReader(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	bin := commandBinary(t)
 	for _, how := range []string{"sigterm", "duration"} {
 		t.Run(how, func(t *testing.T) {
-			lab := netlab.NewT(t, netlab.Options{})
+			lab := labtest.NewT(t, netlab.Options{})
 			gen := newLive(t, lab)
 			r, w, err := os.Pipe()
 			if err != nil {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -7,16 +9,17 @@ import (
 	"testing"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // A SIGKILLed rxdrop leaves its vif's MAC on the NIC's unicast list
 // ('bridge fdb show dev NIC self'); 'cleanup' removes it, names the dead
 // process, and has nothing more to do the second time.
 func TestIntegrationCleanupAfterKill(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	t.Setenv("VIRTIF_XDP_STATE_DIR", t.TempDir())
 	bin := commandBinary(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	const mac = "b2:0a:42:0b:0e:07"
 	cmd, _ := startRunning(t, bin, "rxdrop", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--mac", mac, "--duration", "0")
 	listed := func() bool {

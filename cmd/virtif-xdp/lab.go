@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -7,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 )
@@ -143,10 +146,15 @@ func printLab(cmd *cobra.Command, l *netlab.Lab) {
 	fmt.Fprintf(w, "remove:  virtif-xdp lab down --name %s\n", l.Name)
 }
 
-// withRootHint adds what to do when the kernel refuses for lack of privilege.
+// withRootHint adds what to do when the kernel refuses for lack of
+// privilege, or has no AF_XDP: the libraries report the operation and the
+// errno, the command says the remedy, once.
 func withRootHint(err error) error {
-	if errors.Is(err, os.ErrPermission) {
+	switch {
+	case errors.Is(err, os.ErrPermission):
 		return fmt.Errorf("%w (run as root, or with CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW)", err)
+	case errors.Is(err, unix.EAFNOSUPPORT):
+		return fmt.Errorf("%w (this kernel has no AF_XDP: it needs CONFIG_XDP_SOCKETS)", err)
 	}
 	return err
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command virtif-xdp runs virtual interfaces (a Go port of NetBSD's if_virt)
 // whose host side is an AF_XDP socket on a real NIC: a lab to try it in, the
 // demo, the classic AF_XDP benchmark modes and a capture tap.

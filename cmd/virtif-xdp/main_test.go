@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // The commands are run in-process through execute, one at a time: they set
@@ -236,7 +239,7 @@ func TestHelpEverywhere(t *testing.T) {
 const demoChecks = 15
 
 func TestIntegrationDemo(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	before, err := netlab.List()
 	if err != nil {
 		t.Fatal(err)
@@ -308,7 +311,7 @@ func TestIntegrationDemo(t *testing.T) {
 }
 
 func TestIntegrationLabCommands(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	name := fmt.Sprintf("vxt%05d", os.Getpid()%100000)
 	t.Cleanup(func() {
 		if l, err := netlab.Open(name); err == nil {
@@ -342,7 +345,7 @@ func TestIntegrationLabCommands(t *testing.T) {
 // lab down removes whatever is left of a lab, says what was already gone,
 // and succeeds however often it is repeated, even for a lab never made.
 func TestIntegrationLabDownIdempotent(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	name := fmt.Sprintf("vxd%05d", os.Getpid()%100000)
 	t.Cleanup(func() { netlab.Remove(name) })
 	if r := runCmd(t, "lab", "up", "--name", name); r.code != exitOK {
@@ -375,7 +378,7 @@ func TestIntegrationLabDownIdempotent(t *testing.T) {
 // lab down under a running vif takes the veth with its XDP program away,
 // though the vif's process holds the namespace; the vif notices.
 func TestIntegrationLabDownUnderVif(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	bin := commandBinary(t)
 	name := fmt.Sprintf("vxv%05d", os.Getpid()%100000)
 	t.Cleanup(func() { netlab.Remove(name) })
@@ -473,9 +476,9 @@ func TestMain(m *testing.M) {
 // SIGTERM ends a long run cleanly: exit 0, the summary printed, the vif
 // destroyed and its XDP program gone from the NIC.
 func TestIntegrationSIGTERM(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	bin := commandBinary(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	cmd := exec.Command(bin, "rxdrop", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--duration", "0", "--json")
 	var out, errb syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -505,8 +508,8 @@ func TestIntegrationSIGTERM(t *testing.T) {
 // demo --link runs vif0 on a NIC the user names: it answers ping for --ip
 // and serves metrics until stopped.
 func TestIntegrationDemoLink(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
 	r := startCmd(t, "demo", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host],
 		"--ip", "198.18.0.3", "--duration", "0", "--metrics", "127.0.0.1:0")
 	r.waitRunning(t)
@@ -533,7 +536,7 @@ func TestIntegrationDemoLink(t *testing.T) {
 
 // SIGTERM in the middle of the lab demo removes the lab it made.
 func TestIntegrationDemoSIGTERM(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	bin := commandBinary(t)
 	cmd := exec.Command(bin, "demo")
 	var out, errb syncBuffer
@@ -575,7 +578,7 @@ func TestIntegrationDemoSIGTERM(t *testing.T) {
 // A reader that goes away (virtif-xdp demo | head -1) does not stop the
 // demo from tearing its lab down.
 func TestIntegrationDemoClosedStdout(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	bin := commandBinary(t)
 	cmd := exec.Command(bin, "demo")
 	stdout, err := cmd.StdoutPipe()

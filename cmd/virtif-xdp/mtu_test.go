@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -5,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // run --mtu 9000 on a veth of MTU 9000: the banner gives the MTU and its
@@ -12,10 +15,10 @@ import (
 // userspace stack with 8000-byte payloads that may not be fragmented. With
 // sg=off the ceiling is one UMEM frame's and run exits 1 saying so.
 func TestIntegrationRunJumbo(t *testing.T) {
-	netlab.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
-	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
+	labtest.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
+	labtest.RequireVethLab(t, "a veth pair of MTU 9000")
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{MTU: 9000})
 	args := []string{"run", "--netns", lab.NS[netlab.Host], "--addr", "198.18.0.3/24", "--probe", "0", "--http", "off", "--mtu", "9000"}
 	r := startCmd(t, append(args, "--link", "xdp:"+lab.Link[netlab.Host])...)
 	r.waitRunning(t)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -5,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // The NIC deleted or set down under a running rxdrop, txonly, l2fwd or run,
@@ -12,7 +15,7 @@ import (
 // exit 1 and an error that names the NIC and says what happened, instead of
 // running on deaf (and, spinning, burning a CPU) until --duration.
 func TestIntegrationNICGoneEveryMode(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	cmds := [][]string{
 		{"rxdrop", "--json"},
 		{"txonly", "--json"},
@@ -33,7 +36,7 @@ func TestIntegrationNICGoneEveryMode(t *testing.T) {
 }
 
 func testNICGone(t *testing.T, args []string, mode, how string) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	host := lab.Link[netlab.Host]
 	r := startCmd(t, append(args, "--netns", lab.NS[netlab.Host], "--link", "xdp:"+host+mode, "--duration", "0")...)
 	r.waitRunning(t)

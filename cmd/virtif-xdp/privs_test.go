@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // threadCaps reads, for every thread of pid, the capability lines and
@@ -49,7 +52,7 @@ func threadCaps(t *testing.T, pid int) map[string]map[string]string {
 // Both builds: with cgo (psx's C side changes every thread) and static,
 // CGO_ENABLED=0, as the kernel lab builds it (syscall.AllThreadsSyscall).
 func TestIntegrationDropsPrivileges(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	static := filepath.Join(t.TempDir(), "virtif-xdp-static")
 	build := exec.Command("go", "build", "-o", static, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -62,7 +65,7 @@ func TestIntegrationDropsPrivileges(t *testing.T) {
 }
 
 func testDropsPrivileges(t *testing.T, bin string) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	nic := lab.Link[netlab.Host]
 	const netAdmin = "0000000000001000" // bit 12, CAP_NET_ADMIN
 	pcap := filepath.Join(t.TempDir(), "cap.pcap")

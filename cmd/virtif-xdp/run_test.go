@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // testCtx bounds a failing exchange; it measures nothing.
@@ -27,8 +30,8 @@ func testCtx(t *testing.T) context.Context {
 // and a cancel (Ctrl-C) ends it with exit 0 and no XDP program left.
 // The peer's checksum offload stays on: --trust-rx-checksum copes with it.
 func TestIntegrationRun(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
 	if err := addLabIPv6(lab); err != nil {
 		t.Fatal(err)
 	}
@@ -152,9 +155,9 @@ func TestIntegrationRun(t *testing.T) {
 
 // SIGTERM ends run like Ctrl-C: exit 0, the vif and its XDP program gone.
 func TestIntegrationRunSIGTERM(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	bin := commandBinary(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	cmd := exec.Command(bin, "run", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--addr", "198.18.0.3/24")
 	var out, errb syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

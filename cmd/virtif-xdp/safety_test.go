@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // capture -w creates its file 0600, refuses an existing one without
@@ -108,8 +111,8 @@ func TestNamespaceNames(t *testing.T) {
 // of an interface on it, or on its address list. Each error names the
 // conflict; --allow-host-identity overrides.
 func TestIntegrationRunRefusesHostIdentity(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
 	if err := addLabIPv6(lab); err != nil {
 		t.Fatal(err)
 	}
@@ -167,8 +170,8 @@ func TestIntegrationRunRefusesHostIdentity(t *testing.T) {
 // The UMEM of one NIC is capped (umemmax=, default 1 GiB), checked before
 // anything is mapped, and the error gives the arithmetic.
 func TestIntegrationUMEMCeiling(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{Queues: 64})
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{Queues: 64})
 	for _, c := range []struct{ link, want string }{
 		{",queues=all,frames=1048576,frame=4096", "UMEM of 64 queues × 1048576 frames × 4096 bytes = 256 GiB, beyond the ceiling of 1 GiB"},
 		{",queues=0-3,umemmax=16M", "UMEM of 4 queues × 4096 frames × 2048 bytes = 32 MiB, beyond the ceiling of 16 MiB"},
@@ -187,14 +190,14 @@ func TestIntegrationUMEMCeiling(t *testing.T) {
 // below the hard limit it raises the soft one and runs; beyond, it fails
 // naming the limit, the bytes and the fix (not a bare ENOBUFS).
 func TestIntegrationMemlock(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	for _, tool := range []string{"prlimit", "setpriv"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not found (util-linux)", tool)
 		}
 	}
 	bin := commandBinary(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	// 2048 frames of 2048 bytes: 4 MiB of UMEM.
 	rxdrop := func(memlock string) result {
 		t.Helper()
@@ -231,8 +234,8 @@ func TestIntegrationMemlock(t *testing.T) {
 // ARP probe; IPv6: duplicate address detection) is not taken, and run
 // exits 1 naming the peer's MAC. A free one is taken (TestIntegrationRun).
 func TestIntegrationRunProbesAddresses(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
 	if err := addLabIPv6(lab); err != nil {
 		t.Fatal(err)
 	}
@@ -259,8 +262,8 @@ func TestIntegrationRunProbesAddresses(t *testing.T) {
 // connection from the peer is closed at once, an idle one after
 // --idle-timeout, and the metrics count both.
 func TestIntegrationRunServiceLimits(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
 	r := startCmd(t, "run", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--addr", "198.18.0.3/24",
 		"--trust-rx-checksum", "--max-conns", "1", "--idle-timeout", "500ms", "--metrics", "127.0.0.1:0")
 	r.waitRunning(t)

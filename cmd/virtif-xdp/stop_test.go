@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -6,14 +8,15 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // A benchmark mode's summary says how long it really ran and why it
 // stopped, in text and in JSON, for each way a run ends but the NIC failing
 // (TestIntegrationNICDeleted).
 func TestIntegrationBenchStopReasons(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
 	link := []string{"--netns", lab.NS[netlab.Host], "--link", "xdp:" + lab.Link[netlab.Host]}
 	want := func(t *testing.T, s benchSummary, stopped string, minWall float64) {
 		t.Helper()

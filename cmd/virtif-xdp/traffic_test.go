@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -12,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
 
@@ -68,8 +71,8 @@ const testFrames, testPPS = 20000, 50000
 // rxdrop counts every frame the generator sent it, in its JSON summary and
 // in its metrics, and a cancelled context (Ctrl-C) ends it cleanly.
 func TestIntegrationRxdropAndMetrics(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
 	gen := newLive(t, lab)
 	r := startCmd(t, "rxdrop", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host],
 		"--mac", testMAC, "--duration", "0", "--json", "--metrics", "127.0.0.1:0")
@@ -145,8 +148,8 @@ func TestIntegrationRxdropAndMetrics(t *testing.T) {
 
 // l2fwd sends every frame back to the peer, where a sink counts them.
 func TestIntegrationL2fwd(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
 	gen := newLive(t, lab)
 	sink := newSink(t, lab)
 	r := startCmd(t, "l2fwd", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host],
@@ -196,8 +199,8 @@ func TestIntegrationL2fwd(t *testing.T) {
 // txonly's count agrees with what reaches the peer, less what the veth
 // counts as dropped on the way.
 func TestIntegrationTxonly(t *testing.T) {
-	netlab.RequireRoot(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
 	sink := newSink(t, lab)
 	before, _ := sink.Count()
 	dropsBefore := vethDrops(t, lab)
@@ -247,12 +250,12 @@ func linkDrops(t *testing.T, lab *netlab.Lab, side int) netlink.LinkStatistics {
 
 // capture writes exactly --count frames that tcpdump reads back.
 func TestIntegrationCapture(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	tcpdump, err := exec.LookPath("tcpdump")
 	if err != nil {
 		t.Fatal("tcpdump not found: apt-get install tcpdump (make deps)")
 	}
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	gen := newLive(t, lab)
 	file := filepath.Join(t.TempDir(), "vif.pcap")
 	r := startCmd(t, "capture", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host],
@@ -292,7 +295,7 @@ func TestIntegrationCapture(t *testing.T) {
 // and an error that says why, instead of running on deaf, and still prints
 // its summary, which gives the time it really ran and the reason it stopped.
 func TestIntegrationNICDeleted(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	stoppedByNIC := func(t *testing.T, s benchSummary) {
 		t.Helper()
 		if s.Stopped != "nic" || !strings.Contains(s.StopError, "stopped receiving") || s.WallSeconds < 1 {
@@ -318,7 +321,7 @@ func TestIntegrationNICDeleted(t *testing.T) {
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			lab := netlab.NewT(t, netlab.Options{})
+			lab := labtest.NewT(t, netlab.Options{})
 			r := startCmd(t, append(c.args, "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--duration", "0")...)
 			r.waitRunning(t)
 			time.Sleep(time.Second) // so the wall time shows it ran

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package ethtool runs the few SIOCETHTOOL commands virtif-xdp needs (the
 // ones `ethtool -k/-K` and `ethtool -l/-L` use), in the calling thread's
 // network namespace. Errors keep the ioctl's errno: EOPNOTSUPP where the

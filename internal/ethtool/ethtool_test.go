@@ -1,3 +1,5 @@
+//go:build linux
+
 package ethtool_test
 
 import (
@@ -8,12 +10,13 @@ import (
 
 	"github.com/virtif-xdp/virtif-xdp/internal/ethtool"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // A veth with four queues reduced to two, as `ethtool -L NIC rx 2 tx 2`
 // does: the channels say two are active, four allocated.
 func TestIntegrationChannels(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{Queues: 4, NoAddr: true})
+	lab := labtest.NewT(t, netlab.Options{Queues: 4, NoAddr: true})
 	name := lab.Link[netlab.Host]
 	err := lab.Do(netlab.Host, func() error {
 		c, err := ethtool.GetChannels(name)
@@ -57,7 +60,7 @@ func TestIntegrationChannels(t *testing.T) {
 // A veth made the user's way, `ip link add A type veth peer name B`, gets a
 // queue per CPU allocated and one in use.
 func TestIntegrationChannelsPlainVeth(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{NoAddr: true})
+	lab := labtest.NewT(t, netlab.Options{NoAddr: true})
 	a, b := lab.Name+"a", lab.Name+"b"
 	if out, err := lab.Run(netlab.Host, "ip", "link", "add", a, "type", "veth", "peer", "name", b); err != nil {
 		t.Fatalf("ip link add: %v: %s", err, out)

@@ -1,16 +1,21 @@
-package netlab
+//go:build linux
+
+package netlab_test
 
 import (
 	"errors"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	. "github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // SetTxChecksum changes what the kernel reports for the veth, both ways, on
 // the side asked for only.
 func TestIntegrationSetTxChecksum(t *testing.T) {
-	l := NewT(t, Options{})
+	l := labtest.NewT(t, Options{})
 	get := func(side int) bool {
 		t.Helper()
 		var on bool

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netlab builds throw-away network labs for tests, benchmarks and the
 // demo: two named network namespaces joined by a veth pair, addressed from the
 // benchmarking range 198.18.0.0/15. Everything a lab creates lives inside its

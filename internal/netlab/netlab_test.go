@@ -1,4 +1,6 @@
-package netlab
+//go:build linux
+
+package netlab_test
 
 import (
 	"bytes"
@@ -10,10 +12,13 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	. "github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 func TestIntegrationLab(t *testing.T) {
-	l := NewT(t, Options{Queues: 2})
+	l := labtest.NewT(t, Options{Queues: 2})
 	out, err := l.Run(Peer, "ping", "-c", "1", "-W", "2", l.Addr[Host].Addr().String())
 	if err != nil {
 		t.Fatalf("ping across the lab: %v", err)
@@ -43,7 +48,7 @@ func TestIntegrationLab(t *testing.T) {
 }
 
 func TestIntegrationOpenList(t *testing.T) {
-	l := NewT(t, Options{})
+	l := labtest.NewT(t, Options{})
 	o, err := Open(l.Name)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +75,7 @@ func TestIntegrationOpenList(t *testing.T) {
 // Remove takes away what is left of a lab whose veth was deleted by hand,
 // says what was missing, and can be repeated.
 func TestIntegrationRemovePartial(t *testing.T) {
-	l := NewT(t, Options{})
+	l := labtest.NewT(t, Options{})
 	if out, err := l.Run(Host, "ip", "link", "del", l.Link[Host]); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -96,7 +101,7 @@ func TestIntegrationRemovePartial(t *testing.T) {
 // Remove of a whole lab takes the veth pair explicitly, so a namespace that
 // something still holds open loses its link too.
 func TestIntegrationRemoveHeldNamespace(t *testing.T) {
-	l := NewT(t, Options{})
+	l := labtest.NewT(t, Options{})
 	h, err := netns.GetFromName(l.NS[Host])
 	if err != nil {
 		t.Fatal(err)
@@ -118,7 +123,7 @@ func TestIntegrationRemoveHeldNamespace(t *testing.T) {
 
 // New refuses a name whose namespace exists, and leaves that namespace be.
 func TestIntegrationNewExisting(t *testing.T) {
-	l := NewT(t, Options{})
+	l := labtest.NewT(t, Options{})
 	if _, err := New(Options{Name: l.Name}); !errors.Is(err, os.ErrExist) {
 		t.Fatalf("New over an existing lab: %v, want ErrExist", err)
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package netlab
 
 import (
@@ -11,7 +13,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -349,13 +350,4 @@ func TestLinkOpts() string { return os.Getenv(TestLinkOptsEnv) }
 func (l *Lab) OnNICs() bool {
 	_, ok := nicLeases.Load(l)
 	return ok
-}
-
-// RequireVeth skips tb when l is made of existing NICs (VIRTIF_LAB_NICS)
-// instead of a veth pair; needs says what of veth the test relies on.
-func RequireVeth(tb testing.TB, l *Lab, needs string) {
-	tb.Helper()
-	if l.OnNICs() {
-		tb.Skipf("netlab: %s is an existing NIC, not a veth: the test needs %s", l.Link[Host], needs)
-	}
 }

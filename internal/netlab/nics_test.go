@@ -1,4 +1,6 @@
-package netlab
+//go:build linux
+
+package netlab_test
 
 import (
 	"bytes"
@@ -7,6 +9,9 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	. "github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // A lab made of existing NICs (VIRTIF_LAB_NICS) carries traffic between
@@ -15,7 +20,7 @@ import (
 // The "existing NICs" are a veth pair in a namespace of the test's own,
 // where New runs as it would in the root namespace of the kernel lab.
 func TestIntegrationLabOfNICs(t *testing.T) {
-	outer := NewT(t, Options{Name: "vxnicsout", NoAddr: true, Queues: 4})
+	outer := labtest.NewT(t, Options{Name: "vxnicsout", NoAddr: true, Queues: 4})
 	a, b := outer.Link[Host], "vxnicsb"
 	if _, err := outer.Run(Host, "ip", "link", "del", a); err != nil {
 		t.Fatal(err)

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package trafficgen makes test traffic: UDP frames carrying a sequence
 // number, and two generators that put them on a wire.
 //

@@ -1,3 +1,5 @@
+//go:build linux
+
 package trafficgen
 
 import (
@@ -10,13 +12,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // liveLab is a lab with a counting sink on the host end and a live
 // generator on the peer end.
 func liveLab(tb testing.TB, action SinkAction) (*netlab.Lab, *Sink, *Live, []byte) {
 	tb.Helper()
-	lab := netlab.NewT(tb, netlab.Options{})
+	lab := labtest.NewT(tb, netlab.Options{})
 	sink, err := SinkIn(lab, netlab.Host, action)
 	if err != nil {
 		tb.Fatal(err)
@@ -159,7 +162,7 @@ func TestIntegrationLiveErrors(t *testing.T) {
 }
 
 func TestIntegrationLiveNoSuchInterface(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	var live *Live
 	if err := lab.Do(netlab.Peer, func() (err error) {
 		live, err = NewLive(999_999)
@@ -176,7 +179,7 @@ func TestIntegrationLiveNoSuchInterface(t *testing.T) {
 }
 
 func TestIntegrationPacketByteForByte(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{NoAddr: true})
+	lab := labtest.NewT(t, netlab.Options{NoAddr: true})
 	var rx int
 	if err := lab.Do(netlab.Host, func() error {
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
@@ -255,10 +258,8 @@ func TestIntegrationPacketByteForByte(t *testing.T) {
 	}
 }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
 func TestIntegrationSinkCountsIPv4Only(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{NoAddr: true})
+	lab := labtest.NewT(t, netlab.Options{NoAddr: true})
 	sink, err := SinkIn(lab, netlab.Host, SinkDrop)
 	if err != nil {
 		t.Fatal(err)

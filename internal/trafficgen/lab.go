@@ -1,3 +1,5 @@
+//go:build linux
+
 package trafficgen
 
 import "github.com/virtif-xdp/virtif-xdp/internal/netlab"

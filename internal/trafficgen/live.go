@@ -1,3 +1,5 @@
+//go:build linux
+
 package trafficgen
 
 import (
@@ -13,15 +15,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Kernel constants for BPF_PROG_RUN (uapi/linux/bpf.h).
 const (
-	bpfProgTestRun       = 10
-	bpfFTestXDPLiveFrame = 1 << 1 // BPF_F_TEST_XDP_LIVE_FRAMES, Linux 5.18
-
-	// liveChunk bounds one BPF_PROG_RUN call (~2 s at the 8 Mpps seen
-	// here). Each call costs ~25-45 ms of set-up and tear-down here (the
-	// run's page pool), so calls must be long; timed and paced runs are
-	// ended by a signal instead.
+	// liveChunk bounds one BPF_PROG_RUN call, seconds at the generator's
+	// rate. Each call sets up and tears down the run's page pool, which
+	// costs tens of milliseconds (bench/results/notes.md), so calls must be
+	// long; timed and paced runs are ended by a signal instead.
 	liveChunk = 1 << 24
 	// liveMaxFrame: live mode takes at most a page less XDP headroom and
 	// skb_shared_info; 3 KiB fits every 4 KiB-page kernel.
@@ -341,9 +339,9 @@ func (l *Live) progRun(prog *ebpf.Program, frame []byte, repeat int) error {
 		repeat:     uint32(repeat),
 		ctxSizeIn:  uint32(unsafe.Sizeof(l.ctx)),
 		ctxIn:      uint64(uintptr(unsafe.Pointer(&l.ctx))),
-		flags:      bpfFTestXDPLiveFrame,
+		flags:      unix.BPF_F_TEST_XDP_LIVE_FRAMES, // Linux 5.18
 	}
-	_, _, errno := unix.Syscall(unix.SYS_BPF, bpfProgTestRun, uintptr(unsafe.Pointer(&l.attr)), unsafe.Sizeof(l.attr))
+	_, _, errno := unix.Syscall(unix.SYS_BPF, unix.BPF_PROG_RUN, uintptr(unsafe.Pointer(&l.attr)), unsafe.Sizeof(l.attr))
 	runtime.KeepAlive(frame)
 	if errno != 0 {
 		return fmt.Errorf("trafficgen: live BPF_PROG_RUN on ifindex %d: %w", l.ifindex, os.NewSyscallError("bpf", errno))

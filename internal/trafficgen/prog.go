@@ -1,3 +1,5 @@
+//go:build linux
+
 package trafficgen
 
 import (
@@ -132,7 +134,8 @@ type Sink struct {
 func NewSink(ifindex int, action SinkAction) (*Sink, error) { return NewSlowSink(ifindex, action, 0) }
 
 // NewSlowSink is NewSink with a receiver slower than any sender: the program
-// spins spins rounds per frame (200000 take ~100 µs). Behind a veth with a
+// spins spins rounds per frame (bench/results/notes.md says how long 200000
+// take on one machine). Behind a veth with a
 // qdisc, whose queue the kernel stops while the peer's ring is full, it
 // backs up the sender's transmit path, e.g. an AF_XDP TX ring.
 func NewSlowSink(ifindex int, action SinkAction, spins int) (*Sink, error) {

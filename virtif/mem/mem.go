@@ -299,7 +299,7 @@ func (p *port) SetPromisc(bool) error { return nil }
 func (p *port) SetMulticast(net.HardwareAddr, bool) error { return nil }
 
 // MaxMTU allows frames up to 64 KiB with Ethernet and VLAN headers.
-func (p *port) MaxMTU() int { return 65535 - 18 }
+func (p *port) MaxMTU() int { return 65535 - virtif.EtherVLANHeaderLen }
 
 // AppendStats reports frames sent into the segment, frames delivered, and
 // frames lost to a full receive queue or to a dying interface.

@@ -154,12 +154,8 @@ func backendStat(r virtif.StatsReporter, name string) uint64 {
 }
 
 func findStat(l []virtif.Stat, name string) uint64 {
-	for _, s := range l {
-		if s.Name == name {
-			return s.Value
-		}
-	}
-	return 0
+	v, _ := virtif.LookupStat(l, name)
+	return v
 }
 
 // Destroy (Dying then Close) waits for the member's goroutine, and nothing

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -10,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // fdbSelf is what `bridge fdb show dev NIC self` lists: the NIC's own
@@ -49,7 +52,7 @@ func stateFiles(t *testing.T) []string {
 // is used but never removed.
 func TestIntegrationNICAddressList(t *testing.T) {
 	t.Setenv(stateDirEnv, t.TempDir())
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	v := newVif(t, lab, nil, "")
 	mac := v.ifc.HardwareAddr()
 	if !listed(t, lab, mac) {
@@ -117,7 +120,7 @@ func TestIntegrationNICAddressList(t *testing.T) {
 // of the NIC removes them, and so does CleanLeftovers.
 func TestIntegrationLeftoverAddresses(t *testing.T) {
 	t.Setenv(stateDirEnv, t.TempDir())
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 
 	t.Run("next open", func(t *testing.T) {
 		cmd, mac := startChild(t, lab)

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package xdp is the AF_XDP backend of virtif: link strings "xdp:IFNAME,..."
 // give an interface whose frames come from and go to a real NIC at
 // kernel-bypass speed, while the host kernel keeps the NIC's other traffic.
@@ -48,7 +50,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,10 +64,6 @@ func init() {
 	// The only possible error is a second registration; the first stays.
 	_ = virtif.RegisterBackend(Scheme, func(c virtif.BackendConfig) (virtif.Backend, error) { return Open(c) })
 }
-
-// xdpPacketHeadroom is XDP_PACKET_HEADROOM: the kernel places a received
-// packet this far into its UMEM frame.
-const xdpPacketHeadroom = 256
 
 // txBatch is how many frames Send stages before it hands them to the kernel.
 const txBatch = 64
@@ -95,7 +92,7 @@ type Backend struct {
 	// The queue b sends on; its TX state is under txq.txMu.
 	txq *queue
 
-	rxq                   []paddedCounter // frames handed to delivers[i]
+	rxFrames              []paddedCounter // frames handed to delivers[i]
 	txRingFull, txNoFrame atomic.Uint64   // frames Send refused (ENOBUFS)
 	txTooBig              atomic.Uint64   // frames Send refused (EMSGSIZE)
 	txChains              atomic.Uint64   // frames Send staged as a chain of descriptors
@@ -125,7 +122,9 @@ func (b *Backend) EndsBatches() bool { return b.endBatch != nil }
 // unix.ENODEV for a missing NIC, unix.ENETDOWN for a NIC that is down,
 // os.ErrPermission without the privileges, unix.EBUSY when another program
 // holds the NIC, unix.EOPNOTSUPP for mode=zerocopy on a driver without it,
-// unix.EAFNOSUPPORT without AF_XDP; each says what to do. A failed Open
+// unix.EAFNOSUPPORT without AF_XDP. Each names the operation refused; the
+// errors about the link string or the NIC also say what to do, while
+// privileges and kernel features are the caller's to explain. A failed Open
 // leaves nothing behind: no program on the NIC, no socket, no goroutine.
 func Open(bc virtif.BackendConfig) (*Backend, error) {
 	c, err := ParseLinkStr(bc.Link)
@@ -145,10 +144,8 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 	}
 	n, slot, err := acquireNIC(c, b)
 	if err != nil {
-		return nil, withPrivilegeHint(err)
+		return nil, err
 	}
-	b.nic = n
-	b.txq = n.queues[slot%len(n.queues)]
 	for _, q := range n.queues {
 		if err = faultAt("setsocket", q.id); err == nil {
 			err = n.steer.SetSocket(slot, q.id, q.sock.FD())
@@ -178,16 +175,9 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 		if cerr := b.Close(); cerr != nil {
 			err = fmt.Errorf("%w; undoing it: %w", err, cerr)
 		}
-		return nil, withPrivilegeHint(err)
+		return nil, err
 	}
 	return b, nil
-}
-
-func withPrivilegeHint(err error) error {
-	if (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) && !strings.Contains(err.Error(), "CAP_") {
-		return fmt.Errorf("%w (run as root, or grant CAP_NET_ADMIN, CAP_BPF and CAP_NET_RAW)", err)
-	}
-	return err
 }
 
 // Send is VIFHYPER_SEND: it copies the frame's segments into a free UMEM
@@ -363,7 +353,7 @@ func (b *Backend) Flush() error {
 		return net.ErrClosed
 	}
 	n := b.nic
-	if b.slot < 64 {
+	if b.slot < flushBitsLen {
 		n.flushBits.Or(1 << b.slot)
 		if n.rxDepth.Load() > 0 {
 			return nil
@@ -402,9 +392,9 @@ func (b *Backend) drainLocked() error {
 		}
 		if left != last {
 			last, idle = left, 0
-		} else if idle++; idle == 1024 {
+		} else if idle++; idle == drainSpins {
 			since = time.Now()
-		} else if idle > 1024 && idle%256 == 0 && time.Since(since) > drainStall {
+		} else if idle > drainSpins && idle%drainClockEvery == 0 && time.Since(since) > drainStall {
 			break
 		}
 		if err = q.sock.Kick(); err != nil {
@@ -417,8 +407,16 @@ func (b *Backend) drainLocked() error {
 }
 
 // drainStall is how long Flush kicks a TX ring the kernel takes nothing
-// from before it returns (a variable for tests).
+// from before it returns (a variable for tests). It counts from the
+// drainSpins-th kick without progress, and the clock is read every
+// drainClockEvery kicks: a busy device usually takes frames again within a
+// few kicks, so the common case reads no clock at all.
 var drainStall = 100 * time.Millisecond
+
+const (
+	drainSpins      = 1024
+	drainClockEvery = 256
+)
 
 // Dying is VIFHYPER_DYING: the vif receives nothing from now on (its frames
 // pass to the host kernel again).
@@ -674,13 +672,13 @@ func (b *Backend) MaxMTUReason() string {
 
 // maxMTU is MaxMTU and what sets it.
 func (n *nic) maxMTU() (int, string) {
-	rx := n.cfg.FrameSize - xdpPacketHeadroom
-	single := rx - 18
+	rx := n.cfg.FrameSize - unix.XDP_PACKET_HEADROOM
+	single := rx - virtif.EtherVLANHeaderLen
 	if !n.sg {
 		return single, fmt.Sprintf("one %d-byte UMEM frame less %d bytes of kernel headroom and 18 of Ethernet and VLAN headers; multi-buffer is off: %s",
-			n.cfg.FrameSize, xdpPacketHeadroom, n.sgWhy)
+			n.cfg.FrameSize, unix.XDP_PACKET_HEADROOM, n.sgWhy)
 	}
-	chain := maxChain*rx - 18
+	chain := maxChain*rx - virtif.EtherVLANHeaderLen
 	link := int(n.linkMTU.Load())
 	switch {
 	case link <= single:
@@ -725,7 +723,7 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 		if s, err := q.sock.Stats(); err == nil {
 			if len(n.queues) > 1 {
 				pfx := "q" + strconv.Itoa(q.id) + "_"
-				add(pfx+"rx_frames", b.rxq[i].n.Load())
+				add(pfx+"rx_frames", b.rxFrames[i].n.Load())
 				add(pfx+"xsk_rx_dropped", s.RXDropped)
 				add(pfx+"xsk_rx_ring_full", s.RXRingFull)
 				add(pfx+"xsk_rx_fill_ring_empty", s.RXFillRingEmptyDescs)
@@ -745,8 +743,8 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	add("xsk_rx_fill_ring_empty", ks.RXFillRingEmptyDescs)
 	add("xsk_tx_ring_empty", ks.TXRingEmptyDescs)
 	var rx uint64
-	for i := range b.rxq {
-		rx += b.rxq[i].n.Load()
+	for i := range b.rxFrames {
+		rx += b.rxFrames[i].n.Load()
 	}
 	add("rx_frames", rx)
 	// Counters of the NIC's RX goroutines, summed over its queues.
@@ -800,5 +798,5 @@ func (b *Backend) bindQueues(nq int) {
 			b.delivers[i] = b.deliver
 		}
 	}
-	b.rxq = make([]paddedCounter, nq)
+	b.rxFrames = make([]paddedCounter, nq)
 }

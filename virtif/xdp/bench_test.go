@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -6,6 +8,7 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 	"github.com/virtif-xdp/virtif-xdp/xsk"
 )
@@ -23,7 +26,7 @@ func BenchmarkRxDropSpin(b *testing.B) { benchRx(b, ",rxwait=spin") }
 func BenchmarkRxDropBusyPoll(b *testing.B) { benchRx(b, ",busypoll=64") }
 
 func benchRx(b *testing.B, opts string) {
-	lab := netlab.NewT(b, netlab.Options{})
+	lab := labtest.NewT(b, netlab.Options{})
 	gen, err := trafficgen.LiveIn(lab, netlab.Peer)
 	if err != nil {
 		b.Fatal(err)
@@ -43,8 +46,8 @@ func BenchmarkRxDropJumbo(b *testing.B) { benchRxSkb(b, 9014) }
 func BenchmarkRxDropSkb(b *testing.B) { benchRxSkb(b, 1514) }
 
 func benchRxSkb(b *testing.B, size int) {
-	netlab.RequireVethLab(b, "a veth pair of MTU 9000")
-	lab := netlab.NewT(b, netlab.Options{MTU: 9000})
+	labtest.RequireVethLab(b, "a veth pair of MTU 9000")
+	lab := labtest.NewT(b, netlab.Options{MTU: 9000})
 	gen, err := trafficgen.PacketIn(lab, netlab.Peer)
 	if err != nil {
 		b.Fatal(err)
@@ -107,9 +110,9 @@ func BenchmarkTxOnly1514(b *testing.B) { benchTx(b, 9000, 1514) }
 
 func benchTx(b *testing.B, mtu, size int) {
 	if mtu > 1500 {
-		netlab.RequireVethLab(b, "a veth pair of MTU 9000")
+		labtest.RequireVethLab(b, "a veth pair of MTU 9000")
 	}
-	lab := netlab.NewT(b, netlab.Options{MTU: mtu})
+	lab := labtest.NewT(b, netlab.Options{MTU: mtu})
 	v := newVif(b, lab, nil, "")
 	if err := v.ifc.SetMTU(mtu); err != nil {
 		b.Fatal(err)
@@ -158,7 +161,7 @@ func benchTx(b *testing.B, mtu, size int) {
 // Chains gathers frames of 5 descriptors (9000 bytes) into the queue's
 // buffer, one op being one frame either way.
 func BenchmarkDemux(b *testing.B) {
-	lab := netlab.NewT(b, netlab.Options{})
+	lab := labtest.NewT(b, netlab.Options{})
 	v := newVif(b, lab, nil, "")
 	v.ifc.SetInput(func([]byte, bool) {})
 	n := v.b.nic

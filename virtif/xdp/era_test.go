@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
@@ -94,7 +97,7 @@ func (l *eraLab) hold(v *testVif, name string, k int) {
 // departed vif's tagged frames after tagging stopped, and after a new vif
 // took its slot.
 func TestIntegrationTaggingTransitions(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	c, err := virtif.NewCloner(virtif.ClonerConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +190,7 @@ func TestIntegrationTaggingTransitions(t *testing.T) {
 // frame for another MAC (the interface would count it in IFiltered), and
 // afterwards A's queue has all its TX frames back.
 func TestIntegrationJoinLeaveUnderTraffic(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	a := newVif(t, lab, nil, "")
 	peer := openRaw(t, lab, netlab.Peer)
 	gen, err := trafficgen.LiveIn(lab, netlab.Peer)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -9,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
@@ -37,8 +40,8 @@ type handlerResult struct{ err error }
 func TestIntegrationCloseFromOwnHandler(t *testing.T) {
 	for _, api := range []string{"backend", "interface"} {
 		t.Run(api, func(t *testing.T) {
-			lab := netlab.NewT(t, netlab.Options{})
-			other := netlab.NewT(t, netlab.Options{})
+			lab := labtest.NewT(t, netlab.Options{})
+			other := labtest.NewT(t, netlab.Options{})
 			check := leakCheck(t)
 			closed := make(chan handlerResult, 1)
 			var b *Backend
@@ -118,7 +121,7 @@ func net6(b []byte) []byte { return b }
 // re-opens a vif in its place; nothing hangs, the vifs that remain receive,
 // and the last Close takes everything down.
 func TestIntegrationHandlerOpensAndClosesVifs(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	c := newCloner(t)
 	check := leakCheck(t)
 	a := newVif(t, lab, c, "")
@@ -166,7 +169,7 @@ func TestIntegrationHandlerOpensAndClosesVifs(t *testing.T) {
 // on the same NIC before returning: the new vif keeps the NIC (the teardown
 // the Close would have done is called off) and receives.
 func TestIntegrationHandlerReplacesLastVif(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	c := newCloner(t)
 	check := leakCheck(t)
 	a := newVif(t, lab, c, "")
@@ -200,7 +203,7 @@ func TestIntegrationHandlerReplacesLastVif(t *testing.T) {
 // opening another vif on the NIC meanwhile must not deadlock with it (the
 // Close waits without holding the process's NIC lock).
 func TestIntegrationCloseWhileHandlerOpens(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	c := newCloner(t)
 	a := newVif(t, lab, c, "")
 	bv := newVif(t, lab, c, "")

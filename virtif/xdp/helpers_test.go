@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -14,6 +16,7 @@ import (
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
+	"github.com/virtif-xdp/virtif-xdp/internal/virtiftest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
@@ -81,15 +84,7 @@ type testVif struct {
 }
 
 // newCloner makes a cloner that the test's end closes.
-func newCloner(t testing.TB) *virtif.Cloner {
-	t.Helper()
-	c, err := virtif.NewCloner(virtif.ClonerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	return c
-}
+var newCloner = virtiftest.NewCloner
 
 // newVif creates a vif on the lab's host-side veth with link options opts
 // ("" or ",key=value...") and brings it up.
@@ -235,23 +230,14 @@ func frame(lab *netlab.Lab, dst net.HardwareAddr, marker string, size int) []byt
 
 // arpRequest builds a broadcast ARP request from the peer for target.
 func arpRequest(lab *netlab.Lab, target netip.Addr) []byte {
-	f := make([]byte, 60)
-	copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	copy(f[6:12], lab.MAC[netlab.Peer])
-	f[12], f[13] = 0x08, 0x06
-	copy(f[14:22], []byte{0, 1, 8, 0, 6, 4, 0, 1})
-	copy(f[22:28], lab.MAC[netlab.Peer])
-	copy(f[28:32], peerIP.AsSlice())
-	t4 := target.As4()
-	copy(f[38:42], t4[:])
-	return f
+	return trafficgen.ARPRequest(lab.MAC[netlab.Peer], peerIP, target)
 }
 
+// stat is the backend counter called name; a missing one reads as the
+// largest value, so no check passes on it by accident.
 func stat(st virtif.Stats, name string) uint64 {
-	for _, s := range st.Backend {
-		if s.Name == name {
-			return s.Value
-		}
+	if v, ok := virtif.LookupStat(st.Backend, name); ok {
+		return v
 	}
 	return ^uint64(0)
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -10,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/xsk"
 )
 
@@ -29,9 +32,9 @@ func jumboFrame(lab *netlab.Lab, dst []byte, marker string, size int) []byte {
 // from the vif to the peer. Several vifs share the NIC so the tagged path
 // carries chains too.
 func TestIntegrationJumboBothWays(t *testing.T) {
-	netlab.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
-	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
-	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
+	labtest.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
+	labtest.RequireVethLab(t, "a veth pair of MTU 9000")
+	lab := labtest.NewT(t, netlab.Options{MTU: 9000})
 	c := newCloner(t)
 	v := newVif(t, lab, c, "")
 	info := v.b.Info()
@@ -117,8 +120,8 @@ func TestIntegrationJumboBothWays(t *testing.T) {
 // frame's, SetMTU above it names the reason, and a 9000-byte frame from the
 // peer is dropped by the kernel and counted.
 func TestIntegrationJumboSGOff(t *testing.T) {
-	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
-	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
+	labtest.RequireVethLab(t, "a veth pair of MTU 9000")
+	lab := labtest.NewT(t, netlab.Options{MTU: 9000})
 	v := newVif(t, lab, nil, ",sg=off")
 	info := v.b.Info()
 	if info.SG || info.MaxMTU != 2048-256-18 || !strings.Contains(info.MTULimit, "sg=off") {
@@ -155,9 +158,9 @@ func TestIntegrationJumboSGOff(t *testing.T) {
 // frames after it arrive; Send refuses a frame longer than maxChain UMEM
 // frames (EMSGSIZE).
 func TestIntegrationJumboChainTooLong(t *testing.T) {
-	netlab.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
-	netlab.RequireVethLab(t, "a veth pair of MTU 40000")
-	lab := netlab.NewT(t, netlab.Options{MTU: 40000})
+	labtest.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
+	labtest.RequireVethLab(t, "a veth pair of MTU 40000")
+	lab := labtest.NewT(t, netlab.Options{MTU: 40000})
 	v := newVif(t, lab, nil, "")
 	if info := v.b.Info(); !info.SG || info.MaxMTU != maxChain*1792-18 || !strings.Contains(info.MTULimit, "chain of 18") {
 		t.Fatalf("Info: SG %v, MaxMTU %d (%s)", info.SG, info.MaxMTU, info.MTULimit)
@@ -187,9 +190,9 @@ func TestIntegrationJumboChainTooLong(t *testing.T) {
 // a frame. Played through demux on a queue of its own, on the vif's socket
 // (the descriptors point into its UMEM).
 func TestIntegrationJumboBadChains(t *testing.T) {
-	netlab.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
-	netlab.RequireVethLab(t, "a veth pair of MTU 9000")
-	lab := netlab.NewT(t, netlab.Options{MTU: 9000})
+	labtest.RequireKernel(t, 6, 6, "multi-buffer AF_XDP, XDP_USE_SG")
+	labtest.RequireVethLab(t, "a veth pair of MTU 9000")
+	lab := labtest.NewT(t, netlab.Options{MTU: 9000})
 	v := newVif(t, lab, nil, "")
 	n := v.b.nic
 	q := &queue{sock: n.queues[0].sock, gather: make([]byte, 0, maxChain*2048)}
@@ -201,7 +204,7 @@ func TestIntegrationJumboBadChains(t *testing.T) {
 		}
 		return x
 	}
-	delivered := func() uint64 { return v.b.rxq[0].n.Load() }
+	delivered := func() uint64 { return v.b.rxFrames[0].n.Load() }
 	base := delivered()
 	// Cut off at the ring's end: the batch ends in a chain of 2.
 	n.demux(q, e, []xsk.Desc{d(0, false), d(1, true), d(2, true)}, 0)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -16,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
@@ -113,7 +116,7 @@ func xdpAttached(t *testing.T, lab *netlab.Lab) bool {
 // 6. A process holding a vif is SIGKILLed: no XDP program remains on the
 // NIC, and host traffic flows.
 func TestIntegrationKilledOwner(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	cmd, _ := startChild(t, lab)
 	if !xdpAttached(t, lab) {
 		t.Fatal("no XDP program on the NIC while the child holds a vif")
@@ -153,7 +156,7 @@ func TestIntegrationNICDeleted(t *testing.T) {
 }
 
 func testNICGone(t *testing.T, opts, how string) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	c := newCloner(t)
 	runtime.GC()
 	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
@@ -235,7 +238,7 @@ func testNICGone(t *testing.T, opts, how string) {
 func TestIntegrationNICCarrierLoss(t *testing.T) {
 	for _, mode := range []string{"", ",rxwait=spin", ",busypoll=64"} {
 		t.Run(strings.TrimPrefix(mode, ","), func(t *testing.T) {
-			lab := netlab.NewT(t, netlab.Options{})
+			lab := labtest.NewT(t, netlab.Options{})
 			v := newVif(t, lab, nil, mode)
 			ipCmd(t, lab, netlab.Peer, "link", "set", lab.Link[netlab.Peer], "down")
 			// Longer than the health checks' period, many times over.
@@ -290,7 +293,7 @@ func reopenAfterFailure(t *testing.T, lab *netlab.Lab, c *virtif.Cloner, how, op
 // the whole NIC: Done and Err say so, the program leaves the NIC, and an
 // Open while the failed vif is still open sets the NIC up afresh.
 func TestIntegrationFailedNICNotReused(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{Queues: 2})
+	lab := labtest.NewT(t, netlab.Options{Queues: 2})
 	c := newCloner(t)
 	v := newVif(t, lab, c, "")
 	var once sync.Once

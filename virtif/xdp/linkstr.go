@@ -6,31 +6,13 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/bpf"
+	"github.com/virtif-xdp/virtif-xdp/xsk"
 )
 
 // Scheme is the link-string scheme this backend registers: "xdp:IFNAME,...".
 const Scheme = "xdp"
-
-// XDP socket modes (link-string key "mode").
-const (
-	ModeAuto     = "auto"     // zero-copy where the driver has it, else copy
-	ModeCopy     = "copy"     // always copy
-	ModeZeroCopy = "zerocopy" // zero-copy or fail
-)
-
-// Multi-buffer modes (link-string key "sg").
-const (
-	SGAuto = "auto" // jumbo frames where kernel and driver allow (XDP_USE_SG, 6.6), else single-buffer
-	SGOn   = "on"   // multi-buffer or fail
-	SGOff  = "off"  // single-buffer: frames up to one UMEM frame, as before 6.6
-)
-
-// Attach modes (link-string key "attach").
-const (
-	AttachAuto    = "auto"    // native (driver) first, generic (SKB) as fallback
-	AttachNative  = "native"  // driver mode or fail
-	AttachGeneric = "generic" // generic mode
-)
 
 // Config is a parsed link string:
 //
@@ -46,8 +28,12 @@ type Config struct {
 	// channels where the driver reports them (ETHTOOL_GCHANNELS), else
 	// every queue it allocated.
 	Queues []int
-	Mode   string
-	Attach string
+	// Mode is how the sockets bind (key "mode": auto, copy, zerocopy);
+	// the zero value is xsk.ModeAuto.
+	Mode xsk.Mode
+	// Attach is where the program runs (key "attach": auto, native,
+	// generic); the zero value is bpf.AttachAuto.
+	Attach bpf.AttachMode
 	// FrameSize is the UMEM frame size: 2048 or 4096 (default 2048).
 	FrameSize int
 	// Frames is the number of UMEM frames per queue (default 4096), a power of two.
@@ -59,34 +45,60 @@ type Config struct {
 	// BusyPoll, when > 0, enables SO_PREFER_BUSY_POLL with this budget and
 	// makes the RX goroutines spin instead of sleeping in poll(2).
 	BusyPoll int
-	// RXWait is how an RX goroutine waits for frames: "poll" (default)
-	// sleeps in poll(2), so an idle vif costs no CPU; "spin" keeps checking
-	// the ring, a CPU per queue, as xdpsock's default loop does: no wakeup
-	// costs on the kernel's side, the highest receive rate.
-	RXWait string
+	// RXWait is how an RX goroutine waits for frames (key "rxwait").
+	RXWait RXWait
 	// UMEMMax caps the UMEM of the NIC, all queues together (frames ×
 	// frame size × queues), in bytes; 0 means DefaultUMEMMax. A link
 	// string asking for more is refused before anything is mapped.
 	UMEMMax int64
 	// SG is multi-buffer, frames longer than a UMEM frame in a chain of
 	// descriptors (XDP_USE_SG, 6.6; the program loaded as xdp.frags, 5.18):
-	// "auto" (default) where the kernel and the driver allow it, else
-	// single-buffer, saying why (Info); "on" or fail; "off" single-buffer.
-	// With it the vif's MTU may go up to the NIC's (MaxMTU).
-	SG string
+	// xsk.SGAuto (the link string's default, sg=auto) where the kernel and
+	// the driver allow it, else single-buffer, saying why (Info); xsk.SGOn
+	// or fail; xsk.SGOff (the zero value) single-buffer. With it the vif's
+	// MTU may go up to the NIC's (MaxMTU).
+	SG xsk.SGMode
 }
 
-// RX wait modes (link-string key "rxwait").
+// RXWait is how an RX goroutine waits for frames (link-string key "rxwait").
+type RXWait int
+
 const (
-	RXWaitPoll = "poll"
-	RXWaitSpin = "spin"
+	// RXWaitPoll (the zero value, "poll") sleeps in poll(2), so an idle
+	// vif costs no CPU.
+	RXWaitPoll RXWait = iota
+	// RXWaitSpin ("spin") keeps checking the ring, a CPU per queue, as
+	// xdpsock's default loop does: no wakeup costs on the kernel's side,
+	// the highest receive rate.
+	RXWaitSpin
 )
+
+func (w RXWait) String() string {
+	switch w {
+	case RXWaitPoll:
+		return "poll"
+	case RXWaitSpin:
+		return "spin"
+	}
+	return fmt.Sprintf("RXWait(%d)", int(w))
+}
+
+// parseEnum returns the value among vals whose String is s.
+func parseEnum[T fmt.Stringer](s string, vals ...T) (T, bool) {
+	for _, v := range vals {
+		if v.String() == s {
+			return v, true
+		}
+	}
+	var zero T
+	return zero, false
+}
 
 // Defaults for the numeric keys.
 const (
-	DefaultFrameSize = 2048
-	DefaultFrames    = 4096
-	DefaultRing      = 2048
+	DefaultFrameSize = xsk.DefaultFrameSize
+	DefaultFrames    = xsk.DefaultNumFrames
+	DefaultRing      = xsk.DefaultRingSize
 	maxQueue         = 1023
 	maxFrames        = 1 << 20
 	maxRing          = 1 << 16
@@ -106,14 +118,11 @@ func ParseLinkStr(s string) (*Config, error) {
 	parts := strings.Split(rest, ",")
 	c := &Config{
 		Ifname:    parts[0],
-		Mode:      ModeAuto,
-		Attach:    AttachAuto,
 		FrameSize: DefaultFrameSize,
 		Frames:    DefaultFrames,
 		Ring:      DefaultRing,
 		Wakeup:    true,
-		RXWait:    RXWaitPoll,
-		SG:        SGAuto,
+		SG:        xsk.SGAuto,
 	}
 	if c.Ifname == "" || len(c.Ifname) >= unix.IFNAMSIZ || strings.ContainsAny(c.Ifname, "/ =\x00") {
 		return nil, fmt.Errorf("link string %q: bad interface name %q: %w", s, c.Ifname, unix.EINVAL)
@@ -138,15 +147,13 @@ func ParseLinkStr(s string) (*Config, error) {
 				return nil, bad("N, N-M or all, queues 0.." + strconv.Itoa(maxQueue))
 			}
 		case "mode":
-			if val != ModeAuto && val != ModeCopy && val != ModeZeroCopy {
+			if c.Mode, ok = parseEnum(val, xsk.ModeAuto, xsk.ModeCopy, xsk.ModeZeroCopy); !ok {
 				return nil, bad("auto, copy or zerocopy")
 			}
-			c.Mode = val
 		case "attach":
-			if val != AttachAuto && val != AttachNative && val != AttachGeneric {
+			if c.Attach, ok = parseEnum(val, bpf.AttachAuto, bpf.AttachNative, bpf.AttachGeneric); !ok {
 				return nil, bad("auto, native or generic")
 			}
-			c.Attach = val
 		case "frame":
 			if c.FrameSize, err = strconv.Atoi(val); err != nil || (c.FrameSize != 2048 && c.FrameSize != 4096) {
 				return nil, bad("2048 or 4096")
@@ -173,15 +180,13 @@ func ParseLinkStr(s string) (*Config, error) {
 				return nil, bad("a budget from 0 (off) to 65535")
 			}
 		case "rxwait":
-			if val != RXWaitPoll && val != RXWaitSpin {
+			if c.RXWait, ok = parseEnum(val, RXWaitPoll, RXWaitSpin); !ok {
 				return nil, bad("poll or spin")
 			}
-			c.RXWait = val
 		case "sg":
-			if val != SGAuto && val != SGOn && val != SGOff {
+			if c.SG, ok = parseEnum(val, xsk.SGAuto, xsk.SGOn, xsk.SGOff); !ok {
 				return nil, bad("auto, on or off")
 			}
-			c.SG = val
 		case "umemmax":
 			if c.UMEMMax, err = parseBytes(val); err != nil || c.UMEMMax < 1<<20 || c.UMEMMax > maxUMEMMax {
 				return nil, bad("bytes from 1M to 1T, with K, M, G or T (powers of 1024)")

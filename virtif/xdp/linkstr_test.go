@@ -7,6 +7,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/bpf"
+	"github.com/virtif-xdp/virtif-xdp/xsk"
 )
 
 func TestParseLinkStr(t *testing.T) {
@@ -14,8 +17,8 @@ func TestParseLinkStr(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &Config{Ifname: "eth0", Queues: []int{0, 1, 2, 3}, Mode: "copy", Attach: "generic",
-		FrameSize: 4096, Frames: 8192, Ring: 1024, Wakeup: false, BusyPoll: 64, RXWait: "spin", SG: "auto"}
+	want := &Config{Ifname: "eth0", Queues: []int{0, 1, 2, 3}, Mode: xsk.ModeCopy, Attach: bpf.AttachGeneric,
+		FrameSize: 4096, Frames: 8192, Ring: 1024, Wakeup: false, BusyPoll: 64, RXWait: RXWaitSpin, SG: xsk.SGAuto}
 	if !reflect.DeepEqual(full, want) {
 		t.Fatalf("got %+v\nwant %+v", full, want)
 	}
@@ -23,8 +26,8 @@ func TestParseLinkStr(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if def.Queues != nil || def.Mode != ModeAuto || def.Attach != AttachAuto || def.FrameSize != 2048 ||
-		def.Frames != 4096 || def.Ring != 2048 || !def.Wakeup || def.BusyPoll != 0 || def.RXWait != "poll" {
+	if def.Queues != nil || def.Mode != xsk.ModeAuto || def.Attach != bpf.AttachAuto || def.FrameSize != 2048 ||
+		def.Frames != 4096 || def.Ring != 2048 || !def.Wakeup || def.BusyPoll != 0 || def.RXWait != RXWaitPoll {
 		t.Fatalf("defaults: %+v", def)
 	}
 	one, err := ParseLinkStr("xdp:veth0,queues=2")

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -5,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
 
@@ -44,7 +47,7 @@ func hostRxDropped(t *testing.T, lab *netlab.Lab) uint64 {
 // once; under overload every frame sent is received or counted as dropped
 // by someone (the veth, the socket, the interface).
 func TestIntegrationNothingLost(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	v := newVif(t, lab, nil, ",ring=4096,frames=16384")
 	sc := &seqCounter{seen: map[uint64]int{}}
 	v.ifc.SetInput(sc.input)

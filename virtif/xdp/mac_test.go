@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -6,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // 4. After any sequence of MAC changes — the MAC the vif has already, A to
@@ -14,7 +17,7 @@ import (
 // then delete it; in the program's fast table it took a second slot that
 // the delete did not free, so an old MAC stayed steered for good.)
 func TestIntegrationSetHardwareAddrSequences(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	v := newVif(t, lab, nil, "")
 	host := openRaw(t, lab, netlab.Host)
 	peer := openRaw(t, lab, netlab.Peer)

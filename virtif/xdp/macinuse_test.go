@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -7,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // The default MAC b2:0a:RR:0b:0e:NN avoids what is in use on the segment:
@@ -16,7 +19,7 @@ import (
 // but one in the neighbour table, the vif gets that one; a second vif gets
 // the one freed next, not the first vif's.
 func TestIntegrationDefaultMACAvoidsCollisions(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	nic := lab.Link[netlab.Host]
 	var batch strings.Builder
 	for rr := range 256 {

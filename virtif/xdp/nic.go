@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -94,12 +96,13 @@ type nic struct {
 	// goroutine lowers rxDepth before it takes the bits, so either Flush
 	// sees no batch running and flushes itself, or a batch end sees the bit.
 	rxDepth   atomic.Int32
-	flushBits atomic.Uint64
+	flushBits atomic.Uint64 // one bit per slot below flushBitsLen
 
 	// An RX goroutine asleep in poll(2) is on the socket's wait queue, and
 	// the kernel then tries to wake it at every TX completion
-	// (sock_wfree -> sk_write_space): on a veth in copy mode that cost up to
-	// a third of the TX rate. So each transmit bumps txSeq, and an RX
+	// (sock_wfree -> sk_write_space): on a veth in copy mode that costs a
+	// good part of the TX rate (bench/results/notes.md). So each transmit
+	// bumps txSeq, and an RX
 	// goroutine whose ring has been empty for rxQuiet while txSeq moves
 	// naps instead — from minNap, doubling to maxNap — until TX has been
 	// quiet for quietTime; only then does it sleep in poll(2), counting
@@ -110,6 +113,21 @@ type nic struct {
 	txSeq   atomic.Uint64
 	pollers atomic.Int32
 }
+
+// flushBitsLen is the width of nic.flushBits: vifs in higher slots flush
+// at once instead of at the end of the RX batch.
+const flushBitsLen = 64
+
+// pollWait is the longest an idle RX goroutine sleeps in poll(2): a NIC
+// that goes away wakes no poller, so this bounds how late it is noticed.
+const pollWait = 200 * time.Millisecond
+
+// busyPollTime is SO_BUSY_POLL, in microseconds, when busypoll= is set: how
+// long one poll may spin in the driver. 20 µs is what xdpsock (the AF_XDP
+// sample of the kernel and bpf-examples) sets with SO_PREFER_BUSY_POLL;
+// with preferred busy polling the budget (busypoll=N) bounds the work, not
+// this time.
+const busyPollTime = 20
 
 const (
 	minNap    = 20 * time.Microsecond
@@ -266,6 +284,10 @@ func (n *nic) reserveLocked(b *Backend) (int, error) {
 	n.taken[slot] = true
 	b.bindQueues(len(n.queues))
 	b.slot = slot
+	// b is complete before it is published: an RX goroutine may flush it
+	// (a flush bit its slot's last vif left) as soon as it finds it.
+	b.nic = n
+	b.txq = n.queues[slot%len(n.queues)]
 	n.vifs[slot].Store(b)
 	if err := n.updateSolo(); err != nil {
 		n.vifs[slot].Store(nil)
@@ -536,7 +558,7 @@ func (n *nic) setup(c *Config) error {
 		// for every queue the NIC has.
 		maxQ = nq.allocated
 	}
-	steer, err := bpf.Load(&bpf.Options{MaxQueues: max(maxQ, 1), NoMeta: simulateNoMeta.Load(), NoFrags: c.SG == SGOff})
+	steer, err := bpf.Load(&bpf.Options{MaxQueues: max(maxQ, 1), NoMeta: simulateNoMeta.Load(), NoFrags: c.SG == xsk.SGOff})
 	if err == nil {
 		if err = faultAt("load", -1); err != nil {
 			_ = steer.Close()
@@ -548,8 +570,7 @@ func (n *nic) setup(c *Config) error {
 	n.steer = steer
 	n.vifs = make([]atomic.Pointer[Backend], steer.Options().MaxVifs)
 	n.taken = make([]bool, len(n.vifs))
-	attach := map[string]bpf.AttachMode{AttachAuto: bpf.AttachAuto, AttachNative: bpf.AttachNative, AttachGeneric: bpf.AttachGeneric}[c.Attach]
-	if n.attach, err = steer.Attach(n.ifindex, attach); err == nil {
+	if n.attach, err = steer.Attach(n.ifindex, c.Attach); err == nil {
 		err = faultAt("attach", -1)
 	}
 	if err != nil {
@@ -574,10 +595,9 @@ func (n *nic) setup(c *Config) error {
 	if n.addrs, err = newAddrList(c.Ifname, n.ifindex, n.key.netns); err != nil {
 		return err
 	}
-	mode := map[string]xsk.Mode{ModeAuto: xsk.ModeAuto, ModeCopy: xsk.ModeCopy, ModeZeroCopy: xsk.ModeZeroCopy}[c.Mode]
-	sg := map[string]xsk.SGMode{SGAuto: xsk.SGAuto, SGOn: xsk.SGOn, SGOff: xsk.SGOff}[c.SG]
+	sg := c.SG
 	switch {
-	case c.SG == SGOff:
+	case c.SG == xsk.SGOff:
 		n.sgWhy = "sg=off"
 	case !steer.Frags() && sg == xsk.SGOn:
 		return fmt.Errorf("xdp: %s: sg=on: the kernel would not load the program for multi-buffer frames (BPF_F_XDP_HAS_FRAGS, Linux 5.18+): %w", c.Ifname, unix.EOPNOTSUPP)
@@ -591,12 +611,12 @@ func (n *nic) setup(c *Config) error {
 			UMEM:              xsk.UMEMConfig{FrameSize: c.FrameSize, NumFrames: c.Frames, FillSize: c.Ring, CompletionSize: c.Ring},
 			RXSize:            c.Ring,
 			TXSize:            c.Ring,
-			Mode:              mode,
+			Mode:              c.Mode,
 			DisableNeedWakeup: !c.Wakeup,
 			SG:                sg,
 		}
 		if c.BusyPoll > 0 {
-			xc.BusyPoll, xc.BusyPollBudget = 20, c.BusyPoll
+			xc.BusyPoll, xc.BusyPollBudget = busyPollTime, c.BusyPoll
 		}
 		sock, err := xsk.Open(n.ifindex, q, xc)
 		if err == nil {
@@ -606,11 +626,9 @@ func (n *nic) setup(c *Config) error {
 		}
 		if err != nil {
 			switch {
-			case errors.Is(err, unix.EAFNOSUPPORT):
-				return fmt.Errorf("xdp: %s queue %d: %w (this kernel has no AF_XDP: it needs CONFIG_XDP_SOCKETS)", c.Ifname, q, err)
-			case errors.Is(err, unix.EOPNOTSUPP) && c.Mode == ModeZeroCopy:
+			case errors.Is(err, unix.EOPNOTSUPP) && c.Mode == xsk.ModeZeroCopy:
 				return fmt.Errorf("xdp: %s queue %d: %w (the driver cannot bind zero-copy: use mode=auto or mode=copy)", c.Ifname, q, err)
-			case c.SG == SGOn && isBindErr(err):
+			case c.SG == xsk.SGOn && isBindErr(err):
 				return fmt.Errorf("xdp: %s queue %d: %w (sg=on needs multi-buffer; sg=auto takes jumbo frames where the kernel and the driver allow them)", c.Ifname, q, err)
 			case errors.Is(err, unix.EINVAL) && isBindErr(err):
 				return fmt.Errorf("xdp: %s queue %d: %w (the NIC does not use that queue: 'ethtool -l %s' shows its channels; use queues=all)", c.Ifname, q, err, c.Ifname)
@@ -687,7 +705,6 @@ func (n *nic) rxLoop(q *queue) {
 		txSeen    time.Time // when txSeq was last seen moving
 		rxSeen    time.Time // when frames last arrived
 		nap       = minNap
-		pollWait  = 200 * time.Millisecond
 		idle      uint
 		lastCheck = time.Now()
 	)
@@ -816,7 +833,7 @@ func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 				i = end
 				continue
 			}
-			c, deliver := &o.rxq[q.idx].n, o.delivers[q.idx]
+			c, deliver := &o.rxFrames[q.idx].n, o.delivers[q.idx]
 			for ; i < end; i++ {
 				f := q.sock.Frame(descs[i])
 				if descs[i].Options&xsk.PktContd != 0 {
@@ -891,7 +908,7 @@ func (n *nic) demux(q *queue, e *era, descs []xsk.Desc, at uint32) *era {
 				n.untagged.Add(1)
 				continue
 			}
-			c := &b.rxq[q.idx].n
+			c := &b.rxFrames[q.idx].n
 			c.Store(c.Load() + 1)
 			b.delivers[q.idx](f)
 		}

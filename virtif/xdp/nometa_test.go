@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // waitDemux waits (generously: it only bounds a failing test) until the NIC
@@ -53,7 +56,7 @@ func exactly(t *testing.T, name string, v *testVif, prefix string, want [][]byte
 // counted.
 func TestIntegrationNoMetaTwoVifs(t *testing.T) {
 	setNoMeta(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	v0 := newVif(t, lab, nil, "")
 	v1 := newVif(t, lab, v0.c, "")
 	vifs := []*testVif{v0, v1}
@@ -143,7 +146,7 @@ func TestIntegrationNoMetaTwoVifs(t *testing.T) {
 // broadcast to the promiscuous one.
 func TestIntegrationNoMetaRules(t *testing.T) {
 	setNoMeta(t)
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	v0 := newVif(t, lab, nil, "")
 	v1 := newVif(t, lab, v0.c, "")
 	v2 := newVif(t, lab, v0.c, "")
@@ -215,7 +218,7 @@ func TestIntegrationNoMetaRules(t *testing.T) {
 // tag when the NIC switches to demultiplexing by MAC go by that tag, the
 // frames after it by MAC, and none reaches another vif.
 func TestIntegrationNoMetaSwitchWithTaggedFrames(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	l := &eraLab{t: t, lab: lab, c: newCloner(t), peer: openRaw(t, lab, netlab.Peer), got: map[string]int{}, vifs: map[string]*testVif{}}
 	a := l.join("A")
 	b := l.join("B")

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -7,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
 
@@ -18,7 +21,7 @@ import (
 // to drop frames that did not fit on the ring after Send had accepted
 // them: tx_ring_full_drops.)
 func TestIntegrationTXOverload(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	count := slowPeer(t, lab)
 	v := newVif(t, lab, nil, ",ring=64,frames=256")
 	f := frame(lab, lab.MAC[netlab.Peer], "OVERLOAD", 100) // IPv4: the sink counts these
@@ -100,7 +103,7 @@ func slowPeer(t *testing.T, lab *netlab.Lab) func() uint64 {
 // loop never makes that call). They used to wait for the next Send, for ever
 // if none came.
 func TestIntegrationStrandedTXKicked(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	count := slowPeer(t, lab)
 	v := newVif(t, lab, nil, ",ring=64,frames=256,rxwait=spin")
 	setDrainStall(t, 0) // Flush gives up at the first stall

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -10,6 +12,7 @@ import (
 
 	"github.com/virtif-xdp/virtif-xdp/internal/ethtool"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
@@ -36,7 +39,7 @@ func openOn(t *testing.T, lab *netlab.Lab, ifname, opts string) (*virtif.Interfa
 // queues=all serves exactly the two, and naming an inactive one says how to
 // enable it.
 func TestIntegrationActiveQueues(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{Queues: 4})
+	lab := labtest.NewT(t, netlab.Options{Queues: 4})
 	nicName := lab.Link[netlab.Host]
 	for side := range 2 {
 		err := lab.Do(side, func() error {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
@@ -62,7 +65,7 @@ var errInjected = fmt.Errorf("injected fault: %w", unix.EIO)
 // not kept in the process's table. On a 2-queue NIC the second socket
 // failing undoes the first.
 func TestIntegrationSetupFailuresUndo(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{Queues: 2})
+	lab := labtest.NewT(t, netlab.Options{Queues: 2})
 	link := "xdp:" + lab.Link[netlab.Host]
 	for _, tc := range []struct {
 		step  string
@@ -109,7 +112,7 @@ func TestIntegrationSetupFailuresUndo(t *testing.T) {
 // A second vif whose Open fails after it got a slot on a NIC in use leaves
 // the first one working and its slot and MAC free for the next.
 func TestIntegrationSecondVifFailureUndo(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	v := newVif(t, lab, nil, "")
 	for _, step := range []string{"setsocket", "addmac"} {
 		t.Run(step, func(t *testing.T) {
@@ -161,7 +164,7 @@ func TestIntegrationSecondVifFailureUndo(t *testing.T) {
 // mode=zerocopy on a veth (no zero-copy in its driver) is an error that
 // says so, not a panic, and leaves nothing on the NIC.
 func TestIntegrationZeroCopyOnVeth(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	check := leakCheck(t)
 	b, err := openIn(t, lab.NS[netlab.Host], "xdp:"+lab.Link[netlab.Host]+",mode=zerocopy", nil)
 	if err == nil {
@@ -180,7 +183,7 @@ func TestIntegrationZeroCopyOnVeth(t *testing.T) {
 
 // A NIC that is down cannot be opened: ENETDOWN, saying how to bring it up.
 func TestIntegrationOpenDownNIC(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	if out, err := lab.Run(netlab.Host, "ip", "link", "set", lab.Link[netlab.Host], "down"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -201,7 +204,7 @@ func TestIntegrationOpenDownNIC(t *testing.T) {
 // and receives; a queue the NIC does not use is an error naming it, not a
 // panic, and leaves nothing behind.
 func TestIntegrationUserMadeVeth(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	a, b := lab.Name+"a", lab.Name+"b"
 	for _, args := range [][]string{
 		{"ip", "link", "add", a, "type", "veth", "peer", "name", b},

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -11,6 +13,7 @@ import (
 
 	"github.com/virtif-xdp/virtif-xdp/bpf"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
@@ -64,7 +67,7 @@ func txFree(b *Backend) int {
 // survivor queue's TX frames and the program's map entries are as before.
 func TestIntegrationChurnSoak(t *testing.T) {
 	cycles := *soakCycles
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	c, err := virtif.NewCloner(virtif.ClonerConfig{})
 	if err != nil {
 		t.Fatal(err)

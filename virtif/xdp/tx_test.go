@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
 
@@ -38,7 +41,7 @@ func txIdle(b *Backend) (free, inFlight int) {
 // that Close has unmapped (this used to crash: Send checked closed before
 // it took the TX lock).
 func TestIntegrationSendRacesClose(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	f := frame(lab, lab.MAC[netlab.Peer], "RACE", 200)
 	for round := range 20 {
 		v := newVif(t, lab, nil, ",ring=64,frames=256")
@@ -104,7 +107,7 @@ func TestIntegrationSendRacesClose(t *testing.T) {
 // queue has every TX frame back and A sends a full UMEM's worth without
 // ENOBUFS.
 func TestIntegrationCloseDuringBatchFreesTX(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	const opts = ",ring=256,frames=512"
 	a := newVif(t, lab, nil, opts)
 	peer := openRaw(t, lab, netlab.Peer)

@@ -1,3 +1,5 @@
+//go:build linux
+
 package xdp
 
 import (
@@ -9,13 +11,14 @@ import (
 
 	"github.com/virtif-xdp/virtif-xdp/internal/ethtool"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
 )
 
 // 1. Frames to the vif's MAC reach the vif (and not the host kernel);
 // frames to another MAC reach the host kernel and not the vif.
 func TestIntegrationSteering(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	v := newVif(t, lab, nil, "")
 	host := openRaw(t, lab, netlab.Host)
 	peer := openRaw(t, lab, netlab.Peer)
@@ -63,7 +66,7 @@ func TestIntegrationSteering(t *testing.T) {
 // 2. Frames the vif sends arrive at the peer byte for byte, also when given
 // as 32 and as 40 segments (virtif_start's LB_SH, and beyond it).
 func TestIntegrationSend(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	v := newVif(t, lab, nil, "")
 	peer := openRaw(t, lab, netlab.Peer)
 	for _, nseg := range []int{1, 2, 32, 40} {
@@ -116,7 +119,7 @@ func split(f []byte, n int) [][]byte {
 // 3. Multicast join/leave, promiscuous on/off and ARP for a registered
 // address change what the program steers to the vif.
 func TestIntegrationFilters(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	v := newVif(t, lab, nil, "")
 	host := openRaw(t, lab, netlab.Host)
 	peer := openRaw(t, lab, netlab.Peer)
@@ -191,7 +194,7 @@ func TestIntegrationFilters(t *testing.T) {
 
 // 4a. Two vifs on one NIC each receive exactly their own frames.
 func TestIntegrationTwoVifs(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	v0 := newVif(t, lab, nil, "")
 	v1 := newVif(t, lab, v0.c, "")
 	if v0.b.nic != v1.b.nic || v0.b.slot == v1.b.slot {
@@ -228,7 +231,7 @@ func TestIntegrationTwoVifs(t *testing.T) {
 
 // 4b. A veth with two RX queues: both are served.
 func TestIntegrationTwoQueues(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{Queues: 2})
+	lab := labtest.NewT(t, netlab.Options{Queues: 2})
 	v := newVif(t, lab, nil, "")
 	// The queues in use once the program is on: two on a veth; a
 	// virtio-net NIC adds a queue pair per CPU for XDP.
@@ -256,9 +259,9 @@ func TestIntegrationTwoQueues(t *testing.T) {
 
 // 5. Native and generic attach modes both work.
 func TestIntegrationAttachModes(t *testing.T) {
-	for _, mode := range []string{AttachNative, AttachGeneric} {
+	for _, mode := range []string{"native", "generic"} {
 		t.Run(mode, func(t *testing.T) {
-			lab := netlab.NewT(t, netlab.Options{})
+			lab := labtest.NewT(t, netlab.Options{})
 			v := newVif(t, lab, nil, ",attach="+mode)
 			if got := v.b.Info().Attach; got != mode {
 				t.Fatalf("attached %s, want %s", got, mode)
@@ -285,7 +288,7 @@ var _ = virtif.MaxSegments
 // Frames sent from inside the input handler (a forwarder, a stack that
 // answers) are flushed at the end of the RX batch: none stays behind.
 func TestIntegrationSendFromInput(t *testing.T) {
-	lab := netlab.NewT(t, netlab.Options{})
+	lab := labtest.NewT(t, netlab.Options{})
 	v := newVif(t, lab, nil, "")
 	var errs []error
 	var mu sync.Mutex

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command gvisor-ref is the gVisor reference for virtif-xdp's benchmarks: an
 // AF_XDP socket driven through gvisor.dev/gvisor/pkg/xdp (its UMEM and ring
 // types, used as gVisor's own tools use them), with gVisor's own XDP program

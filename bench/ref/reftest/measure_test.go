@@ -1,3 +1,5 @@
+//go:build linux
+
 package reftest
 
 import (
@@ -8,7 +10,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 // BenchmarkReferences measures every reference and the kernel's XDP_DROP
@@ -21,7 +23,7 @@ import (
 // generator's destination). Progress goes to stdout (benchmark logs are truncated). One op
 // is the whole set: run it with -benchtime 1x.
 func BenchmarkReferences(b *testing.B) {
-	netlab.RequireRoot(b)
+	labtest.RequireRoot(b)
 	rounds := envInt("REF_ROUNDS", 3)
 	secs := float64(envInt("REF_SECONDS", 3))
 	cpus, genCPU := os.Getenv("REF_CPUS"), os.Getenv("REF_GEN_CPU")

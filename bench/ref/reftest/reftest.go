@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package reftest builds and runs the benchmark's reference programs
 // (bench/ref/xsk-c, bench/ref/gvisor, bench/ref/afpacket) in a netlab lab
 // with trafficgen's live generator on the peer end, and reads the JSON line

@@ -1,3 +1,5 @@
+//go:build linux
+
 package reftest
 
 import (
@@ -5,7 +7,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
 const smokeSeconds = 2
@@ -51,7 +53,7 @@ func smoke(t *testing.T, r Run) {
 }
 
 func TestIntegrationXskC(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	bin := buildC(t, "xsk-c", "xsk_ref")
 	for _, mode := range []string{"rxdrop", "txonly", "l2fwd"} {
 		t.Run(mode, func(t *testing.T) { smoke(t, Run{Binary: bin, Mode: mode}) })
@@ -66,7 +68,7 @@ func TestIntegrationXskC(t *testing.T) {
 }
 
 func TestIntegrationGvisor(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	bin, err := BuildGvisor(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +79,7 @@ func TestIntegrationGvisor(t *testing.T) {
 }
 
 func TestIntegrationAFPacket(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	bin := buildC(t, "afpacket", "afpacket_ref")
 	// Live frames need XDP on the host end; skb-borne ones do not.
 	t.Run("live", func(t *testing.T) { smoke(t, Run{Binary: bin, Mode: "rxdrop", HostPass: true}) })
@@ -87,7 +89,7 @@ func TestIntegrationAFPacket(t *testing.T) {
 // The kernel's XDP_DROP on the host end: every frame sent is counted by
 // the sink or dropped by veth.
 func TestIntegrationXDPDrop(t *testing.T) {
-	netlab.RequireRoot(t)
+	labtest.RequireRoot(t)
 	res, err := Measure(Run{Mode: "rxdrop", Seconds: 1})
 	if err != nil {
 		t.Fatal(err)

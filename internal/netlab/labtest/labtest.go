@@ -1,4 +1,9 @@
-package netlab
+//go:build linux
+
+// Package labtest holds the test side of netlab: labs that a test owns and
+// the root check. It imports testing, so it is kept apart from netlab, which
+// the command links.
+package labtest
 
 import (
 	"errors"
@@ -7,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 )
 
 // RequireRoot skips t unless the process runs as root. Under CI (CI=true) a
@@ -24,11 +31,11 @@ func RequireRoot(tb testing.TB) {
 
 // NewT creates a lab for a test and removes it when the test ends, whether
 // it passed or not. It skips the test when the NICs of VIRTIF_LAB_NICS lack
-// what opts asks for (see NICsEnv).
-func NewT(tb testing.TB, opts Options) *Lab {
+// what opts asks for (see netlab.NICsEnv).
+func NewT(tb testing.TB, opts netlab.Options) *netlab.Lab {
 	tb.Helper()
 	RequireRoot(tb)
-	l, err := New(opts)
+	l, err := netlab.New(opts)
 	if errors.Is(err, errors.ErrUnsupported) {
 		tb.Skip(err) // the NICs of VIRTIF_LAB_NICS lack what the lab asks for
 	}
@@ -41,6 +48,31 @@ func NewT(tb testing.TB, opts Options) *Lab {
 		}
 	})
 	return l
+}
+
+// RequireVeth skips tb when l is made of existing NICs (VIRTIF_LAB_NICS)
+// instead of a veth pair; needs says what of veth the test relies on.
+func RequireVeth(tb testing.TB, l *netlab.Lab, needs string) {
+	tb.Helper()
+	if l.OnNICs() {
+		tb.Skipf("netlab: %s is an existing NIC, not a veth: the test needs %s", l.Link[netlab.Host], needs)
+	}
+}
+
+// DropCaps clears the calling thread's effective capabilities, so what it
+// does next is refused as an unprivileged process's would be. Capabilities
+// are per thread: call it on a locked thread that is thrown away afterwards
+// (netlab's Lab.Do, or a goroutine that never unlocks).
+func DropCaps() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return os.NewSyscallError("capget", err)
+	}
+	for i := range data {
+		data[i].Effective = 0
+	}
+	return os.NewSyscallError("capset", unix.Capset(&hdr, &data[0]))
 }
 
 // RequireKernel skips tb on a kernel older than major.minor; needs says
@@ -66,7 +98,7 @@ func RequireKernel(tb testing.TB, major, minor int, needs string) {
 // a NIC may not take, say) relies on veth.
 func RequireVethLab(tb testing.TB, needs string) {
 	tb.Helper()
-	if os.Getenv(NICsEnv) != "" {
-		tb.Skipf("netlab: labs are made of existing NICs (%s), not veth pairs: the test needs %s", NICsEnv, needs)
+	if os.Getenv(netlab.NICsEnv) != "" {
+		tb.Skipf("netlab: labs are made of existing NICs (%s), not veth pairs: the test needs %s", netlab.NICsEnv, needs)
 	}
 }
