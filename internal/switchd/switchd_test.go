@@ -1,0 +1,215 @@
+package switchd
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/bpf"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+)
+
+// startT runs a switch on the lab's host end, stopped at the end of the test.
+func startT(t *testing.T, lab *netlab.Lab) (*Server, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "switch.sock")
+	var s *Server
+	err := lab.Do(netlab.Host, func() (err error) {
+		s, err = New(Config{NIC: lab.Link[netlab.Host], Control: path, Group: -1, Attach: bpf.AttachAuto})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+	})
+	return s, path
+}
+
+func dialT(t *testing.T, path string) *Client {
+	t.Helper()
+	cl, err := Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// linkIn reports whether ifname exists in the lab side's namespace.
+func linkIn(t *testing.T, lab *netlab.Lab, side int, ifname string) bool {
+	t.Helper()
+	found := false
+	if err := lab.Do(side, func() error {
+		_, err := netlink.LinkByName(ifname)
+		found = err == nil
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// The control protocol: hello first, with the version; a tenant per
+// connection, its veth's tenant end moved into the caller's namespace; one
+// owner per address; list and stats; a closed connection removes the tenant
+// (entries and veth pair); a closed switch leaves the NIC without a program
+// and ends its clients' connections.
+func TestIntegrationControl(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{})
+	s, path := startT(t, lab)
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("control socket: %v, mode %v, want 0600", err, fi.Mode().Perm())
+	}
+
+	raw, err := net.Dial("unixpacket", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Write([]byte(`{"op":"list"}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	n, _ := raw.Read(buf)
+	if got := string(buf[:n]); got == "" || !strings.Contains(got, `"errno":"EPROTO"`) {
+		t.Errorf("list before hello: %q, want an EPROTO error", got)
+	}
+	raw2, _ := net.Dial("unixpacket", path)
+	raw2.Write([]byte(`{"op":"hello","version":99}` + "\n"))
+	n, _ = raw2.Read(buf)
+	if got := string(buf[:n]); !strings.Contains(got, "EPROTONOSUPPORT") {
+		t.Errorf("hello version 99: %q, want EPROTONOSUPPORT", got)
+	}
+	if n, err := raw2.Read(buf); n != 0 && err == nil {
+		t.Errorf("connection after a failed hello still open")
+	}
+	raw2.Close()
+
+	a, b := dialT(t, path), dialT(t, path)
+	if err := a.Register("mac", "02:00:00:00:00:01", true); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("register before add: %v, want ENOENT", err)
+	}
+	var pa, pb Port
+	if err := lab.Do(netlab.Peer, func() (err error) {
+		if pa, err = a.AddTenant("a"); err == nil {
+			pb, err = b.AddTenant("b")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AddTenant("again"); !errors.Is(err, unix.EEXIST) {
+		t.Errorf("second add on one connection: %v, want EEXIST", err)
+	}
+	if !linkIn(t, lab, netlab.Peer, pa.Ifname) || linkIn(t, lab, netlab.Host, pa.Ifname) {
+		t.Fatalf("tenant end %s not (only) in the caller's namespace", pa.Ifname)
+	}
+	for _, tc := range []struct {
+		cl        *Client
+		kind, arg string
+		want      error
+	}{
+		{a, "mac", "02:00:00:00:00:01", nil},
+		{a, "ipv4", "198.18.0.11", nil},
+		{a, "group", "33:33:ff:00:00:11", nil},
+		{b, "mac", "02:00:00:00:00:02", nil},
+		{b, "mac", "02:00:00:00:00:01", unix.EEXIST},
+		{b, "ipv4", "198.18.0.11", unix.EEXIST},
+		{b, "group", "02:00:00:00:00:09", unix.EINVAL},
+		{b, "mac", "33:33:00:00:00:01", unix.EINVAL},
+		{b, "mac", lab.MAC[netlab.Host].String(), unix.EADDRINUSE},
+		{b, "ipv4", "fd00::1", unix.EINVAL},
+		{b, "bogus", "x", unix.EINVAL},
+	} {
+		err := tc.cl.Register(tc.kind, tc.arg, true)
+		if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
+			t.Errorf("register %s %s: %v, want %v", tc.kind, tc.arg, err, tc.want)
+		}
+	}
+	list, err := b.List()
+	if err != nil || len(list) != 2 {
+		t.Fatalf("list: %v %+v", err, list)
+	}
+	if list[0].Port != pa.Port || len(list[0].MACs) != 1 || len(list[0].IPv4s) != 1 || len(list[0].Groups) != 1 || list[0].PID != os.Getpid() {
+		t.Errorf("list: tenant a: %+v", list[0])
+	}
+	if st, err := a.Stats(); err != nil || st.Tenants != 2 || st.Ifindex != lab.Index[netlab.Host] {
+		t.Errorf("stats: %+v %v", st, err)
+	}
+	if macs, ipv4s, _ := s.Switch().Entries(); macs != 3 || ipv4s != 1 {
+		t.Errorf("entries: %d MACs, %d IPv4s, want 3 and 1", macs, ipv4s)
+	}
+
+	// Closing a's connection removes a: entries and veth pair.
+	a.Close()
+	waitFor(t, "tenant a's removal", func() bool { return len(s.List()) == 1 })
+	if macs, ipv4s, _ := s.Switch().Entries(); macs != 1 || ipv4s != 0 {
+		t.Errorf("after a left: %d MACs, %d IPv4s, want b's 1 and 0", macs, ipv4s)
+	}
+	if linkIn(t, lab, netlab.Peer, pa.Ifname) || linkIn(t, lab, netlab.Host, s.prefix+"1s") {
+		t.Errorf("tenant a's veth pair left behind")
+	}
+	if !linkIn(t, lab, netlab.Peer, pb.Ifname) {
+		t.Errorf("tenant b's veth went with a's")
+	}
+	// remove keeps the connection.
+	if err := b.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	if linkIn(t, lab, netlab.Peer, pb.Ifname) {
+		t.Errorf("tenant b's veth left after remove")
+	}
+	if _, err := b.List(); err != nil {
+		t.Errorf("list after remove: %v", err)
+	}
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.Done():
+		if !errors.Is(b.Err(), unix.ENETDOWN) {
+			t.Errorf("client's Err after the switch closed: %v, want ENETDOWN", b.Err())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("client not told the switch closed")
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("control socket left: %v", err)
+	}
+	if err := lab.Do(netlab.Host, func() error {
+		l, err := netlink.LinkByName(lab.Link[netlab.Host])
+		if err == nil && l.Attrs().Xdp != nil && l.Attrs().Xdp.Attached {
+			t.Error("program left on the NIC")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
