@@ -212,4 +212,3 @@ func TestIntegrationControl(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
