@@ -19,6 +19,7 @@
 //   - source MAC not one of the tenant's registered unicast MACs -> drop,
 //     counted as spoofed;
 //   - rules 1-3 name another tenant -> redirect to that tenant's port;
+//     (the tenant itself: out of the NIC, as for nobody)
 //   - otherwise -> redirect out of the NIC (port 0).
 //
 // Ports: 0 is the NIC, t (1..max_ports-1) tenant t's switch-side veth.
@@ -205,7 +206,8 @@ int switch_tenant(struct xdp_md *ctx)
 		count(me, SW_RUNT);
 		return XDP_DROP;
 	}
-	if (p > 0 && (__u32)p < max_ports) {
+	// A tenant's own address (its ARP probe, say) goes out, not back to it.
+	if (p > 0 && (__u32)p != me && (__u32)p < max_ports) {
 		if (bpf_redirect_map(&ports, p, XDP_DROP) == XDP_REDIRECT) {
 			count(me, SW_TO_TENANT);
 			count(p, SW_FROM_TENANT);

@@ -142,6 +142,14 @@ func TestIntegrationSwitchPrograms(t *testing.T) {
 			}
 		}
 	}
+	// A tenant's ARP request for its own address (a probe) goes out.
+	before := counters(1)
+	if got := runOn(tenantProg, tenantIf[1], withSrc(ether(bcast, 0x0806, arp(1, ip0)), mac0)); got != xdpRedirect {
+		t.Errorf("tenant 1's ARP for its own address: action %d, want redirect", got)
+	}
+	if c := counters(1); c.ToNIC != before.ToNIC+1 || c.FromTenant != before.FromTenant {
+		t.Errorf("tenant 1's ARP for its own address: counters %+v, want one more to the NIC (before %+v)", c, before)
+	}
 	// A frame from an interface that is no port is dropped.
 	if got := runOn(tenantProg, nic, withSrc(ether(macOther, 0x0800, nil), mac0)); got != xdpDrop {
 		t.Errorf("tenant program on a non-port: action %d, want drop", got)

@@ -474,6 +474,9 @@ func (s *Server) register(t *tenant, kind, addr string, add bool) error {
 		if err != nil || !ip.Is4() {
 			return fmt.Errorf("%s: not an IPv4 address: %w", what, unix.EINVAL)
 		}
+		if add && s.hostHolds(ip) {
+			return fmt.Errorf("%s: the host holds it in the switch's namespace: %w", what, unix.EADDRINUSE)
+		}
 		if add {
 			err = s.sw.AddIPv4(ip, t.port)
 		} else {
@@ -531,4 +534,19 @@ func (s *Server) NICInfo() NICInfo {
 	n := len(s.tenants)
 	s.mu.Unlock()
 	return NICInfo{Name: s.cfg.NIC, Ifindex: s.nic.Attrs().Index, Attach: s.attach.String(), Tenants: n, Counters: c}
+}
+
+// hostHolds reports whether ip is an address of the switch's namespace
+// (the host's, on the NIC or elsewhere): a tenant must not take it.
+func (s *Server) hostHolds(ip netip.Addr) bool {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
+			return true
+		}
+	}
+	return false
 }

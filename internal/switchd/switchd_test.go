@@ -144,6 +144,7 @@ func TestIntegrationControl(t *testing.T) {
 		{b, "mac", "33:33:00:00:00:01", unix.EINVAL},
 		{b, "mac", lab.MAC[netlab.Host].String(), unix.EADDRINUSE},
 		{b, "ipv4", "fd00::1", unix.EINVAL},
+		{b, "ipv4", lab.Addr[netlab.Host].Addr().String(), unix.EADDRINUSE},
 		{b, "bogus", "x", unix.EINVAL},
 	} {
 		err := tc.cl.Register(tc.kind, tc.arg, true)
