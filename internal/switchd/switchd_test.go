@@ -2,9 +2,12 @@ package switchd
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/virtif-xdp/virtif-xdp/bpf"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
 
 // startT runs a switch on the lab's host end, stopped at the end of the test.
@@ -212,4 +216,135 @@ func TestIntegrationControl(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// openFDs counts the process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// A hundred tenants added and removed, four at a time, while the peer
+// sends to all of their MACs and to a survivor's: afterwards no veth, map
+// entry or descriptor of theirs is left, and the survivor's frames were
+// steered all along.
+func TestIntegrationChurn(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{})
+	s, path := startT(t, lab)
+	survivor := dialT(t, path)
+	var sp Port
+	if err := lab.Do(netlab.Peer, func() (err error) { sp, err = survivor.AddTenant("survivor"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	survivorMAC := net.HardwareAddr{0x02, 0, 0x5e, 0x01, 0x01, 0xff}
+	if err := survivor.Register("mac", survivorMAC.String(), true); err != nil {
+		t.Fatal(err)
+	}
+	fds0 := openFDs(t)
+
+	gen, err := trafficgen.PacketIn(lab, netlab.Peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gen.Close()
+	const tenants = 100
+	mac := func(i int) net.HardwareAddr { return net.HardwareAddr{0x02, 0, 0x5e, 0x01, 0, byte(i)} }
+	stop := make(chan struct{})
+	sent := make(chan uint64, 1)
+	go func() {
+		var n uint64
+		frames := make([][]byte, 0, tenants+1)
+		for i := range tenants {
+			frames = append(frames, trafficgen.UDPFrame(mac(i), lab.MAC[netlab.Peer], netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.50"), 9, 9, 64))
+		}
+		frames = append(frames, trafficgen.UDPFrame(survivorMAC, lab.MAC[netlab.Peer], netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.51"), 9, 9, 64))
+		for {
+			select {
+			case <-stop:
+				sent <- n
+				return
+			default:
+			}
+			if _, err := gen.SendFrames(frames); err == nil {
+				n++
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	work := make(chan int)
+	errs := make(chan error, tenants)
+	for range 4 {
+		go func() {
+			for i := range work {
+				errs <- lab.Do(netlab.Peer, func() error {
+					cl, err := Dial(path)
+					if err != nil {
+						return err
+					}
+					defer cl.Close()
+					if _, err := cl.AddTenant(fmt.Sprint("churn", i)); err != nil {
+						return err
+					}
+					if err := cl.Register("mac", mac(i).String(), true); err != nil {
+						return err
+					}
+					if i%10 == 0 {
+						if err := cl.Register("ipv4", fmt.Sprint("198.18.1.", i), true); err != nil {
+							return err
+						}
+					}
+					time.Sleep(5 * time.Millisecond) // let frames reach it
+					return nil
+				})
+			}
+		}()
+	}
+	for i := range tenants {
+		work <- i
+	}
+	close(work)
+	for range tenants {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	close(stop)
+	rounds := <-sent
+	gen.Close()
+	waitFor(t, "the churned tenants' removal", func() bool { return len(s.List()) == 1 })
+
+	if macs, ipv4s, err := s.Switch().Entries(); err != nil || macs != 1 || ipv4s != 0 {
+		t.Errorf("entries left: %d MACs, %d IPv4s (%v), want the survivor's 1 and 0", macs, ipv4s, err)
+	}
+	if ports := s.Switch().Ports(); len(ports) != 1 || ports[sp.Port] == 0 {
+		t.Errorf("ports left: %v, want only the survivor's %d", ports, sp.Port)
+	}
+	for _, side := range []int{netlab.Host, netlab.Peer} {
+		if err := lab.Do(side, func() error {
+			links, err := netlink.LinkList()
+			for _, l := range links {
+				if n := l.Attrs().Name; strings.HasPrefix(n, s.prefix) && n != sp.Ifname && n != s.prefix+strconv.Itoa(sp.Port)+"s" {
+					t.Errorf("veth %s left", n)
+				}
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fds := openFDs(t); fds > fds0 {
+		t.Errorf("%d descriptors open after the churn, %d before", fds, fds0)
+	}
+	c, err := s.Switch().Counters(sp.Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rounds == 0 || c.FromNIC < rounds*9/10 {
+		t.Errorf("the survivor got %d frames from the NIC of %d rounds sent", c.FromNIC, rounds)
+	}
+	t.Logf("%d rounds of %d frames during the churn; survivor %+v", rounds, tenants+1, c)
 }
