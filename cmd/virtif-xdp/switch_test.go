@@ -46,6 +46,14 @@ func newSwitchLab(t *testing.T) *switchLab {
 	if err := l.SetTxChecksum(netlab.Peer, false); err != nil {
 		t.Fatal(err)
 	}
+	l.startSwitch(t)
+	return l
+}
+
+// startSwitch starts `virtif-xdp switch` on the lab's host end, killed
+// when the test ends.
+func (l *switchLab) startSwitch(t testing.TB) {
+	t.Helper()
 	l.control = filepath.Join(t.TempDir(), "switch.sock")
 	l.sw = exec.Command(l.bin, "switch", "--netns", l.NS[netlab.Host], "--link", l.Link[netlab.Host], "--control", l.control)
 	l.swErr = &syncBuffer{}
@@ -59,11 +67,10 @@ func newSwitchLab(t *testing.T) *switchLab {
 			t.Fatalf("switch not running:\n%s", l.swErr.String())
 		}
 	}
-	return l
 }
 
 // tenantNS makes a namespace for a tenant, removed when the test ends.
-func (l *switchLab) tenantNS(t *testing.T, suffix string) string {
+func (l *switchLab) tenantNS(t testing.TB, suffix string) string {
 	t.Helper()
 	ns := l.Name + "-" + suffix
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
