@@ -80,4 +80,3 @@ func BenchmarkSwitchVsDirect(b *testing.B) {
 		})
 	}
 }
-
