@@ -33,6 +33,11 @@ type Config struct {
 	MaxPorts int
 }
 
+// MaxAddrs bounds what one tenant registers: MaxAddrs MACs and groups
+// together, and MaxAddrs IPv4 addresses (ENOSPC beyond), so that one tenant
+// cannot fill the maps every tenant shares.
+const MaxAddrs = 64
+
 // Server is a running switch.
 type Server struct {
 	cfg     Config
@@ -64,7 +69,9 @@ type tenant struct {
 
 // New attaches the switch to the NIC and listens on the control socket. It
 // must run on a thread in the NIC's namespace (the veths are made there).
-// Veths an earlier switch on this NIC left (it was killed) are removed.
+// Veths an earlier switch on this NIC left (it was killed) are removed once
+// the NIC's program is attached (a switch still running on the NIC keeps its
+// own: the attach fails with EBUSY first).
 func New(cfg Config) (*Server, error) {
 	nic, err := netlink.LinkByName(cfg.NIC)
 	if err != nil {
@@ -76,7 +83,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, nic: nic, nsSelf: self, prefix: "vs" + strconv.Itoa(nic.Attrs().Index) + "p",
 		stopped: make(chan struct{}), tenants: map[int]*tenant{}, conns: map[*net.UnixConn]bool{}}
-	s.removeStale()
 	sw, err := bpf.LoadSwitch(&bpf.SwitchOptions{MaxPorts: cfg.MaxPorts})
 	if err != nil {
 		self.Close()
@@ -87,6 +93,9 @@ func New(cfg Config) (*Server, error) {
 		s.closeAll()
 		return nil, fmt.Errorf("switch: %s: %w", cfg.NIC, err)
 	}
+	// Only now that the NIC is ours (another switch on it would have made
+	// the attach fail with EBUSY) are veths of its prefix surely stale.
+	s.removeStale()
 	if err := s.listen(); err != nil {
 		s.closeAll()
 		return nil, err
@@ -453,6 +462,12 @@ func (s *Server) register(t *tenant, kind, addr string, add bool) error {
 		if kind == "group" {
 			set = t.groups
 		}
+		s.mu.Lock()
+		full := add && !set[mac.String()] && len(t.macs)+len(t.groups) >= MaxAddrs
+		s.mu.Unlock()
+		if full {
+			return fmt.Errorf("%s: the tenant has %d MACs and groups, the most it may: %w", what, MaxAddrs, unix.ENOSPC)
+		}
 		if add {
 			err = s.sw.AddMAC(mac, t.port)
 		} else {
@@ -473,6 +488,12 @@ func (s *Server) register(t *tenant, kind, addr string, add bool) error {
 		ip, err := netip.ParseAddr(addr)
 		if err != nil || !ip.Is4() {
 			return fmt.Errorf("%s: not an IPv4 address: %w", what, unix.EINVAL)
+		}
+		s.mu.Lock()
+		full := add && !t.ipv4s[ip] && len(t.ipv4s) >= MaxAddrs
+		s.mu.Unlock()
+		if full {
+			return fmt.Errorf("%s: the tenant has %d IPv4 addresses, the most it may: %w", what, MaxAddrs, unix.ENOSPC)
 		}
 		if add && s.hostHolds(ip) {
 			return fmt.Errorf("%s: the host holds it in the switch's namespace: %w", what, unix.EADDRINUSE)

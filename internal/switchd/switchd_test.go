@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -156,6 +157,33 @@ func TestIntegrationControl(t *testing.T) {
 			t.Errorf("register %s %s: %v, want %v", tc.kind, tc.arg, err, tc.want)
 		}
 	}
+	// One tenant cannot fill the maps all share.
+	for i := range MaxAddrs {
+		err := b.Register("group", fmt.Sprintf("33:33:00:00:01:%02x", i), true)
+		if want := i < MaxAddrs-1; want != (err == nil) || (!want && !errors.Is(err, unix.ENOSPC)) {
+			t.Fatalf("group %d of tenant b (1 MAC already): %v", i, err)
+		}
+	}
+	if err := b.Register("group", "33:33:00:00:01:00", true); err != nil {
+		t.Errorf("a group b has, again at its limit: %v", err)
+	}
+	for i := range MaxAddrs - 1 {
+		if err := b.Register("group", fmt.Sprintf("33:33:00:00:01:%02x", i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range MaxAddrs + 1 {
+		err := b.Register("ipv4", fmt.Sprintf("198.18.2.%d", i), true)
+		if want := i < MaxAddrs; want != (err == nil) || (!want && !errors.Is(err, unix.ENOSPC)) {
+			t.Fatalf("IPv4 %d of tenant b: %v", i, err)
+		}
+	}
+	for i := range MaxAddrs {
+		if err := b.Register("ipv4", fmt.Sprintf("198.18.2.%d", i), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	list, err := b.List()
 	if err != nil || len(list) != 2 {
 		t.Fatalf("list: %v %+v", err, list)
@@ -347,4 +375,62 @@ func TestIntegrationChurn(t *testing.T) {
 		t.Errorf("the survivor got %d frames from the NIC of %d rounds sent", c.FromNIC, rounds)
 	}
 	t.Logf("%d rounds of %d frames during the churn; survivor %+v", rounds, tenants+1, c)
+}
+
+// --group: the control socket is the group's too, mode 0660. A new switch
+// removes the veths a killed one on the NIC left, but never those of one
+// still running there.
+func TestIntegrationControlGroup(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{})
+	path := filepath.Join(t.TempDir(), "switch.sock")
+	const gid = 65534
+	// What a killed switch on the NIC left is removed by the next.
+	stale := "vs" + strconv.Itoa(lab.Index[netlab.Host]) + "p7s"
+	if err := lab.Do(netlab.Host, func() error {
+		return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: stale}, PeerName: stale[:len(stale)-1] + "t"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var s *Server
+	if err := lab.Do(netlab.Host, func() (err error) {
+		s, err = New(Config{NIC: lab.Link[netlab.Host], Control: path, Group: gid})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if linkIn(t, lab, netlab.Host, stale) {
+		t.Errorf("the veth %s a killed switch left is still there", stale)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o660 || st.Gid != gid {
+		t.Errorf("control socket: mode %v gid %d, want 0660 and %d", fi.Mode().Perm(), st.Gid, gid)
+	}
+	// A second switch on the NIC is refused, and leaves the first one's
+	// tenants alone.
+	go s.Serve()
+	cl := dialT(t, path)
+	var p Port
+	if err := lab.Do(netlab.Peer, func() (err error) { p, err = cl.AddTenant("a"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Do(netlab.Host, func() error {
+		s2, err := New(Config{NIC: lab.Link[netlab.Host], Control: path, Group: -1})
+		if err == nil {
+			s2.Close()
+		}
+		if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.EADDRINUSE) {
+			t.Errorf("a second switch on the NIC and path: %v, want EBUSY or EADDRINUSE", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !linkIn(t, lab, netlab.Peer, p.Ifname) {
+		t.Errorf("the refused second switch removed the first one's tenant veth")
+	}
 }
