@@ -348,3 +348,20 @@ func TestIntegrationSwitchTenantToTenant(t *testing.T) {
 		t.Errorf("tenant a's counters: %+v, want 5 to a tenant", ta.Counters)
 	}
 }
+
+// switch status prints the NIC and a row per tenant.
+func TestPrintSwitchStatus(t *testing.T) {
+	var b bytes.Buffer
+	nic := switchd.NICInfo{Name: "eth0", Ifindex: 2, Attach: "native", Tenants: 1}
+	nic.Counters.Pass = 7
+	ti := switchd.TenantInfo{Port: 1, Name: "vif0", PID: 42, Ifname: "vs2p1t", MACs: []string{macA}, IPv4s: []string{"198.18.0.3"}}
+	ti.Counters.FromNIC, ti.Counters.Spoofed = 5, 3
+	if err := printSwitchStatus(&b, nic, []switchd.TenantInfo{ti}, false); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "NIC eth0 (ifindex 2, native): 1 tenants; to the host 7") ||
+		!strings.HasPrefix(lines[1], "PORT") || strings.Join(strings.Fields(lines[2]), " ") != "1 vif0 42 vs2p1t "+macA+" 198.18.0.3 - 5 0 0 0 3 0" {
+		t.Errorf("status:\n%s", b.String())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -432,5 +433,49 @@ func TestIntegrationControlGroup(t *testing.T) {
 	}
 	if !linkIn(t, lab, netlab.Peer, p.Ifname) {
 		t.Errorf("the refused second switch removed the first one's tenant veth")
+	}
+}
+
+// A tenant that uses its namespace's kernel stack on its veth end (no XDP
+// program there): the switch's GRO on the pair lets it receive what is
+// redirected to it, and the peer's ping is answered through the switch.
+func TestIntegrationKernelTenant(t *testing.T) {
+	lab := netlab.NewT(t, netlab.Options{})
+	if out, err := lab.Run(netlab.Peer, "ethtool", "-K", lab.Link[netlab.Peer], "gro", "on"); err != nil {
+		t.Fatalf("GRO on the peer: %v\n%s", err, out)
+	}
+	s, path := startT(t, lab)
+	ns := lab.Name + "-k"
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	cl := dialT(t, path)
+	if err := netlab.DoIn(ns, func() error {
+		p, err := cl.AddTenant("kernel")
+		if err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName(p.Ifname)
+		if err != nil {
+			return err
+		}
+		addr, _ := netlink.ParseAddr("198.18.0.5/24")
+		if err := netlink.AddrAdd(l, addr); err != nil {
+			return err
+		}
+		if err := cl.Register("mac", l.Attrs().HardwareAddr.String(), true); err != nil {
+			return err
+		}
+		return cl.Register("ipv4", "198.18.0.5", true)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "2", "-i", "0.2", "-W", "5", "198.18.0.5"); err != nil {
+		t.Fatalf("ping the kernel tenant: %v\n%s", err, out)
+	}
+	c, err := s.Switch().Counters(1)
+	if err != nil || c.FromNIC < 3 || c.ToNIC < 3 {
+		t.Errorf("kernel tenant's counters %+v (%v), want ARP and echo both ways", c, err)
 	}
 }
