@@ -365,3 +365,47 @@ func TestPrintSwitchStatus(t *testing.T) {
 		t.Errorf("status:\n%s", b.String())
 	}
 }
+
+// switch --metrics serves the counters of the NIC and of each tenant, and
+// Ctrl-C stops the switch with exit 0 and the NIC left clean.
+func TestIntegrationSwitchMetrics(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	control := filepath.Join(t.TempDir(), "switch.sock")
+	r := startCmd(t, "switch", "--netns", lab.NS[netlab.Host], "--link", lab.Link[netlab.Host], "--control", control, "--metrics", "127.0.0.1:0")
+	eventually(t, "the switch running", func() bool { return strings.Contains(r.err.String(), `msg="switch running"`) })
+	cl, err := switchd.Dial(control)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := netlab.DoIn(lab.NS[netlab.Peer], func() error { _, err := cl.AddTenant("t1"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := l0ping(lab); err != nil {
+		t.Fatal(err)
+	}
+	m := scrape(t, r.metricsURL(t))
+	for _, want := range []string{`virtif_switch_frames_total{port="0",tenant="",what="pass"}`, `virtif_switch_frames_total{port="1",tenant="t1",what="spoofed"}`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s:\n%s", want, m)
+		}
+	}
+	if v, ok := metricValue(m, "virtif_switch_frames_total", `port="0"`, `what="pass"`); !ok || v < 1 {
+		t.Errorf("frames passed to the host: %v (found %v), want the ping's", v, ok)
+	}
+	r.cancel()
+	if res := r.wait(t); res.code != 0 {
+		t.Errorf("switch after Ctrl-C: exit %d\n%s", res.code, res.stderr)
+	}
+	if attached, err := xdpAttached(lab); err != nil || attached {
+		t.Errorf("program left on the NIC after the switch stopped (%v, %v)", attached, err)
+	}
+}
+
+func l0ping(lab *netlab.Lab) error {
+	if out, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "1", "-W", "5", "198.18.0.1"); err != nil {
+		return fmt.Errorf("ping the host: %w\n%s", err, out)
+	}
+	return nil
+}
