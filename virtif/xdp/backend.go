@@ -32,6 +32,14 @@
 // Needs root, or CAP_NET_ADMIN + CAP_BPF + CAP_NET_RAW, and a kernel with
 // CONFIG_XDP_SOCKETS and bpf_link for XDP (5.9+). Importing the package
 // registers the scheme.
+//
+// With switch=PATH in the link string, the NIC is shared by processes
+// through a `virtif-xdp switch` listening at PATH (internal/switchd): the
+// vif gets a tenant port, a veth end moved into the namespace of the thread
+// calling Open, registers its MAC, groups and IPv4 addresses with the switch
+// as well, and serves that veth end as its NIC. When the switch goes away the
+// veth end is deleted and the vif fails as for a vanished NIC, Err naming
+// the switch.
 package xdp
 
 import (
