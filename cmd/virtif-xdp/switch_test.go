@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/google/gopacket/pcapgo"
-	"github.com/vishvananda/netlink"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 	"github.com/virtif-xdp/virtif-xdp/internal/switchd"
@@ -140,12 +139,8 @@ func (l *switchLab) httpGet(t *testing.T, addr string) error {
 // linkExists reports whether ifname is in namespace ns.
 func linkExists(t *testing.T, ns, ifname string) bool {
 	t.Helper()
-	found := false
-	if err := netlab.DoIn(ns, func() error {
-		_, err := netlink.LinkByName(ifname)
-		found = err == nil
-		return nil
-	}); err != nil {
+	found, err := netlab.LinkExists(ns, ifname)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return found

@@ -60,12 +60,8 @@ func dialT(t *testing.T, path string) *Client {
 // linkIn reports whether ifname exists in the lab side's namespace.
 func linkIn(t *testing.T, lab *netlab.Lab, side int, ifname string) bool {
 	t.Helper()
-	found := false
-	if err := lab.Do(side, func() error {
-		_, err := netlink.LinkByName(ifname)
-		found = err == nil
-		return nil
-	}); err != nil {
+	found, err := netlab.LinkExists(lab.NS[side], ifname)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return found
