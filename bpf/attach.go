@@ -3,7 +3,6 @@
 package bpf
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -48,33 +47,15 @@ func (s *Steering) Attach(ifindex int, mode AttachMode) (AttachMode, error) {
 	if err := ifaceExists(ifindex); err != nil {
 		return mode, fmt.Errorf("bpf: attach to ifindex %d: %w", ifindex, err)
 	}
-	try := func(m AttachMode) error {
-		l, err := link.AttachXDP(link.XDPOptions{Program: objs.Steer, Interface: ifindex, Flags: m.flags()})
-		if err != nil {
-			return fmt.Errorf("bpf: attach to ifindex %d in %s mode: %w", ifindex, m, err)
-		}
-		s.link, s.ifindex, s.mode = l, ifindex, m
-		return nil
+	if mode != AttachAuto && mode != AttachNative && mode != AttachGeneric {
+		return mode, fmt.Errorf("bpf: attach to ifindex %d: bad mode %s: %w", ifindex, mode, unix.EINVAL)
 	}
-	switch mode {
-	case AttachNative, AttachGeneric:
-		return mode, try(mode)
-	case AttachAuto:
-		nerr := try(AttachNative)
-		if nerr == nil {
-			return AttachNative, nil
-		}
-		// Falling back cannot help when the interface is gone, busy, or we
-		// lack the privilege.
-		if errors.Is(nerr, unix.ENODEV) || errors.Is(nerr, unix.EBUSY) || errors.Is(nerr, unix.EPERM) {
-			return mode, nerr
-		}
-		if gerr := try(AttachGeneric); gerr != nil {
-			return mode, errors.Join(nerr, gerr)
-		}
-		return AttachGeneric, nil
+	l, m, err := attachProgram(objs.Steer, ifindex, mode)
+	if err != nil {
+		return mode, err
 	}
-	return mode, fmt.Errorf("bpf: attach to ifindex %d: bad mode %s: %w", ifindex, mode, unix.EINVAL)
+	s.link, s.ifindex, s.mode = l, ifindex, m
+	return m, nil
 }
 
 // ifaceExists asks for the name of ifindex in the calling thread's network

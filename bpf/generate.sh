@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the XDP steering object (steer_bpfel.o) and its Go loader
-# (steer_bpfel.go) from steer.c with bpf2go, installing Debian's clang-14,
+# (steer_bpfel.go) from steer.c, and the switch's (vswitch_bpfel.{o,go})
+# from vswitch.c, with bpf2go, installing Debian's clang-14,
 # llvm-14 and libbpf-dev first when they are missing.
 #
 #   bpf/generate.sh          regenerate in place
@@ -54,15 +55,18 @@ fi
 
 GOPACKAGE=bpf go run "$BPF2GO" -output-dir "$out" -target bpfel \
 	-cc "$CC" -strip "$STRIP" -cflags "$CFLAGS" steer steer.c
+# The switch's programs (virtif-xdp switch), built the same way.
+GOPACKAGE=bpf go run "$BPF2GO" -output-dir "$out" -target bpfel \
+	-cc "$CC" -strip "$STRIP" -cflags "$CFLAGS" vswitch vswitch.c
 
 if [ "$check" = 1 ]; then
 	status=0
-	for f in steer_bpfel.o steer_bpfel.go; do
+	for f in steer_bpfel.o steer_bpfel.go vswitch_bpfel.o vswitch_bpfel.go; do
 		if ! cmp -s "$out/$f" "$f"; then
-			echo "generate.sh --check: bpf/$f does not match bpf/steer.c; run bpf/generate.sh and commit the result" >&2
+			echo "generate.sh --check: bpf/$f does not match bpf/${f%_bpfel.*}.c; run bpf/generate.sh and commit the result" >&2
 			status=1
 		fi
 	done
-	[ "$status" = 0 ] && echo "generate.sh --check: bpf/steer_bpfel.{o,go} match bpf/steer.c"
+	[ "$status" = 0 ] && echo "generate.sh --check: bpf/steer_bpfel.{o,go} and bpf/vswitch_bpfel.{o,go} match bpf/steer.c and bpf/vswitch.c"
 	exit "$status"
 fi

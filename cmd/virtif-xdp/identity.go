@@ -197,6 +197,11 @@ func checkHostIdentity(netns, link string, prefixes []netip.Prefix, mac net.Hard
 	if err != nil {
 		return err
 	}
+	if cfg.Switch != "" {
+		// The NIC is the switch's, maybe in another namespace: the switch
+		// refuses the host's MAC and addresses there when they are registered.
+		return nil
+	}
 	id, err := readHostIdentity(netns, cfg.Ifname)
 	if err != nil {
 		return withRootHint(err)

@@ -91,7 +91,7 @@ it, checks traffic both ways and tears everything down.`,
 	}
 	root.PersistentFlags().BoolVarP(&verbose, "verbose", "v", false, "log debug detail to stderr")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newLabCmd(), newDemoCmd(), newRunCmd(), newCaptureCmd(), newCleanupCmd())
+	root.AddCommand(newLabCmd(), newDemoCmd(), newRunCmd(), newCaptureCmd(), newCleanupCmd(), newSwitchCmd())
 	for _, m := range benchModes {
 		root.AddCommand(newBenchCmd(m))
 	}

@@ -438,7 +438,7 @@ var buildOnce struct {
 	err  error
 }
 
-func commandBinary(t *testing.T) string {
+func commandBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "virtif-xdp-test")

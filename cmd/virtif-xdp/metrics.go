@@ -95,7 +95,10 @@ func (c *vifCollector) Collect(ch chan<- prometheus.Metric) {
 // extra collectors.
 func serveMetrics(addr, mode string, v *vif, extra ...prometheus.Collector) (*http.Server, net.Listener, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(newVifCollector(mode, v), collectors.NewGoCollector())
+	reg.MustRegister(collectors.NewGoCollector())
+	if v != nil { // nil for the switch, which has no vif
+		reg.MustRegister(newVifCollector(mode, v))
+	}
 	reg.MustRegister(extra...)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -41,6 +41,14 @@
 // Needs root, or CAP_NET_ADMIN + CAP_BPF + CAP_NET_RAW, and a kernel with
 // CONFIG_XDP_SOCKETS and bpf_link for XDP (5.9+). Importing the package
 // registers the scheme.
+//
+// With switch=PATH in the link string, the NIC is shared by processes
+// through a `virtif-xdp switch` listening at PATH (internal/switchd): the
+// vif gets a tenant port, a veth end moved into the namespace of the thread
+// calling Open, registers its MAC, groups and IPv4 addresses with the switch
+// as well, and serves that veth end as its NIC. When the switch goes away the
+// veth end is deleted and the vif fails as for a vanished NIC, Err naming
+// the switch.
 package xdp
 
 import (
@@ -73,6 +81,7 @@ type Backend struct {
 	nic  *nic
 	slot int
 	name string
+	sw   *switchPort // nil unless the link string has switch=
 	mac  net.HardwareAddr
 	// delivers[i] is the deliver function of the RX goroutine of the NIC's
 	// i-th queue, with counters of its own (virtif's NewDeliver).
@@ -135,15 +144,22 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 		return nil, fmt.Errorf("xdp: %s: no deliver function: %w", bc.Name, unix.EINVAL)
 	}
 	b := &Backend{name: bc.Name, mac: append(net.HardwareAddr(nil), bc.MAC...), deliver: bc.Deliver, newDeliver: bc.NewDeliver, endBatch: bc.EndBatch}
+	if c.Switch != "" {
+		if err := b.joinSwitch(c); err != nil { // c.Ifname is now the tenant port
+			return nil, err
+		}
+	}
 	// The proposed MAC must be nobody's on the segment: refused with
 	// virtif.ErrMACInUse, the interface proposes another.
 	if ifc, err := net.InterfaceByName(c.Ifname); err == nil {
 		if where, err := macSeenOn(ifc.Index, b.mac); err == nil && where != "" {
+			_ = b.sw.close()
 			return nil, fmt.Errorf("xdp: %s on %s: MAC %s: %s: %w", bc.Name, c.Ifname, b.mac, where, virtif.ErrMACInUse)
 		}
 	}
 	n, slot, err := acquireNIC(c, b)
 	if err != nil {
+		_ = b.sw.close()
 		return nil, err
 	}
 	for _, q := range n.queues {
@@ -166,6 +182,9 @@ func Open(bc virtif.BackendConfig) (*Backend, error) {
 		if err = n.addrs.add(b.mac); err != nil {
 			_ = n.steer.DelMAC(b.mac, slot)
 		}
+	}
+	if err == nil {
+		err = b.sw.register("mac", b.mac.String(), true)
 	}
 	if err != nil {
 		// Close undoes exactly what was done: the sockets set for the
@@ -479,7 +498,7 @@ func (b *Backend) Close() error {
 		errs = append(errs, ignoreGone(n.steer.SetPromisc(b.slot, false)))
 	}
 	b.regMu.Unlock()
-	errs = append(errs, n.release(b.slot))
+	errs = append(errs, n.release(b.slot), b.sw.close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("xdp: %s: close: %w", b.name, err)
 	}
@@ -502,7 +521,13 @@ func ignoreGone(err error) error {
 // NIC is torn down at once (program off, sockets closed): the vif's sends
 // fail, and Close is all that is left to call; the next Open of the NIC
 // sets it up afresh.
-func (b *Backend) Err() error { return b.nic.Err() }
+func (b *Backend) Err() error {
+	err := b.nic.Err()
+	if sw := b.sw.gone(); sw != nil && err != nil {
+		return fmt.Errorf("the switch's port is gone with the switch: %w; %w", sw, err)
+	}
+	return err
+}
 
 // Done is closed when the NIC's RX goroutines have ended: after Close of the
 // last vif on the NIC, or when the NIC failed (see Err).
@@ -561,6 +586,9 @@ func (b *Backend) SetHardwareAddr(mac net.HardwareAddr) error {
 	if bytes.Equal(mac, b.mac) {
 		return nil // adding it again and deleting the old would delete it
 	}
+	if err := b.sw.register("mac", mac.String(), true); err != nil {
+		return fmt.Errorf("xdp: %s: %w", b.name, err)
+	}
 	if err := b.nic.addrs.add(mac); err != nil {
 		return fmt.Errorf("xdp: %s: %w", b.name, err)
 	}
@@ -572,6 +600,9 @@ func (b *Backend) SetHardwareAddr(mac net.HardwareAddr) error {
 		return fmt.Errorf("xdp: %s: %w", b.name, err)
 	}
 	if err := b.nic.addrs.del(b.mac); err != nil {
+		return fmt.Errorf("xdp: %s: %w", b.name, err)
+	}
+	if err := b.sw.register("mac", b.mac.String(), false); err != nil {
 		return fmt.Errorf("xdp: %s: %w", b.name, err)
 	}
 	b.mac = append(b.mac[:0], mac...)
@@ -586,6 +617,11 @@ func (b *Backend) SetMulticast(group net.HardwareAddr, join bool) error {
 	defer b.regMu.Unlock()
 	if b.closed.Load() {
 		return fmt.Errorf("xdp: %s: multicast: %w", b.name, net.ErrClosed)
+	}
+	// With a switch, the switch steers the group from the NIC to the port
+	// first (a group another tenant holds: EEXIST).
+	if err := b.sw.register("group", group.String(), join); err != nil {
+		return fmt.Errorf("xdp: %s: multicast %s: %w", b.name, group, err)
 	}
 	var err error
 	if join {
@@ -631,6 +667,9 @@ func (b *Backend) SetIPv4(addr netip.Addr, add bool) error {
 	defer b.regMu.Unlock()
 	if b.closed.Load() {
 		return fmt.Errorf("xdp: %s: IPv4: %w", b.name, net.ErrClosed)
+	}
+	if err := b.sw.register("ipv4", addr.String(), add); err != nil {
+		return fmt.Errorf("xdp: %s: IPv4 %s: %w", b.name, addr, err)
 	}
 	var err error
 	if add {

@@ -18,7 +18,7 @@ const Scheme = "xdp"
 //
 //	xdp:IFNAME[,queues=N|N-M|all][,mode=auto|copy|zerocopy][,attach=auto|native|generic]
 //	    [,frame=2048|4096][,frames=N][,ring=N][,wakeup=on|off][,busypoll=N][,rxwait=poll|spin]
-//	    [,umemmax=BYTES[K|M|G|T]][,sg=auto|on|off]
+//	    [,umemmax=BYTES[K|M|G|T]][,sg=auto|on|off][,switch=PATH]
 //
 // The zero values of the numeric fields mean "the default".
 type Config struct {
@@ -58,6 +58,12 @@ type Config struct {
 	// or fail; xsk.SGOff (the zero value) single-buffer. With it the vif's
 	// MTU may go up to the NIC's (MaxMTU).
 	SG xsk.SGMode
+	// Switch, when set, is the control socket of a `virtif-xdp switch`
+	// that owns the NIC IFNAME: the vif gets a tenant port of its own
+	// (a veth end moved into the calling thread's namespace), its MAC,
+	// groups and IPv4 addresses are registered with the switch, and the
+	// AF_XDP sockets bind on that veth end (see switch.go).
+	Switch string
 }
 
 // RXWait is how an RX goroutine waits for frames (link-string key "rxwait").
@@ -191,8 +197,13 @@ func ParseLinkStr(s string) (*Config, error) {
 			if c.UMEMMax, err = parseBytes(val); err != nil || c.UMEMMax < 1<<20 || c.UMEMMax > maxUMEMMax {
 				return nil, bad("bytes from 1M to 1T, with K, M, G or T (powers of 1024)")
 			}
+		case "switch":
+			if val == "" || strings.ContainsRune(val, 0) {
+				return nil, bad("the path of a switch's control socket")
+			}
+			c.Switch = val
 		default:
-			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll, rxwait, umemmax, sg): %w", s, key, unix.EINVAL)
+			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll, rxwait, umemmax, sg, switch): %w", s, key, unix.EINVAL)
 		}
 	}
 	if c.Frames < 2*c.Ring {
@@ -282,5 +293,8 @@ func (c *Config) String() string {
 		fmt.Fprintf(&b, ",umemmax=%d", c.UMEMMax)
 	}
 	fmt.Fprintf(&b, ",sg=%s", c.SG)
+	if c.Switch != "" {
+		b.WriteString(",switch=" + c.Switch)
+	}
 	return b.String()
 }

@@ -34,6 +34,16 @@ func TestParseLinkStr(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(one.Queues, []int{2}) {
 		t.Fatalf("queues=2: %+v, %v", one, err)
 	}
+	sw, err := ParseLinkStr("xdp:eth0,switch=/run/virtif-xdp/switch.sock")
+	if err != nil || sw.Switch != "/run/virtif-xdp/switch.sock" || sw.Ifname != "eth0" {
+		t.Fatalf("switch=: %+v, %v", sw, err)
+	}
+	if again, err := ParseLinkStr(sw.String()); err != nil || !reflect.DeepEqual(again, sw) {
+		t.Fatalf("round trip %q: %+v, %v", sw.String(), again, err)
+	}
+	if _, err := ParseLinkStr("xdp:eth0,switch="); !errors.Is(err, unix.EINVAL) || !strings.Contains(err.Error(), `"switch"`) {
+		t.Fatalf("empty switch=: %v", err)
+	}
 	// String round-trips.
 	again, err := ParseLinkStr(full.String())
 	if err != nil || !reflect.DeepEqual(again, full) {
