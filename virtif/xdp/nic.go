@@ -956,6 +956,7 @@ func (q *queue) chain(descs []xsk.Desc, i int) (frame []byte, last int, ok bool)
 
 const (
 	checkEvery = 100 * time.Millisecond // how often an idle RX goroutine checks the NIC
+	goneGrace  = 50 * time.Millisecond  // how long a NIC found down may take to vanish (being deleted)
 	spinChecks = 1024                   // empty polls between clock reads when spinning
 )
 
@@ -991,6 +992,13 @@ func (n *nic) alive(q *queue) error {
 		return nil
 	}
 	if ifr.Uint16()&unix.IFF_UP == 0 {
+		// Deleting a NIC sets it down before it unregisters it: look again
+		// after a moment, so a NIC on its way out is reported removed.
+		time.Sleep(goneGrace)
+		ifr.SetUint32(uint32(n.ifindex))
+		if err := unix.IoctlIfreq(n.probe, unix.SIOCGIFNAME, ifr); errors.Is(err, unix.ENODEV) {
+			return n.queueErr(q, unix.ENETDOWN)
+		}
 		return fmt.Errorf("xdp: %s queue %d: %w%s", n.cfg.Ifname, q.id, unix.ENETDOWN, hintDown)
 	}
 	if n.sg {
