@@ -3,7 +3,9 @@
 package netstack
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -59,11 +61,23 @@ func TestIntegrationXDPJumbo(t *testing.T) {
 	if got := h.Stack().Endpoint().MTU(); got != 9000 {
 		t.Fatalf("the stack's link MTU is %d, want the vif's 9000", got)
 	}
-	if out, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "5", "-s", "8000", "-M", "do", srv4.Addr().String()); err != nil {
+	out, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "5", "-s", "8000", "-M", "do", srv4.Addr().String())
+	if err != nil {
 		t.Fatalf("ping -s 8000 -M do: %v\n%s", err, out)
 	}
-	if n := h.Stack().Netstack().Stats().ICMP.V4.PacketsSent.EchoReply.Value(); n != 3 {
-		t.Errorf("%d echo replies, want 3", n)
+	// ping succeeds with one reply; a loaded machine may lose a request on
+	// the veth, so what must hold is that the stack answered each request
+	// the peer saw answered, and that at least one was.
+	var sent, received int
+	if i := strings.Index(string(out), " packets transmitted, "); i < 0 {
+		t.Fatalf("ping's summary is missing:\n%s", out)
+	} else if _, err := fmt.Sscanf(string(out[strings.LastIndex(string(out[:i]), "\n")+1:]), "%d packets transmitted, %d received", &sent, &received); err != nil {
+		t.Fatalf("ping's summary: %v\n%s", err, out)
+	}
+	if n := h.Stack().Netstack().Stats().ICMP.V4.PacketsSent.EchoReply.Value(); n != uint64(received) || received == 0 {
+		t.Errorf("the stack sent %d echo replies, ping received %d of %d\n%s\ncounters %+v", n, received, sent, out, ifc.Stats().Backend)
+	} else if received < sent {
+		t.Logf("ping received %d of %d (a request lost on the way in)\ncounters %+v", received, sent, ifc.Stats().Backend)
 	}
 	if in, out := sizes.in.Load(), sizes.out.Load(); in != 8042 || out != 8042 {
 		t.Errorf("longest frames: in %d, out %d, want 8042 (8000 + ICMP, IPv4 and Ethernet headers) each way", in, out)
