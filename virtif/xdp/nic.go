@@ -96,8 +96,12 @@ type nic struct {
 	// quiet for quietTime; only then does it sleep in poll(2), counting
 	// itself in pollers, and a transmit that finds pollers wakes them so
 	// that they nap. A receiver with traffic (a TCP stack sending ACKs)
-	// keeps polling: naps would delay it. RX latency while the NIC only
-	// transmits is at most maxNap.
+	// keeps polling: naps would delay it. So does one that answers what it
+	// receives (a request/response peer: ping, an echo, a ping-pong through
+	// l2fwd): a goroutine naps only once napTX transmits have passed since
+	// its last frame, else a request arriving after a quiet spell would wait
+	// out a nap of up to maxNap. RX latency while the NIC only transmits is
+	// at most maxNap.
 	txSeq   atomic.Uint64
 	pollers atomic.Int32
 }
@@ -107,7 +111,11 @@ const (
 	maxNap    = time.Millisecond
 	rxQuiet   = 2 * time.Millisecond
 	quietTime = 5 * time.Millisecond
+	napTX     = 256 // transmits since the last frame before an RX goroutine naps
 )
+
+// rxNaps counts the naps of the RX goroutines, for tests.
+var rxNaps atomic.Uint64
 
 // noteTX is called by every transmit: it takes RX goroutines off the
 // socket's wait queue (see txSeq).
@@ -620,6 +628,7 @@ func (n *nic) rxLoop(q *queue) {
 	spin := n.cfg.BusyPoll > 0 || n.cfg.RXWait == RXWaitSpin
 	var (
 		lastTX    = n.txSeq.Load()
+		txAtRX    = lastTX  // txSeq after the last batch of frames
 		txSeen    time.Time // when txSeq was last seen moving
 		rxSeen    time.Time // when frames last arrived
 		nap       = minNap
@@ -657,7 +666,8 @@ func (n *nic) rxLoop(q *queue) {
 				lastTX, txSeen = seq, now
 			}
 			txBusy := now.Sub(txSeen) < quietTime
-			if txBusy && now.Sub(rxSeen) >= rxQuiet {
+			if txBusy && now.Sub(rxSeen) >= rxQuiet && lastTX-txAtRX >= napTX {
+				rxNaps.Add(1)
 				time.Sleep(nap)
 				nap = min(2*nap, maxNap)
 				continue
@@ -699,6 +709,7 @@ func (n *nic) rxLoop(q *queue) {
 		if set := n.flushBits.Swap(0); set != 0 {
 			n.flushDeferred(set)
 		}
+		txAtRX = n.txSeq.Load()
 	}
 }
 
