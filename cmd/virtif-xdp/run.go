@@ -302,6 +302,9 @@ func printHostBanner(w io.Writer, f *runFlags, v *vif, caps string) {
 	}
 	fmt.Fprintf(w, "%s (mac %s) on %s%s: attach %s, bind %s, queues %s\n",
 		v.ifc.Name(), v.ifc.HardwareAddr(), f.link, where, info.Attach, info.Mode, intsString(info.Queues))
+	if info.BusyPoll != "off" {
+		fmt.Fprintf(w, "  busy polling %s\n", info.BusyPoll)
+	}
 	fmt.Fprintf(w, "  the NIC accepts the vif's MACs by %s", info.AddrFilter)
 	if info.LeftoversRemoved > 0 {
 		fmt.Fprintf(w, "; removed %d entries a killed process left on its address lists", info.LeftoversRemoved)

@@ -225,3 +225,18 @@ func udpEchoRoundTrip(lab *netlab.Lab, dst string) error {
 	}
 	return nil
 }
+
+// With busypoll the banner says whether busy polling is in effect: on a
+// veth, whose XDP frames carry no NAPI id, it is a no-op, and napi=on says
+// which NIC settings it set.
+func TestIntegrationRunBusyPollBanner(t *testing.T) {
+	netlab.RequireRoot(t)
+	lab := netlab.NewT(t, netlab.Options{})
+	r := startCmd(t, "run", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host]+",busypoll=8,napi=on",
+		"--addr", "198.18.0.3/24", "--echo", "0", "--http", "off", "--probe", "0")
+	r.waitRunning(t)
+	if want := "busy polling no-op so far: no socket has a NAPI id"; !strings.Contains(r.out.String(), want) ||
+		!strings.Contains(r.out.String(), "napi_defer_hard_irqs 2, gro_flush_timeout 200000 ns") {
+		t.Errorf("banner lacks %q and the NAPI settings:\n%s", want, r.out.String())
+	}
+}

@@ -29,7 +29,7 @@ const (
 //
 //	xdp:IFNAME[,queues=N|N-M|all][,mode=auto|copy|zerocopy][,attach=auto|native|generic]
 //	    [,frame=2048|4096][,frames=N][,ring=N][,wakeup=on|off][,busypoll=N][,rxwait=poll|spin]
-//	    [,umemmax=BYTES[K|M|G|T]]
+//	    [,umemmax=BYTES[K|M|G|T]][,napi=on|off]
 //
 // The zero values of the numeric fields mean "the default".
 type Config struct {
@@ -52,6 +52,11 @@ type Config struct {
 	// BusyPoll, when > 0, enables SO_PREFER_BUSY_POLL with this budget and
 	// makes the RX goroutines spin instead of sleeping in poll(2).
 	BusyPoll int
+	// NAPI (key napi=on, with busypoll only) sets the NIC's
+	// napi_defer_hard_irqs and gro_flush_timeout while it is open, so
+	// that preferred busy polling takes over from interrupts, and writes
+	// the values found back at close (napi.go).
+	NAPI bool
 	// RXWait is how an RX goroutine waits for frames: "poll" (default)
 	// sleeps in poll(2), so an idle vif costs no CPU; "spin" keeps checking
 	// the ring, a CPU per queue, as xdpsock's default loop does: no wakeup
@@ -163,13 +168,25 @@ func ParseLinkStr(s string) (*Config, error) {
 				return nil, bad("poll or spin")
 			}
 			c.RXWait = val
+		case "napi":
+			switch val {
+			case "on":
+				c.NAPI = true
+			case "off":
+				c.NAPI = false
+			default:
+				return nil, bad("on or off")
+			}
 		case "umemmax":
 			if c.UMEMMax, err = parseBytes(val); err != nil || c.UMEMMax < 1<<20 || c.UMEMMax > maxUMEMMax {
 				return nil, bad("bytes from 1M to 1T, with K, M, G or T (powers of 1024)")
 			}
 		default:
-			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll, rxwait, umemmax): %w", s, key, unix.EINVAL)
+			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll, rxwait, umemmax, napi): %w", s, key, unix.EINVAL)
 		}
+	}
+	if c.NAPI && c.BusyPoll == 0 {
+		return nil, fmt.Errorf("link string %q: napi=on sets the NIC up for busy polling: it needs busypoll=N: %w", s, unix.EINVAL)
 	}
 	if c.Frames < 2*c.Ring {
 		return nil, fmt.Errorf("link string %q: frames=%d must be at least twice ring=%d (fill and TX both hold frames): %w", s, c.Frames, c.Ring, unix.EINVAL)
@@ -256,6 +273,9 @@ func (c *Config) String() string {
 	fmt.Fprintf(&b, ",busypoll=%d,rxwait=%s", c.BusyPoll, c.RXWait)
 	if c.UMEMMax > 0 {
 		fmt.Fprintf(&b, ",umemmax=%d", c.UMEMMax)
+	}
+	if c.NAPI {
+		b.WriteString(",napi=on")
 	}
 	return b.String()
 }

@@ -67,7 +67,8 @@ type nic struct {
 	taken   []bool
 	closing bool
 
-	probe int // datagram socket in the NIC's namespace: reads its flags
+	probe int           // datagram socket in the NIC's namespace: reads its flags
+	napi  *napiSettings // the NIC's NAPI settings while ours (napi=on)
 	stop  atomic.Bool
 	wg    sync.WaitGroup
 	done  chan struct{} // closed when every RX goroutine has ended
@@ -584,6 +585,11 @@ func (n *nic) setup(c *Config) error {
 			return fmt.Errorf("xdp: %s queue %d: %w", c.Ifname, q, err)
 		}
 	}
+	if c.NAPI {
+		if n.napi, err = applyNAPI(c.Ifname, n.ifindex); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -607,6 +613,10 @@ func (n *nic) closeResources() error {
 	}
 	if n.addrs != nil {
 		errs = append(errs, n.addrs.close())
+	}
+	if n.napi != nil {
+		errs = append(errs, n.napi.restore())
+		n.napi = nil
 	}
 	if n.probe >= 0 {
 		errs = append(errs, os.NewSyscallError("close", unix.Close(n.probe)))
