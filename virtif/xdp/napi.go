@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/virtif-xdp/virtif-xdp/xsk"
 )
 
 // Preferred busy polling (SO_PREFER_BUSY_POLL, link-string key busypoll)
@@ -152,12 +154,23 @@ func (n *nic) busyPollState() string {
 	}
 	var ids []string
 	for _, q := range n.queues {
-		if id, err := unix.GetsockoptInt(q.sock.FD(), unix.SOL_SOCKET, unix.SO_INCOMING_NAPI_ID); err == nil && id != 0 {
-			ids = append(ids, strconv.Itoa(id))
+		if id := q.napiID.Load(); id != 0 {
+			ids = append(ids, strconv.FormatUint(uint64(id), 10))
 		}
 	}
 	if len(ids) == 0 {
 		return "no-op so far: no socket has a NAPI id (none received a frame yet, or the driver has no NAPI); " + napi
 	}
 	return fmt.Sprintf("on, budget %d, NAPI id %s; %s", n.cfg.BusyPoll, strings.Join(ids, ","), napi)
+}
+
+// napiIDOf is the NAPI id of the frames sock received
+// (SO_INCOMING_NAPI_ID), 0 if none. Only the socket's RX goroutine calls
+// it: the socket may be closed under anyone else.
+func napiIDOf(sock *xsk.Socket) uint32 {
+	id, err := unix.GetsockoptInt(sock.FD(), unix.SOL_SOCKET, unix.SO_INCOMING_NAPI_ID)
+	if err != nil || id < 0 {
+		return 0
+	}
+	return uint32(id)
 }

@@ -145,6 +145,9 @@ type queue struct {
 	// rxDone is the RX ring index below which every frame was handed
 	// out (xsk RXConsumed after each batch), for slotFree.
 	rxDone atomic.Uint32
+	// napiID is the socket's NAPI id, read by the RX goroutine after its
+	// first batch when busy polling (0: none).
+	napiID atomic.Uint32
 	// txMu serialises the TX half of sock among the vifs sending on it.
 	// Send stages each frame on the TX ring (its slot is reserved, so an
 	// accepted frame is never dropped by the backend); staged counts those
@@ -645,6 +648,7 @@ func (n *nic) rxLoop(q *queue) {
 		pollWait  = 200 * time.Millisecond
 		idle      uint
 		lastCheck = time.Now()
+		napiRead  = n.cfg.BusyPoll == 0
 	)
 	cur := &n.era0 // the era of the next frame on the ring
 	for !n.stop.Load() {
@@ -709,6 +713,10 @@ func (n *nic) rxLoop(q *queue) {
 			continue
 		}
 		nap, rxSeen = minNap, time.Now()
+		if !napiRead {
+			napiRead = true
+			q.napiID.Store(napiIDOf(q.sock))
+		}
 		q.batch.Add(1)
 		n.rxDepth.Add(1)
 		cur = n.demux(q, cur, descs[:got], at)
