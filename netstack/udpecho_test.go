@@ -53,7 +53,9 @@ func TestIntegrationXDPUDPEcho(t *testing.T) {
 			t.Fatalf("datagram %d: got %d bytes %q..., want %d", i, len(got), got[:min(len(got), 16)], len(want))
 		}
 	}
-	if got := h.Counters().UDPEchoes; got < n {
-		t.Errorf("UDPEchoes = %d, want at least %d", got, n)
+	// The counter moves once WriteTo returned, which may be after the
+	// answer arrived.
+	if !waitCond(10*time.Second, func() bool { return h.Counters().UDPEchoes >= n }) {
+		t.Errorf("UDPEchoes = %d, want at least %d", h.Counters().UDPEchoes, n)
 	}
 }
