@@ -112,9 +112,11 @@ soak:
 	$(GO) test -count=1 -timeout 60m -run '^TestIntegrationChurnSoak$$' -v ./virtif/xdp/ -args -soak.cycles=$(SOAK_CYCLES)
 
 # The comparison the README shows: virtif-xdp against the kernel's XDP_DROP,
-# C on libxdp, gVisor's pkg/xdp and AF_PACKET, interleaved, written to
-# bench/results and spliced into README.md; then TCP bulk transfer into the
-# userspace stack against gVisor's AF_PACKET endpoint and the kernel's TCP.
+# C on libxdp, gVisor's pkg/xdp, DPDK's af_xdp PMD and AF_PACKET, the CPU
+# cost per frame at a paced rate and request/response latency in three wait
+# modes, interleaved, written to bench/results and spliced into README.md;
+# then TCP bulk transfer into the userspace stack against gVisor's AF_PACKET
+# endpoint and the kernel's TCP.
 BENCH_ROUNDS ?= 5
 BENCH_SECONDS ?= 3
 bench: deps

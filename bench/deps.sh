@@ -1,9 +1,12 @@
 #!/bin/sh
 # Installs the Debian packages the benchmark's reference programs build with:
-# a C toolchain, pkg-config, and libxdp/libbpf headers for bench/ref/xsk-c.
+# a C toolchain, pkg-config, and libxdp/libbpf headers for bench/ref/xsk-c;
+# and DPDK's dpdk-testpmd (in Debian 12's dpdk-dev) with its af_xdp PMD
+# (librte-net-af-xdp23),
+# which the harness runs as another reference.
 # Run as root. Installs only what is missing.
 set -eu
-debs="gcc make pkg-config libc6-dev libxdp-dev libbpf-dev"
+debs="gcc make pkg-config libc6-dev libxdp-dev libbpf-dev dpdk dpdk-dev librte-net-af-xdp23"
 missing=""
 for p in $debs; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

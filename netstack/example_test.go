@@ -68,5 +68,5 @@ func ExampleNewHost() {
 	fmt.Printf("%+v\n", server.Counters())
 	// Output:
 	// echo: hello, userspace
-	// {EchoRepliesV4:1 EchoRepliesV6:0 TCPAccepted:1 EchoConns:1 HTTPRequests:0 ConnsRefused:0 ConnsTimedOut:0 ConnsOpen:1}
+	// {EchoRepliesV4:1 EchoRepliesV6:0 TCPAccepted:1 EchoConns:1 UDPEchoes:0 HTTPRequests:0 ConnsRefused:0 ConnsTimedOut:0 ConnsOpen:1}
 }

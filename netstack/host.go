@@ -28,6 +28,9 @@ type HostConfig struct {
 	Gateway netip.Addr
 	// EchoPort, if > 0, runs a TCP echo service (RFC 862) on that port.
 	EchoPort int
+	// UDPEchoPort, if > 0, runs a UDP echo service (RFC 862) on that
+	// port: each datagram goes back to its sender (up to 2048 bytes of it).
+	UDPEchoPort int
 	// DiscardPort, if > 0, runs a TCP discard service (RFC 863) on that
 	// port: a sink for bulk-transfer benchmarks.
 	DiscardPort int
@@ -109,11 +112,13 @@ type Host struct {
 	cfg HostConfig
 
 	lns   []net.Listener // echo and discard
+	udp   net.PacketConn // UDP echo
 	srv   *http.Server
 	httpL []net.Listener
 
 	httpRequests atomic.Uint64
 	echoConns    atomic.Uint64
+	udpEchoes    atomic.Uint64
 	refused      atomic.Uint64 // connections over Limits.MaxConns
 	timedOut     atomic.Uint64 // connections closed by a deadline
 	open         atomic.Int64  // connections open now, against MaxConns
@@ -203,6 +208,11 @@ func NewHost(ifc *virtif.Interface, cfg HostConfig) (h *Host, err error) {
 		h.lns = append(h.lns, l)
 		h.wg.Add(1)
 		go h.acceptLoop(&limitListener{Listener: l, h: h}, svc.serve)
+	}
+	if cfg.UDPEchoPort > 0 {
+		if err := h.startUDPEcho(unspec, cfg.UDPEchoPort); err != nil {
+			return nil, err
+		}
 	}
 	if len(httpAPs) > 0 {
 		mux := http.NewServeMux()
@@ -371,6 +381,7 @@ type Counters struct {
 	EchoRepliesV6 uint64 // ICMPv6 echo replies sent
 	TCPAccepted   uint64 // TCP connections accepted (any service)
 	EchoConns     uint64 // connections to the echo service
+	UDPEchoes     uint64 // datagrams the UDP echo service sent back
 	HTTPRequests  uint64 // requests to the status page
 	ConnsRefused  uint64 // connections closed at once: Limits.MaxConns were open
 	ConnsTimedOut uint64 // echo and discard connections closed by a deadline
@@ -385,6 +396,7 @@ func (h *Host) Counters() Counters {
 		EchoRepliesV6: ss.ICMP.V6.PacketsSent.EchoReply.Value(),
 		TCPAccepted:   ss.TCP.PassiveConnectionOpenings.Value(),
 		EchoConns:     h.echoConns.Load(),
+		UDPEchoes:     h.udpEchoes.Load(),
 		HTTPRequests:  h.httpRequests.Load(),
 		ConnsRefused:  h.refused.Load(),
 		ConnsTimedOut: h.timedOut.Load(),
@@ -474,6 +486,9 @@ func (h *Host) Close() error {
 	}
 	for _, l := range h.lns {
 		_ = l.Close()
+	}
+	if h.udp != nil {
+		_ = h.udp.Close()
 	}
 	h.wg.Wait()
 	errs = append(errs, h.st.Close())

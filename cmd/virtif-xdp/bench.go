@@ -21,6 +21,7 @@ import (
 
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
+	"github.com/virtif-xdp/virtif-xdp/virtif/xdp"
 )
 
 // benchMode is one of the classic AF_XDP benchmark modes (the kernel's
@@ -47,9 +48,9 @@ nothing is allocated per frame.`},
 	{name: "l2fwd", rx: true, tx: true,
 		short: "Send every received frame back with its MACs swapped",
 		long: `l2fwd brings up vif0 on the NIC; its input handler swaps the source and
-destination MAC of every frame it accepts and sends it back out, gathered in
-batches of --batch frames (OutputBatch) that go when full, or within a
-millisecond when traffic pauses.`},
+destination MAC of every frame it accepts and sends it back out at once
+(Output); the kernel is kicked once per received batch, so a lone frame is
+answered without waiting for more (a ping-pong measures the round trip).`},
 }
 
 // benchFlags are the flags of rxdrop, txonly and l2fwd.
@@ -76,7 +77,10 @@ func newBenchCmd(m benchMode) *cobra.Command {
 It runs until --duration, until --count frames (received by rxdrop and
 l2fwd, given to OutputBatch by txonly), or until Ctrl-C or SIGTERM, whichever
 comes first; a NIC that fails (deleted, say) ends it at once with exit 1 and
-the reason. It prints a line per second (to stderr with --json, else
+the reason. rxdrop and l2fwd busy-loop on their RX rings by default, as
+xdpsock does (rxwait=spin, a CPU per queue), unless the link string sets
+rxwait= or busypoll=; txonly's sender busy-loops on its TX ring and its
+RX side, which gets nothing, waits in poll(2). It prints a line per second (to stderr with --json, else
 stdout) and a summary at the end that gives the rate, the wall time it ran
 and why it stopped; --json makes the summary one JSON object on stdout, with
 "wall_seconds", "stopped" (duration, count, signal, nic or error) and, for
@@ -102,6 +106,9 @@ the NIC however the run ends.` + privilegesHelp,
 				return usagef("--dst %q: not a 6-byte MAC", f.dst)
 			}
 			f.dstMAC = hw
+			if m.rx {
+				f.link = spinByDefault(f.link)
+			}
 			return runBench(cmd, m, &f)
 		},
 	}
@@ -111,7 +118,7 @@ the NIC however the run ends.` + privilegesHelp,
 	// says which mode uses it.
 	fs.IntVar(&f.size, "size", 64, "txonly: frame size in bytes, without the FCS")
 	fs.StringVar(&f.dst, "dst", defaultDst, "txonly: destination MAC of the frames sent")
-	fs.IntVar(&f.batch, "batch", 64, "txonly, l2fwd: frames per OutputBatch call (one kernel kick each)")
+	fs.IntVar(&f.batch, "batch", 64, "txonly: frames per OutputBatch call (one kernel kick each)")
 	fs.Uint64Var(&f.count, "count", 0, "stop after this many frames: received (rxdrop, l2fwd) or sent (txonly); 0: no limit")
 	fs.BoolVar(&f.json, "json", false, "print the summary as one JSON object on stdout")
 	return cmd
@@ -126,6 +133,9 @@ type benchSummary struct {
 	Attach string `json:"attach"`
 	Bind   string `json:"bind"`
 	Queues []int  `json:"queues"`
+	// Wait is how the RX goroutines wait for frames: "poll", "spin" or
+	// "busypoll=N" (waitMode).
+	Wait string `json:"rx_wait"`
 	// Seconds is the time the rate is over: for the receiving modes from
 	// the first to the last frame received (to a millisecond), as the
 	// reference programs in bench/ref count it, so neither start-up nor a
@@ -163,7 +173,7 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 		input = func([]byte, bool) {}
 	}
 	if m.rx && m.tx {
-		fwd = newForwarder(f.batch)
+		fwd = newForwarder()
 		fwd.act = act
 		input = fwd.input
 	}
@@ -194,8 +204,9 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 		live = cmd.ErrOrStderr()
 	}
 	info := v.be.Info()
+	wait := waitMode(f.link)
 	slog.Info("running", "mode", m.name, "vif", v.ifc.Name(), "mac", v.ifc.HardwareAddr().String(), "link", f.link,
-		"attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "duration", f.duration, "caps", kept)
+		"attach", info.Attach, "bind", info.Mode, "queues", info.Queues, "rxwait", wait, "duration", f.duration, "caps", kept)
 
 	// For benchmark harnesses (as bench/ref's programs do): traffic may start.
 	fmt.Fprintf(cmd.ErrOrStderr(), "ready: virtif-xdp %s\n", m.name)
@@ -220,7 +231,7 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 	prevT := time.Duration(0)
 	why, err := runFor(ctx, f.duration, v, stop, func(el time.Duration) {
 		cur := v.ifc.Stats()
-		printLive(live, m, el, el-prevT, prev, cur)
+		printLive(live, m, wait, el, el-prevT, prev, cur)
 		prev, prevT = cur, el
 	})
 	elapsed := time.Since(start)
@@ -253,6 +264,31 @@ func runBench(cmd *cobra.Command, m benchMode, f *benchFlags) error {
 		printSummary(cmd.OutOrStdout(), sum)
 	}
 	return err
+}
+
+// spinByDefault adds rxwait=spin to a link string that says neither
+// rxwait= nor busypoll=: the receiving benchmark modes busy-loop on their
+// rings unless told otherwise (the library's default stays poll).
+func spinByDefault(link string) string {
+	for _, kv := range strings.Split(link, ",")[1:] {
+		if k, _, _ := strings.Cut(kv, "="); k == "rxwait" || k == "busypoll" {
+			return link
+		}
+	}
+	return link + ",rxwait=" + xdp.RXWaitSpin.String()
+}
+
+// waitMode names how the RX goroutines of a (valid) link string wait:
+// "busypoll=N" (which spins too), "spin" or "poll".
+func waitMode(link string) string {
+	c, err := xdp.ParseLinkStr(link)
+	if err != nil {
+		return "?"
+	}
+	if c.BusyPoll > 0 {
+		return fmt.Sprintf("busypoll=%d", c.BusyPoll)
+	}
+	return c.RXWait.String()
 }
 
 // txFrames builds txonly's batch once: --batch frames of --size bytes.
@@ -310,62 +346,36 @@ func txLoop(ifc *virtif.Interface, frames [][][]byte, stop *atomic.Bool, limit u
 }
 
 // forwarder is l2fwd's input handler: it copies each frame with its MACs
-// swapped into a preallocated batch and sends the batch when it is full.
-// A frame is only valid during the input call, so it cannot be queued
-// without a copy; a ticker sends a partial batch when traffic pauses.
+// swapped into a buffer and sends it at once (Output). A frame is only
+// valid during the input call, so it cannot be sent without a copy; the
+// backend defers the kernel kick of a send made during an RX batch to the
+// batch's end, so a burst costs one kick and a lone frame (a ping-pong)
+// leaves without waiting for more.
 type forwarder struct {
 	mu      sync.Mutex
 	ifc     *virtif.Interface
-	bufs    [][]byte
-	frames  [][][]byte
-	n       int
+	buf     []byte
+	frame   [][]byte
 	act     *activity
 	errs    atomic.Uint64 // send errors other than back-pressure
 	skipped atomic.Uint64 // frames received but not forwarded: too big, or outside the run
-	done    chan struct{}
-	wg      sync.WaitGroup
 }
 
 // maxFwdFrame is the largest frame l2fwd forwards: a 4096-byte UMEM frame.
 const maxFwdFrame = 4096
 
-func newForwarder(batch int) *forwarder {
-	f := &forwarder{bufs: make([][]byte, batch), frames: make([][][]byte, batch), done: make(chan struct{})}
-	mem := make([]byte, batch*maxFwdFrame)
-	for i := range f.bufs {
-		f.bufs[i] = mem[i*maxFwdFrame : (i+1)*maxFwdFrame : (i+1)*maxFwdFrame]
-		f.frames[i] = make([][]byte, 1)
-	}
-	return f
+func newForwarder() *forwarder {
+	return &forwarder{buf: make([]byte, maxFwdFrame), frame: make([][]byte, 1)}
 }
 
 func (f *forwarder) start(ifc *virtif.Interface) {
 	f.mu.Lock()
 	f.ifc = ifc
 	f.mu.Unlock()
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		t := time.NewTicker(time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-f.done:
-				return
-			case <-t.C:
-				f.mu.Lock()
-				f.flushLocked()
-				f.mu.Unlock()
-			}
-		}
-	}()
 }
 
 func (f *forwarder) stop() {
-	close(f.done)
-	f.wg.Wait()
 	f.mu.Lock()
-	f.flushLocked()
 	f.ifc = nil
 	f.mu.Unlock()
 }
@@ -379,39 +389,20 @@ func (f *forwarder) input(frame []byte, _ bool) {
 		return
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.ifc == nil {
-		f.mu.Unlock()
 		f.skipped.Add(1)
 		return
 	}
-	b := f.bufs[f.n][:len(frame)]
+	b := f.buf[:len(frame)]
 	copy(b[0:6], frame[6:12])
 	copy(b[6:12], frame[0:6])
 	copy(b[12:], frame[12:])
-	f.frames[f.n][0] = b
-	f.n++
-	if f.n == len(f.frames) {
-		f.flushLocked()
+	f.frame[0] = b
+	// Counted by the interface as a drop or an error if it fails.
+	if err := f.ifc.Output(f.frame); err != nil && !errors.Is(err, unix.ENOBUFS) {
+		f.errs.Add(1)
 	}
-	f.mu.Unlock()
-}
-
-func (f *forwarder) flushLocked() {
-	if f.n == 0 || f.ifc == nil {
-		return
-	}
-	for sent := 0; sent < f.n; {
-		k, err := f.ifc.OutputBatch(f.frames[sent:f.n])
-		sent += k
-		if err == nil {
-			break
-		}
-		sent++ // counted by the interface as an error or drop
-		if !errors.Is(err, unix.ENOBUFS) {
-			f.errs.Add(1)
-		}
-	}
-	f.n = 0
 }
 
 // counterMap flattens the stats into name → value.
@@ -442,7 +433,7 @@ func summarize(m benchMode, f *benchFlags, v *vif, elapsed time.Duration) benchS
 	all := counterMap(st)
 	s := benchSummary{
 		Mode: m.name, Link: f.link, Vif: v.ifc.Name(), MAC: v.ifc.HardwareAddr().String(),
-		Attach: info.Attach, Bind: info.Mode, Queues: info.Queues,
+		Attach: info.Attach, Bind: info.Mode, Queues: info.Queues, Wait: waitMode(f.link),
 		Seconds: elapsed.Seconds(), WallSeconds: elapsed.Seconds(),
 		RXPackets: st.IPackets, TXPackets: st.OPackets,
 		Drops: map[string]uint64{}, Counters: all,
@@ -515,13 +506,13 @@ func (a *activity) span() (time.Duration, bool) {
 func (a *activity) stop() { close(a.done) }
 
 // printLive prints one line of per-second rates and the drops that grew.
-func printLive(w io.Writer, m benchMode, el, dt time.Duration, prev, cur virtif.Stats) {
+func printLive(w io.Writer, m benchMode, wait string, el, dt time.Duration, prev, cur virtif.Stats) {
 	sec := dt.Seconds()
 	if sec <= 0 {
 		return
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%6.1fs", el.Seconds())
+	fmt.Fprintf(&b, "%6.1fs  rxwait %s", el.Seconds(), wait)
 	if m.rx {
 		fmt.Fprintf(&b, "  rx %s pps %8.1f Mbit/s", fmtRate(float64(cur.IPackets-prev.IPackets)/sec),
 			float64(cur.IBytes-prev.IBytes)*8/sec/1e6)
@@ -576,8 +567,8 @@ func fmtRate(pps float64) string {
 }
 
 func printSummary(w io.Writer, s benchSummary) {
-	fmt.Fprintf(w, "%s on %s (%s %s, attach %s, bind %s, queues %s): %d packets, %d bytes in %.2fs = %s pps, %.1f Mbit/s\n",
-		s.Mode, s.Link, s.Vif, s.MAC, s.Attach, s.Bind, intsString(s.Queues), s.Packets, s.Bytes, s.Seconds,
+	fmt.Fprintf(w, "%s on %s (%s %s, attach %s, bind %s, queues %s, rxwait %s): %d packets, %d bytes in %.2fs = %s pps, %.1f Mbit/s\n",
+		s.Mode, s.Link, s.Vif, s.MAC, s.Attach, s.Bind, intsString(s.Queues), s.Wait, s.Packets, s.Bytes, s.Seconds,
 		strings.TrimSpace(fmtRate(s.PPS)), s.Mbps)
 	stopped := stopReason(s.Stopped).String()
 	if s.StopError != "" {

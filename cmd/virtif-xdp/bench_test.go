@@ -4,6 +4,7 @@ package main
 
 import (
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,7 +30,7 @@ func runModeBench(b *testing.B, mode string) {
 	var fwd *forwarder
 	var input virtif.Input = func([]byte, bool) {}
 	if mode == "l2fwd" {
-		fwd = newForwarder(64)
+		fwd = newForwarder()
 		input = fwd.input
 	}
 	v, err := openVif(vifSetup{link: "xdp:" + lab.Link[netlab.Host], netns: lab.NS[netlab.Host],
@@ -97,11 +98,6 @@ func runModeBench(b *testing.B, mode string) {
 			last = steered
 		}
 	}
-	if fwd != nil {
-		fwd.mu.Lock()
-		fwd.flushLocked()
-		fwd.mu.Unlock()
-	}
 	elapsed := time.Since(start)
 	b.StopTimer()
 	st := v.ifc.Stats()
@@ -127,5 +123,49 @@ func runModeBench(b *testing.B, mode string) {
 			last = got
 		}
 		b.ReportMetric(float64(got)/float64(max(moved, 1))*100, "%arrived")
+	}
+}
+
+// rxdrop and l2fwd spin on their rings unless the link string says how to
+// wait; the summary says which wait mode ran. txonly receives nothing and
+// keeps the library's poll.
+func TestIntegrationBenchWaitDefault(t *testing.T) {
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
+	for _, c := range []struct{ mode, link, want string }{
+		{"rxdrop", "", "spin"},
+		{"l2fwd", "", "spin"},
+		{"rxdrop", ",rxwait=poll", "poll"},
+		{"l2fwd", ",busypoll=8", "busypoll=8"},
+		{"txonly", "", "poll"},
+	} {
+		res := runCmd(t, c.mode, "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host]+c.link,
+			"--duration", "200ms", "--json")
+		if res.code != exitOK {
+			t.Fatalf("%s %s: exit %d:\n%s", c.mode, c.link, res.code, res.stderr)
+		}
+		if s := summaryJSON(t, res); s.Wait != c.want {
+			t.Errorf("%s %s: rx_wait %q, want %q (link %s)", c.mode, c.link, s.Wait, c.want, s.Link)
+		}
+		if !strings.Contains(res.stderr, "rxwait="+c.want) && !strings.Contains(res.stderr, `rxwait="`+c.want+`"`) {
+			t.Errorf("%s %s: the running line does not say rxwait %s:\n%s", c.mode, c.link, c.want, res.stderr)
+		}
+	}
+	res := runCmd(t, "rxdrop", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host], "--duration", "200ms")
+	if res.code != exitOK || !strings.Contains(res.stdout, "rxwait spin)") {
+		t.Errorf("the text summary does not say rxwait spin: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+}
+
+func TestSpinByDefault(t *testing.T) {
+	for in, want := range map[string]string{
+		"xdp:eth0":                    "xdp:eth0,rxwait=spin",
+		"xdp:eth0,queues=0":           "xdp:eth0,queues=0,rxwait=spin",
+		"xdp:eth0,rxwait=poll":        "xdp:eth0,rxwait=poll",
+		"xdp:eth0,ring=64,busypoll=4": "xdp:eth0,ring=64,busypoll=4",
+	} {
+		if got := spinByDefault(in); got != want {
+			t.Errorf("spinByDefault(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

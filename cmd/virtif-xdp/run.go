@@ -28,6 +28,7 @@ type runFlags struct {
 	addrs   []string
 	gateway string
 	echo    int
+	udpEcho int
 	http    string
 	trust   bool
 	noGRO   bool
@@ -52,8 +53,9 @@ frames for its MAC, ARP requests for its IPv4 addresses and its IPv6
 solicited-node groups; everything else still reaches the host kernel.
 
 The host answers ping (ICMP and ICMPv6), runs a TCP echo service (RFC 862)
-on --echo and an HTTP status page with the interface counters on --http
-(--echo 0 and --http off turn them off; the banner says what listens where),
+on --echo, a UDP echo service on --udp-echo (off by default) and an HTTP
+status page with the interface counters on --http (--echo 0 and --http off
+turn them off; the banner says what listens where),
 until Ctrl-C or SIGTERM (or --duration). Then it stops the stack, destroys
 vif0 and the XDP program leaves the NIC, and it prints the interface
 counters and what the host answered. --metrics serves both to Prometheus
@@ -112,6 +114,7 @@ checksum offload off ('ethtool -K PEER tx off') or run is told
 	fs.StringArrayVar(&f.addrs, "addr", nil, "an address of the host with its subnet, IPv4 or IPv6 (repeat for more), e.g. 198.18.0.3/24")
 	fs.StringVar(&f.gateway, "gateway", "", "default gateway, IPv4 or IPv6 (needs an --addr of its family)")
 	fs.IntVar(&f.echo, "echo", 7, "TCP echo service port (0: none)")
+	fs.IntVar(&f.udpEcho, "udp-echo", 0, "UDP echo service port: each datagram back to its sender, up to 2048 bytes (0: none)")
 	fs.StringVar(&f.http, "http", ":80", `status page address: ":80" on every address, "198.18.0.3:8080" on one ("off" or "": none)`)
 	fs.DurationVar(&f.probe, "probe", probeInterval, "time between the probes that check nobody on the segment holds an --addr (ARP probes, IPv6 duplicate address detection) before it is taken; 0: no probing")
 	fs.IntVar(&f.limits.MaxConns, "max-conns", netstack.DefaultMaxConns, "connections open at once across echo and the status page; one more is closed at once")
@@ -191,6 +194,9 @@ func (f *runFlags) check() error {
 	if f.echo < 0 || f.echo > 65535 {
 		return usagef("--echo %d: a TCP port is 1..65535 (0: no echo service)", f.echo)
 	}
+	if f.udpEcho < 0 || f.udpEcho > 65535 {
+		return usagef("--udp-echo %d: a UDP port is 1..65535 (0: no UDP echo service)", f.udpEcho)
+	}
 	if f.http != "" {
 		host, port, err := net.SplitHostPort(f.http)
 		if err != nil {
@@ -238,12 +244,13 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 	start := time.Now()
 	var privs atomic.Pointer[string] // the capabilities kept, once dropped
 	h, err := netstack.NewHost(v.ifc, netstack.HostConfig{
-		Addrs:    f.prefixes,
-		Gateway:  f.gw,
-		EchoPort: f.echo,
-		HTTPAddr: f.http,
-		Limits:   f.limits,
-		Probe:    netstack.ProbeConfig{Interval: f.probe, Off: f.probe == 0},
+		Addrs:       f.prefixes,
+		Gateway:     f.gw,
+		EchoPort:    f.echo,
+		UDPEchoPort: f.udpEcho,
+		HTTPAddr:    f.http,
+		Limits:      f.limits,
+		Probe:       netstack.ProbeConfig{Interval: f.probe, Off: f.probe == 0},
 		// Whoever reaches the page reads it: counters, uptime and how frames
 		// are demultiplexed, not the NIC or how it is set up (the banner
 		// has that).
@@ -294,8 +301,8 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 	st := v.ifc.Stats()
 	fmt.Fprintln(w)
 	printCounters(w, v.ifc.Name(), st)
-	fmt.Fprintf(w, "\nanswered: ping %d, ping6 %d, tcp connections %d (echo %d), http requests %d\n",
-		c.EchoRepliesV4, c.EchoRepliesV6, c.TCPAccepted, c.EchoConns, c.HTTPRequests)
+	fmt.Fprintf(w, "\nanswered: ping %d, ping6 %d, tcp connections %d (echo %d), udp echoes %d, http requests %d\n",
+		c.EchoRepliesV4, c.EchoRepliesV6, c.TCPAccepted, c.EchoConns, c.UDPEchoes, c.HTTPRequests)
 	return err
 }
 
@@ -309,6 +316,9 @@ func printHostBanner(w io.Writer, f *runFlags, v *vif, caps string) {
 	fmt.Fprintf(w, "%s (mac %s) on %s%s: attach %s, bind %s, queues %s\n",
 		v.ifc.Name(), v.ifc.HardwareAddr(), f.link, where, info.Attach, info.Mode, intsString(info.Queues))
 	fmt.Fprintf(w, "  mtu %d (at most %d: %s)\n", v.ifc.MTU(), info.MaxMTU, info.MTULimit)
+	if info.BusyPoll != "off" {
+		fmt.Fprintf(w, "  busy polling %s\n", info.BusyPoll)
+	}
 	fmt.Fprintf(w, "  the NIC accepts the vif's MACs by %s", info.AddrFilter)
 	if info.LeftoversRemoved > 0 {
 		fmt.Fprintf(w, "; removed %d entries a killed process left on its address lists", info.LeftoversRemoved)
@@ -328,6 +338,9 @@ func printHostBanner(w io.Writer, f *runFlags, v *vif, caps string) {
 		fmt.Fprintf(w, "  echo   tcp port %d on every address\n", f.echo)
 	} else {
 		fmt.Fprintf(w, "  echo   off\n")
+	}
+	if f.udpEcho > 0 {
+		fmt.Fprintf(w, "  echo   udp port %d on every address\n", f.udpEcho)
 	}
 	if urls := statusURLs(f.http, f.prefixes); len(urls) > 0 {
 		fmt.Fprintf(w, "  status %s (counters only)\n", strings.Join(urls, " "))

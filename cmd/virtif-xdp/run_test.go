@@ -36,13 +36,13 @@ func TestIntegrationRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := startCmd(t, "run", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host],
-		"--addr", "198.18.0.3/24", "--addr", "fd00:198:18::3/64", "--trust-rx-checksum", "--metrics", "127.0.0.1:0")
+		"--addr", "198.18.0.3/24", "--addr", "fd00:198:18::3/64", "--trust-rx-checksum", "--metrics", "127.0.0.1:0", "--udp-echo", "7")
 	r.waitRunning(t)
 	if attached, err := xdpAttached(lab); err != nil || !attached {
 		t.Fatalf("no XDP program on the NIC while run runs (%v)", err)
 	}
 	for _, want := range []string{"status http://198.18.0.3:80/ http://[fd00:198:18::3]:80/ (counters only)",
-		"echo   tcp port 7 on every address", "limits 64 connections at once, idle 1m0s, writes 10s, HTTP headers 8 KiB"} {
+		"echo   tcp port 7 on every address", "echo   udp port 7 on every address", "limits 64 connections at once, idle 1m0s, writes 10s, HTTP headers 8 KiB"} {
 		if !strings.Contains(r.out.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, r.out.String())
 		}
@@ -88,6 +88,11 @@ func TestIntegrationRun(t *testing.T) {
 			t.Errorf("echo at %s: %v", dst, err)
 		}
 		c.Close()
+	}
+	for _, dst := range []string{"198.18.0.3:7", "[fd00:198:18::3]:7"} {
+		if err := udpEchoRoundTrip(lab, dst); err != nil {
+			t.Errorf("udp echo at %s: %v", dst, err)
+		}
 	}
 	for _, u := range []string{"http://198.18.0.3/?text", "http://[fd00:198:18::3]/?text"} {
 		body, err := peerHTTPGet(testCtx(t), lab, u)
@@ -143,7 +148,7 @@ func TestIntegrationRun(t *testing.T) {
 	if res.code != exitOK {
 		t.Fatalf("run after cancel: exit %d\n%s%s", res.code, res.stdout, res.stderr)
 	}
-	if want := fmt.Sprintf("answered: ping 2, ping6 2, tcp connections %d (echo 2), http requests %d", 2+httpRequests, httpRequests); !strings.Contains(res.stdout, want) {
+	if want := fmt.Sprintf("answered: ping 2, ping6 2, tcp connections %d (echo 2), udp echoes 2, http requests %d", 2+httpRequests, httpRequests); !strings.Contains(res.stdout, want) {
 		t.Errorf("summary lacks %q:\n%s", want, res.stdout)
 	}
 	if attached, err := xdpAttached(lab); err != nil || attached {
@@ -198,5 +203,43 @@ func TestStatusURLs(t *testing.T) {
 		if got := strings.Join(statusURLs(c.http, p), " "); got != c.want {
 			t.Errorf("statusURLs(%q) = %q, want %q", c.http, got, c.want)
 		}
+	}
+}
+
+// udpEchoRoundTrip sends one datagram from the peer to dst and expects it
+// back (the peer already pinged dst: its neighbour entry is there).
+func udpEchoRoundTrip(lab *netlab.Lab, dst string) error {
+	c, err := lab.DialContext(netlab.Peer)(context.Background(), "udp", dst)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	msg, buf := []byte("udp echo "+dst), make([]byte, 256)
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	if string(buf[:n]) != string(msg) {
+		return fmt.Errorf("got %q back, want %q", buf[:n], msg)
+	}
+	return nil
+}
+
+// With busypoll the banner says whether busy polling is in effect: on a
+// veth, whose XDP frames carry no NAPI id, it is a no-op, and napi=on says
+// which NIC settings it set.
+func TestIntegrationRunBusyPollBanner(t *testing.T) {
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
+	r := startCmd(t, "run", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host]+",busypoll=8,napi=on",
+		"--addr", "198.18.0.3/24", "--echo", "0", "--http", "off", "--probe", "0")
+	r.waitRunning(t)
+	if want := "busy polling no-op so far: no socket has a NAPI id"; !strings.Contains(r.out.String(), want) ||
+		!strings.Contains(r.out.String(), "napi_defer_hard_irqs 2, gro_flush_timeout 200000 ns") {
+		t.Errorf("banner lacks %q and the NAPI settings:\n%s", want, r.out.String())
 	}
 }

@@ -558,11 +558,17 @@ type Info struct {
 	// MTULimit what sets it, with why multi-buffer is off when it is.
 	MaxMTU   int
 	MTULimit string
+	// BusyPoll says whether busy polling is in effect: "off", "on, ..."
+	// with the NAPI ids polled, or a no-op while no socket has a NAPI id
+	// (nothing received yet, or a driver without NAPI); and whether the
+	// NIC's NAPI settings were set (napi=on).
+	BusyPoll string
 }
 
 // Info reports the attach and bind modes chosen.
 func (b *Backend) Info() Info {
-	i := Info{Ifindex: b.nic.ifindex, Attach: b.nic.attach.String(), Mode: b.nic.mode.String(), Slot: b.slot, Demux: "tag"}
+	i := Info{Ifindex: b.nic.ifindex, Attach: b.nic.attach.String(), Mode: b.nic.mode.String(), Slot: b.slot, Demux: "tag",
+		BusyPoll: b.nic.busyPollState()}
 	if b.nic.demuxMAC.Load() {
 		i.Demux = "mac"
 	}

@@ -18,7 +18,7 @@ const Scheme = "xdp"
 //
 //	xdp:IFNAME[,queues=N|N-M|all][,mode=auto|copy|zerocopy][,attach=auto|native|generic]
 //	    [,frame=2048|4096][,frames=N][,ring=N][,wakeup=on|off][,busypoll=N][,rxwait=poll|spin]
-//	    [,umemmax=BYTES[K|M|G|T]][,sg=auto|on|off][,switch=PATH]
+//	    [,umemmax=BYTES[K|M|G|T]][,sg=auto|on|off][,switch=PATH][,napi=on|off]
 //
 // The zero values of the numeric fields mean "the default".
 type Config struct {
@@ -45,6 +45,11 @@ type Config struct {
 	// BusyPoll, when > 0, enables SO_PREFER_BUSY_POLL with this budget and
 	// makes the RX goroutines spin instead of sleeping in poll(2).
 	BusyPoll int
+	// NAPI (key napi=on, with busypoll only) sets the NIC's
+	// napi_defer_hard_irqs and gro_flush_timeout while it is open, so
+	// that preferred busy polling takes over from interrupts, and writes
+	// the values found back at close (napi.go).
+	NAPI bool
 	// RXWait is how an RX goroutine waits for frames (key "rxwait").
 	RXWait RXWait
 	// UMEMMax caps the UMEM of the NIC, all queues together (frames ×
@@ -193,6 +198,15 @@ func ParseLinkStr(s string) (*Config, error) {
 			if c.SG, ok = parseEnum(val, xsk.SGAuto, xsk.SGOn, xsk.SGOff); !ok {
 				return nil, bad("auto, on or off")
 			}
+		case "napi":
+			switch val {
+			case "on":
+				c.NAPI = true
+			case "off":
+				c.NAPI = false
+			default:
+				return nil, bad("on or off")
+			}
 		case "umemmax":
 			if c.UMEMMax, err = parseBytes(val); err != nil || c.UMEMMax < 1<<20 || c.UMEMMax > maxUMEMMax {
 				return nil, bad("bytes from 1M to 1T, with K, M, G or T (powers of 1024)")
@@ -203,8 +217,11 @@ func ParseLinkStr(s string) (*Config, error) {
 			}
 			c.Switch = val
 		default:
-			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll, rxwait, umemmax, sg, switch): %w", s, key, unix.EINVAL)
+			return nil, fmt.Errorf("link string %q: unknown key %q (known: queues, mode, attach, frame, frames, ring, wakeup, busypoll, rxwait, umemmax, sg, switch, napi): %w", s, key, unix.EINVAL)
 		}
+	}
+	if c.NAPI && c.BusyPoll == 0 {
+		return nil, fmt.Errorf("link string %q: napi=on sets the NIC up for busy polling: it needs busypoll=N: %w", s, unix.EINVAL)
 	}
 	if c.Frames < 2*c.Ring {
 		return nil, fmt.Errorf("link string %q: frames=%d must be at least twice ring=%d (fill and TX both hold frames): %w", s, c.Frames, c.Ring, unix.EINVAL)
@@ -295,6 +312,9 @@ func (c *Config) String() string {
 	fmt.Fprintf(&b, ",sg=%s", c.SG)
 	if c.Switch != "" {
 		b.WriteString(",switch=" + c.Switch)
+	}
+	if c.NAPI {
+		b.WriteString(",napi=on")
 	}
 	return b.String()
 }

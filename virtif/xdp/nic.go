@@ -78,7 +78,8 @@ type nic struct {
 	taken   []bool
 	closing bool
 
-	probe int // datagram socket in the NIC's namespace: reads its flags
+	probe int           // datagram socket in the NIC's namespace: reads its flags
+	napi  *napiSettings // the NIC's NAPI settings while ours (napi=on)
 	stop  atomic.Bool
 	wg    sync.WaitGroup
 	done  chan struct{} // closed when every RX goroutine has ended
@@ -108,8 +109,12 @@ type nic struct {
 	// quiet for quietTime; only then does it sleep in poll(2), counting
 	// itself in pollers, and a transmit that finds pollers wakes them so
 	// that they nap. A receiver with traffic (a TCP stack sending ACKs)
-	// keeps polling: naps would delay it. RX latency while the NIC only
-	// transmits is at most maxNap.
+	// keeps polling: naps would delay it. So does one that answers what it
+	// receives (a request/response peer: ping, an echo, a ping-pong through
+	// l2fwd): a goroutine naps only once napTX transmits have passed since
+	// its last frame, else a request arriving after a quiet spell would wait
+	// out a nap of up to maxNap. RX latency while the NIC only transmits is
+	// at most maxNap.
 	txSeq   atomic.Uint64
 	pollers atomic.Int32
 }
@@ -134,7 +139,11 @@ const (
 	maxNap    = time.Millisecond
 	rxQuiet   = 2 * time.Millisecond
 	quietTime = 5 * time.Millisecond
+	napTX     = 256 // transmits since the last frame before an RX goroutine naps
 )
+
+// rxNaps counts the naps of the RX goroutines, for tests.
+var rxNaps atomic.Uint64
 
 // noteTX is called by every transmit: it takes RX goroutines off the
 // socket's wait queue (see txSeq).
@@ -163,6 +172,9 @@ type queue struct {
 	// rxDone is the RX ring index below which every frame was handed
 	// out (xsk RXConsumed after each batch), for slotFree.
 	rxDone atomic.Uint32
+	// napiID is the socket's NAPI id, read by the RX goroutine after its
+	// first batch when busy polling (0: none).
+	napiID atomic.Uint32
 	// txMu serialises the TX half of sock among the vifs sending on it.
 	// Send stages each frame on the TX ring (its slot is reserved, so an
 	// accepted frame is never dropped by the backend); staged counts those
@@ -650,6 +662,11 @@ func (n *nic) setup(c *Config) error {
 			q.gather = make([]byte, 0, maxChain*c.FrameSize)
 		}
 	}
+	if c.NAPI {
+		if n.napi, err = applyNAPI(c.Ifname, n.ifindex); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -682,6 +699,10 @@ func (n *nic) closeResources() error {
 	if n.addrs != nil {
 		errs = append(errs, n.addrs.close())
 	}
+	if n.napi != nil {
+		errs = append(errs, n.napi.restore())
+		n.napi = nil
+	}
 	if n.probe >= 0 {
 		errs = append(errs, os.NewSyscallError("close", unix.Close(n.probe)))
 		n.probe = -1
@@ -702,11 +723,13 @@ func (n *nic) rxLoop(q *queue) {
 	spin := n.cfg.BusyPoll > 0 || n.cfg.RXWait == RXWaitSpin
 	var (
 		lastTX    = n.txSeq.Load()
+		txAtRX    = lastTX  // txSeq after the last batch of frames
 		txSeen    time.Time // when txSeq was last seen moving
 		rxSeen    time.Time // when frames last arrived
 		nap       = minNap
 		idle      uint
 		lastCheck = time.Now()
+		napiRead  = n.cfg.BusyPoll == 0
 	)
 	cur := &n.era0 // the era of the next frame on the ring
 	for !n.stop.Load() {
@@ -739,7 +762,8 @@ func (n *nic) rxLoop(q *queue) {
 				lastTX, txSeen = seq, now
 			}
 			txBusy := now.Sub(txSeen) < quietTime
-			if txBusy && now.Sub(rxSeen) >= rxQuiet {
+			if txBusy && now.Sub(rxSeen) >= rxQuiet && lastTX-txAtRX >= napTX {
+				rxNaps.Add(1)
 				time.Sleep(nap)
 				nap = min(2*nap, maxNap)
 				continue
@@ -771,6 +795,10 @@ func (n *nic) rxLoop(q *queue) {
 			continue
 		}
 		nap, rxSeen = minNap, time.Now()
+		if !napiRead {
+			napiRead = true
+			q.napiID.Store(napiIDOf(q.sock))
+		}
 		q.batch.Add(1)
 		n.rxDepth.Add(1)
 		cur = n.demux(q, cur, descs[:got], at)
@@ -782,6 +810,7 @@ func (n *nic) rxLoop(q *queue) {
 		if set := n.flushBits.Swap(0); set != 0 {
 			n.flushDeferred(set)
 		}
+		txAtRX = n.txSeq.Load()
 	}
 }
 

@@ -45,6 +45,9 @@ type Result struct {
 	// XDP program saw them (its ring was full), Arrived how many frames
 	// the peer's sink counted (txonly, l2fwd).
 	Generated, VethDropped, Arrived uint64
+	// CPUSeconds is the user+system CPU time the program and its children
+	// used while the generator ran (from /proc/PID/stat; 0 for XDP_DROP).
+	CPUSeconds float64
 }
 
 // GenDst is the destination MAC of the generated frames: a unicast MAC that
@@ -121,12 +124,15 @@ func BuildC(name, binary string) (string, error) {
 }
 
 // BuildGvisor builds bench/ref/gvisor into dir.
-func BuildGvisor(dir string) (string, error) {
-	bin := filepath.Join(dir, "gvisor-ref")
+func BuildGvisor(dir string) (string, error) { return BuildGo(dir, "gvisor") }
+
+// BuildGo builds the Go reference bench/ref/<name> into dir as <name>-ref.
+func BuildGo(dir, name string) (string, error) {
+	bin := filepath.Join(dir, name+"-ref")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Dir = filepath.Join(Dir(), "gvisor")
+	cmd.Dir = filepath.Join(Dir(), name)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("reftest: go build bench/ref/gvisor: %w: %s", err, out)
+		return "", fmt.Errorf("reftest: go build bench/ref/%s: %w: %s", name, err, out)
 	}
 	return bin, nil
 }
@@ -149,6 +155,9 @@ type Run struct {
 	// GenCPU, if set, pins the generator (and so the receiving veth's
 	// NAPI) to that CPU (e.g. "0").
 	GenCPU string
+	// Rate, if > 0, paces the live generator to that many frames a second
+	// (trafficgen's SendPaced) instead of sending flat out.
+	Rate int
 
 	// Argv, if set, builds the command line in place of the references'
 	// flags, so another program (virtif-xdp's own rxdrop/txonly/l2fwd) is
@@ -278,7 +287,7 @@ func Measure(r Run) (res Result, err error) {
 	var gen sync.WaitGroup
 	var generated, dropBase uint64
 	var genErr error
-	var genSeconds float64
+	var genSeconds, cpuSeconds float64
 	if rx {
 		send, sendFor, chunk, closeGen, err := newGenerator(lab, r)
 		if err != nil {
@@ -311,8 +320,15 @@ func Measure(r Run) (res Result, err error) {
 			if dropBase, genErr = rxDropped(lab); genErr != nil {
 				return
 			}
+			cpu0 := cpuOf(cmd)
 			start := time.Now()
-			defer func() { genSeconds = time.Since(start).Seconds() }()
+			defer func() {
+				genSeconds = time.Since(start).Seconds()
+				if cmd != nil {
+					time.Sleep(100 * time.Millisecond) // the last frames drain
+					cpuSeconds = (cpuOf(cmd) - cpu0).Seconds()
+				}
+			}()
 			if sendFor != nil {
 				n, err := sendFor(frame, time.Duration(r.Seconds*float64(time.Second)))
 				generated, genErr = uint64(n), err
@@ -353,6 +369,7 @@ func Measure(r Run) (res Result, err error) {
 	cancel()
 	gen.Wait()
 	res.Generated = generated
+	res.CPUSeconds = cpuSeconds
 	if rx && genErr == nil && err == nil {
 		d, derr := rxDropped(lab)
 		err = derr
@@ -384,6 +401,12 @@ func newGenerator(lab *netlab.Lab, r Run) (send func([]byte, int) (int, error), 
 				live.Close()
 				return nil, nil, 0, nil, err
 			}
+		}
+		if r.Rate > 0 {
+			paced := func(frame []byte, d time.Duration) (int, error) {
+				return live.SendPaced(frame, int(float64(r.Rate)*d.Seconds()), r.Rate)
+			}
+			return nil, paced, 0, live.Close, nil
 		}
 		return nil, live.SendFor, 0, live.Close, nil
 	case "packet":
@@ -433,4 +456,47 @@ func rxDropped(lab *netlab.Lab) (uint64, error) {
 		return 0, err
 	}
 	return a.Statistics.RxDropped, nil
+}
+
+// cpuOf is the user+system CPU time of cmd's process and its descendants
+// so far (0 if it cannot be read).
+func cpuOf(cmd *exec.Cmd) time.Duration {
+	if cmd == nil || cmd.Process == nil {
+		return 0
+	}
+	return treeCPU(cmd.Process.Pid, 0)
+}
+
+// clockTick is USER_HZ, the unit of /proc/PID/stat's times (100 on every
+// Linux architecture Go runs on).
+const clockTick = 100
+
+func treeCPU(pid, depth int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil || depth > 8 {
+		return 0
+	}
+	// The fields after the command name (which may hold spaces), from
+	// field 3 (state): utime and stime are fields 14 and 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	d := time.Duration(ut+st) * time.Second / clockTick
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		c, _ := os.ReadFile(t)
+		for _, k := range strings.Fields(string(c)) {
+			if kid, err := strconv.Atoi(k); err == nil {
+				d += treeCPU(kid, depth+1)
+			}
+		}
+	}
+	return d
 }
