@@ -81,15 +81,12 @@ func TestIntegrationChurnSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	gen, err := trafficgen.LiveIn(lab, netlab.Peer)
+	gen := sourceIn(t, lab)
+	p, err := trafficgen.PacketIn(lab, netlab.Peer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer gen.Close()
-	pkt, err := trafficgen.PacketIn(lab, netlab.Peer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pkt := packetSource{p}
 	defer pkt.Close()
 
 	toPeer := trafficgen.UDPFrame(lab.MAC[netlab.Peer], surv.ifc.HardwareAddr(), vifIP, peerIP, 9, 9, 64)
@@ -132,7 +129,7 @@ func TestIntegrationChurnSoak(t *testing.T) {
 				}
 			}
 			f := trafficgen.UDPFrame(ifc.HardwareAddr(), lab.MAC[netlab.Peer], peerIP, vif2IP, 9, 9, 64)
-			if _, err := pkt.Send(f, 8); err != nil {
+			if err := pkt.sendAll(f, 8); err != nil {
 				return err
 			}
 			if i%2 == 0 {
