@@ -57,10 +57,16 @@ test() { # test <step> <pkg> <env> [-test.run regexp]
 		done
 		;;
 	smoke)
-		# Attach, steering, send and a vanishing NIC on the real driver.
+		# What issue 9 asks of every kernel, on the real driver: attach,
+		# steering, send, multicast and ARP (Filters; netstack's XDPHost
+		# answers ARP and ICMP through the stack), two vifs, two queues,
+		# the active queues after ethtool -L (ActiveQueues, on the
+		# multi-queue pair), QEMU's address filter (NICAddressList), a
+		# vanishing NIC; steering and send in zero-copy; the demo.
 		test virtio-net.auto.auto.xsk xsk "$nics" -test.run "'^TestIntegration(Receive|Transmit|Options|InterfaceDeleted)\$'"
 		test virtio-net.auto.auto.bpf bpf "$nics" -test.run "'^TestIntegrationAttach\$'"
-		test virtio-net.auto.auto.virtif_xdp virtif/xdp "$nics" -test.run "'^TestIntegration(Steering|Send|TwoVifs|TwoQueues|NICDeleted)\$'"
+		test virtio-net.auto.auto.virtif_xdp virtif/xdp "$nics" -test.run "'^TestIntegration(Steering|Send|Filters|TwoVifs|TwoQueues|ActiveQueues|NICAddressList|NICDeleted)\$'"
+		test virtio-net.auto.auto.netstack netstack "$nics" -test.run "'^TestIntegrationXDPHost\$'"
 		test virtio-net-zc.auto.zerocopy.virtif_xdp virtif/xdp "$zc" -test.run "'^TestIntegration(Steering|Send)\$'"
 		;;
 	*) echo "kernels.sh: profile full or smoke, not $profile" >&2; exit 2 ;;
