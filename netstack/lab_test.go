@@ -35,6 +35,7 @@ func xdpIfc(t testing.TB, lab *netlab.Lab, opts string) *virtif.Interface {
 		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + opts + netlab.TestLinkOpts())
 	})
 	if err != nil {
+		netlab.SkipWithoutZeroCopy(t, err)
 		t.Fatal(err)
 	}
 	return ifc
@@ -112,6 +113,7 @@ func testXDPHost(t *testing.T, queues int) {
 		return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + netlab.TestLinkOpts())
 	})
 	if err != nil {
+		netlab.SkipWithoutZeroCopy(t, err)
 		t.Fatal(err)
 	}
 	var tap hostTrafficTap
@@ -267,6 +269,7 @@ func TestIntegrationXDPRestartAnnounces(t *testing.T) {
 			return ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + netlab.TestLinkOpts())
 		})
 		if err != nil {
+			netlab.SkipWithoutZeroCopy(t, err)
 			t.Fatal(err)
 		}
 		h, err := NewHost(ifc, HostConfig{Addrs: []netip.Prefix{srv4, srv6}})

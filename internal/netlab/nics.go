@@ -16,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Environment variables that make labs out of existing NICs instead of a
@@ -343,6 +344,21 @@ const TestLinkOptsEnv = "VIRTIF_TEST_LINKOPTS"
 
 // TestLinkOpts returns the value of VIRTIF_TEST_LINKOPTS ("" when unset).
 func TestLinkOpts() string { return os.Getenv(TestLinkOptsEnv) }
+
+// SkipWithoutZeroCopy skips tb when err (opening a vif) is EOPNOTSUPP while
+// VIRTIF_TEST_LINKOPTS asks for mode=zerocopy: the kernel's driver has no
+// AF_XDP zero-copy for the NIC, which is the kernel's lack, not a failure.
+// The reason names the kernel release.
+func SkipWithoutZeroCopy(tb testing.TB, err error) {
+	tb.Helper()
+	if !errors.Is(err, unix.EOPNOTSUPP) || !strings.Contains(TestLinkOpts(), "mode=zerocopy") {
+		return
+	}
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	tb.Skipf("kernel %s: the NIC's driver does not offer AF_XDP zero-copy (it does not advertise NETDEV_XDP_ACT_XSK_ZEROCOPY): %v",
+		unix.ByteSliceToString(u.Release[:]), err)
+}
 
 // OnNICs says whether l is made of existing NICs (VIRTIF_LAB_NICS) rather
 // than a veth pair.

@@ -93,5 +93,7 @@ grep -v '^KDIR=\|^NIC ' "$out/plan" | while read -r name secs dir cmd; do
 	(cd "$dir" && eval "timeout -k 10 $secs $cmd") > "$out/$name.out" 2>&1 < /dev/null
 	echo $? > "$out/$name.rc"
 	echo "vmlab: step $name exit $(cat "$out/$name.rc") after $(($(date +%s) - start)) s"
+	start=$(date +%s)
 	reset
+	echo "vmlab: reset after $(($(date +%s) - start)) s"
 done

@@ -119,7 +119,10 @@ func TestIntegrationSecondVifFailureUndo(t *testing.T) {
 				}
 				return nil
 			})
-			b, err := openIn(t, lab.NS[netlab.Host], "xdp:"+lab.Link[netlab.Host], nil)
+			// The first vif's options (the kernel lab's too), so that
+			// the injected fault is what fails.
+			link := "xdp:" + lab.Link[netlab.Host] + netlab.TestLinkOpts()
+			b, err := openIn(t, lab.NS[netlab.Host], link, nil)
 			if !errors.Is(err, unix.EIO) {
 				if b != nil {
 					b.Close()
@@ -140,7 +143,7 @@ func TestIntegrationSecondVifFailureUndo(t *testing.T) {
 				t.Fatal("the failed vif's MAC is still steered away from the host")
 			}
 			got := make(chan []byte, 1)
-			b, err = openIn(t, lab.NS[netlab.Host], "xdp:"+lab.Link[netlab.Host], func(f []byte) {
+			b, err = openIn(t, lab.NS[netlab.Host], link, func(f []byte) {
 				select {
 				case got <- append([]byte(nil), f...):
 				default:

@@ -100,7 +100,7 @@ func TestIntegrationChurnSoak(t *testing.T) {
 				return err
 			}
 			defer ifc.Close()
-			if err := ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host]); err != nil {
+			if err := ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + netlab.TestLinkOpts()); err != nil {
 				return err
 			}
 			// Answer from inside the RX batch, so that closing races
