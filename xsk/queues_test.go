@@ -144,7 +144,8 @@ func TestIntegrationNothingLost(t *testing.T) {
 				}
 				want := testFrame(l.MAC[netlab.Host], l.MAC[netlab.Peer], next, 60+int(next)%1400)
 				if string(f) != string(want) {
-					t.Fatalf("frame %d differs: got %d bytes seq %d", next, len(f), binary.BigEndian.Uint32(f[14:18]))
+					st, _ := s.Stats()
+					t.Fatalf("frame %d differs: got %d bytes seq %d; socket stats %+v", next, len(f), binary.BigEndian.Uint32(f[14:18]), st)
 				}
 				next++
 			}

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"github.com/virtif-xdp/virtif-xdp/internal/ethtool"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +16,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/virtif-xdp/virtif-xdp/internal/ethtool"
 )
 
 // Environment variables that make labs out of existing NICs instead of a

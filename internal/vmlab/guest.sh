@@ -72,6 +72,12 @@ reset_nics() {
 	done
 	echo "vmlab: NICs missing after reset: $(ls /sys/class/net | tr '\n' ' ')"
 }
+# nics_here says whether every NIC of the plan is in the root namespace.
+nics_here() {
+	for name in $(sed -n 's/^NIC \([^ ]*\) .*/\1/p' "$out/plan"); do
+		[ -e "/sys/class/net/$name" ] || return 1
+	done
+}
 names
 for name in $(sed -n 's/^NIC \([^ ]*\) .*/\1/p' "$out/plan"); do
 	ethtool -l "$name" 2>/dev/null | awk '/^Combined:/ { c = $2 } END { if (c != "") print c }' > "/tmp/vmlab/queues.$name"
@@ -93,5 +99,12 @@ grep -v '^KDIR=\|^NIC ' "$out/plan" | while read -r name secs dir cmd; do
 	(cd "$dir" && eval "timeout -k 10 $secs $cmd") > "$out/$name.out" 2>&1 < /dev/null
 	echo $? > "$out/$name.rc"
 	echo "vmlab: step $name exit $(cat "$out/$name.rc") after $(($(date +%s) - start)) s"
+	# A step that passed and left no namespace and every NIC in place
+	# cleaned up after itself; the full reset costs up to a minute of TCG.
+	if [ "$(cat "$out/$name.rc")" = 0 ] && [ -z "$(ip netns list)" ] && nics_here; then
+		continue
+	fi
+	start=$(date +%s)
 	reset
+	echo "vmlab: reset after $(($(date +%s) - start)) s"
 done

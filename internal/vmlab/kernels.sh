@@ -44,24 +44,33 @@ test() { # test <step> <pkg> <env> [-test.run regexp]
 	done
 	case $profile in
 	full)
+		# ChurnSoak's 1000 cycles take six minutes of TCG per NIC pair:
+		# 200 here (make test runs the 1000 on veth).
+		soak=-soak.cycles=200
 		for p in xsk bpf virtif/xdp netstack; do
-			test "virtio-net.auto.auto.$(echo "$p" | tr / _)" "$p" "$nics"
+			test "virtio-net.auto.auto.$(echo "$p" | tr / _)" "$p" "$nics" $([ "$p" = virtif/xdp ] && echo "$soak")
 		done
 		# Diagnostic: the same NICs with the host side promiscuous and
 		# mode=copy, so neither the NIC's address filter nor mode=auto's
 		# choice hides what else fails.
 		for p in virtif/xdp netstack; do
-			test "virtio-net-promisc.auto.copy.$(echo "$p" | tr / _)" "$p" "$nics VIRTIF_LAB_PROMISC=1 VIRTIF_TEST_LINKOPTS=,mode=copy"
+			test "virtio-net-promisc.auto.copy.$(echo "$p" | tr / _)" "$p" "$nics VIRTIF_LAB_PROMISC=1 VIRTIF_TEST_LINKOPTS=,mode=copy" $([ "$p" = virtif/xdp ] && echo "$soak")
 		done
 		for p in virtif/xdp netstack; do
-			test "virtio-net-zc.auto.zerocopy.$(echo "$p" | tr / _)" "$p" "$zc"
+			test "virtio-net-zc.auto.zerocopy.$(echo "$p" | tr / _)" "$p" "$zc" $([ "$p" = virtif/xdp ] && echo "$soak")
 		done
 		;;
 	smoke)
-		# Attach, steering, send and a vanishing NIC on the real driver.
+		# What issue 9 asks of every kernel, on the real driver: attach,
+		# steering, send, multicast and ARP (Filters; netstack's XDPHost
+		# answers ARP and ICMP through the stack), two vifs, two queues,
+		# the active queues after ethtool -L (ActiveQueues, on the
+		# multi-queue pair), QEMU's address filter (NICAddressList), a
+		# vanishing NIC; steering and send in zero-copy; the demo.
 		test virtio-net.auto.auto.xsk xsk "$nics" -test.run "'^TestIntegration(Receive|Transmit|Options|InterfaceDeleted)\$'"
 		test virtio-net.auto.auto.bpf bpf "$nics" -test.run "'^TestIntegrationAttach\$'"
-		test virtio-net.auto.auto.virtif_xdp virtif/xdp "$nics" -test.run "'^TestIntegration(Steering|Send|TwoVifs|TwoQueues|NICDeleted)\$'"
+		test virtio-net.auto.auto.virtif_xdp virtif/xdp "$nics" -test.run "'^TestIntegration(Steering|Send|Filters|TwoVifs|TwoQueues|ActiveQueues|NICAddressList|NICDeleted)\$'"
+		test virtio-net.auto.auto.netstack netstack "$nics" -test.run "'^TestIntegrationXDPHost\$'"
 		test virtio-net-zc.auto.zerocopy.virtif_xdp virtif/xdp "$zc" -test.run "'^TestIntegration(Steering|Send)\$'"
 		;;
 	*) echo "kernels.sh: profile full or smoke, not $profile" >&2; exit 2 ;;

@@ -11,7 +11,10 @@
 #              the driver can bind AF_XDP zero-copy from 6.x on), QEMU hub
 # Usage: run.sh KERNEL STEPS OUT, KERNEL as fetch.sh takes it, STEPS lines
 # "<name> <timeout-seconds> <dir> <command...>". VMLAB_TIMEOUT (seconds,
-# default 3600) bounds the whole guest; VMLAB_MEM (MiB, default 3072).
+# default 3600) bounds the whole guest; VMLAB_MEM (MiB, default 3072). The
+# console (console.txt) shows every kernel message (loglevel=7), and a soft
+# lockup panics the guest (softlockup_panic=1, panic=-1: QEMU exits), so a
+# stuck kernel leaves its stack there instead of idling to the timeout.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 kernel=$1 steps=$2 out=$3
@@ -53,7 +56,7 @@ rc=0
 inns timeout -k 10 "${VMLAB_TIMEOUT:-3600}" qemu-system-x86_64 \
 	-accel tcg -smp 2 -m "${VMLAB_MEM:-3072}" -nographic -no-reboot -nodefaults \
 	-serial stdio -kernel "$kdir/boot/vmlinuz-$rel" -initrd "$initrd" \
-	-append "console=ttyS0 panic=-1 loglevel=4 vmlab.script=$here/guest.sh" \
+	-append "console=ttyS0 panic=-1 loglevel=7 softlockup_panic=1 vmlab.script=$here/guest.sh" \
 	-virtfs local,path=/,mount_tag=root,security_model=none,readonly=on,multidevs=remap \
 	-virtfs "local,path=$out,mount_tag=out,security_model=none" \
 	-netdev hubport,id=n0,hubid=0 -device virtio-net-pci,netdev=n0,mac=52:54:00:5a:00:01 \

@@ -81,17 +81,19 @@ const (
 
 // addrList keeps one NIC's address lists for the vifs of this process.
 type addrList struct {
-	mu      sync.Mutex
-	h       *netlink.Handle // opened in the NIC's namespace: works from any thread
-	ifindex int
-	ifname  string
-	netns   uint64
-	refs    map[[6]byte]int  // vifs steering each MAC
-	ours    map[[6]byte]bool // added by this process (not in the list before)
-	filter  AddrFilter
-	path    string // the state file; "" when it could not be written
-	stErr   error  // why there is no state file
-	cleaned int    // leftover entries of dead processes removed at open
+	mu       sync.Mutex
+	h        *netlink.Handle // opened in the NIC's namespace: works from any thread
+	ifindex  int
+	ifname   string
+	netns    uint64
+	refs     map[[6]byte]int  // vifs steering each MAC
+	ours     map[[6]byte]bool // added by this process (not in the list before)
+	filter   AddrFilter
+	path     string // the state file; "" when it could not be written
+	stErr    error  // why there is no state file
+	cleaned  int    // leftover entries of dead processes removed at open
+	pfd      int    // AF_PACKET socket whose membership makes the NIC promiscuous
+	promiscs int    // promiscuous vifs (the membership is held while > 0)
 }
 
 // newAddrList opens the lists of the NIC ifindex in the calling thread's
@@ -101,7 +103,13 @@ func newAddrList(ifname string, ifindex int, netns uint64) (*addrList, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xdp: %s: netlink: %w", ifname, err)
 	}
-	a := &addrList{h: h, ifindex: ifindex, ifname: ifname, netns: netns,
+	// Protocol 0: the socket receives nothing; it only holds a membership.
+	pfd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("xdp: %s: AF_PACKET socket for promiscuous mode: %w", ifname, os.NewSyscallError("socket", err))
+	}
+	a := &addrList{h: h, ifindex: ifindex, ifname: ifname, netns: netns, pfd: pfd,
 		refs: map[[6]byte]int{}, ours: map[[6]byte]bool{}, filter: AddrFilterUnknown}
 	a.cleaned = cleanNIC(h, netns, ifindex, ifname)
 	dir := stateDir()
@@ -217,7 +225,37 @@ func (a *addrList) close() error {
 		errs = append(errs, err)
 	}
 	a.h.Close()
+	if a.pfd >= 0 {
+		errs = append(errs, os.NewSyscallError("close", unix.Close(a.pfd))) // drops the membership
+		a.pfd, a.promiscs = -1, 0
+	}
 	return errors.Join(errs...)
+}
+
+// promisc counts one more (on) or one fewer promiscuous vif. The first
+// makes the NIC promiscuous, so that a NIC that filters by address hands
+// the program the frames for other MACs too; the last undoes it. It is a
+// PACKET_MR_PROMISC membership of our AF_PACKET socket: the kernel counts
+// it in the NIC's promiscuity beside anyone else's and drops it when the
+// socket closes, so a killed process leaves nothing behind.
+func (a *addrList) promisc(on bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	opt, next := unix.PACKET_ADD_MEMBERSHIP, a.promiscs+1
+	if !on {
+		opt, next = unix.PACKET_DROP_MEMBERSHIP, a.promiscs-1
+	}
+	if next < 0 {
+		return nil
+	}
+	if (on && next == 1) || (!on && next == 0) {
+		mr := unix.PacketMreq{Ifindex: int32(a.ifindex), Type: unix.PACKET_MR_PROMISC}
+		if err := unix.SetsockoptPacketMreq(a.pfd, unix.SOL_PACKET, opt, &mr); err != nil && (on || !errors.Is(err, unix.ENODEV)) {
+			return fmt.Errorf("xdp: %s: promiscuous mode of the NIC: %w", a.ifname, os.NewSyscallError("setsockopt", err))
+		}
+	}
+	a.promiscs = next
+	return nil
 }
 
 // promiscuity is the NIC's promiscuity count (IFLA_PROMISCUITY), -1 unknown.

@@ -495,7 +495,7 @@ func (b *Backend) Close() error {
 		errs = append(errs, ignoreGone(n.steer.DelIPv4(a, b.slot)))
 	}
 	if b.promisc {
-		errs = append(errs, ignoreGone(n.steer.SetPromisc(b.slot, false)))
+		errs = append(errs, ignoreGone(n.steer.SetPromisc(b.slot, false)), n.addrs.promisc(false))
 	}
 	b.regMu.Unlock()
 	errs = append(errs, n.release(b.slot), b.sw.close())
@@ -653,14 +653,26 @@ func (b *Backend) SetMulticast(group net.HardwareAddr, join bool) error {
 	return nil
 }
 
-// SetPromisc makes the program hand this vif every frame no other rule claims.
+// SetPromisc makes the program hand this vif every frame no other rule
+// claims, and while any vif of the NIC is promiscuous the NIC is too (a
+// membership the kernel counts in its promiscuity, as tcpdump's).
 func (b *Backend) SetPromisc(on bool) error {
 	b.regMu.Lock()
 	defer b.regMu.Unlock()
 	if b.closed.Load() {
 		return fmt.Errorf("xdp: %s: promiscuous: %w", b.name, net.ErrClosed)
 	}
+	if on != b.promisc {
+		// The NIC too: one that filters by address would drop the
+		// frames for other MACs before the program runs.
+		if err := b.nic.addrs.promisc(on); err != nil {
+			return fmt.Errorf("xdp: %s: promiscuous: %w", b.name, err)
+		}
+	}
 	if err := b.nic.steer.SetPromisc(b.slot, on); err != nil {
+		if on != b.promisc {
+			_ = b.nic.addrs.promisc(!on)
+		}
 		return fmt.Errorf("xdp: %s: promiscuous: %w", b.name, err)
 	}
 	b.promisc = on

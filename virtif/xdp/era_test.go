@@ -193,11 +193,7 @@ func TestIntegrationJoinLeaveUnderTraffic(t *testing.T) {
 	lab := labtest.NewT(t, netlab.Options{})
 	a := newVif(t, lab, nil, "")
 	peer := openRaw(t, lab, netlab.Peer)
-	gen, err := trafficgen.LiveIn(lab, netlab.Peer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gen.Close()
+	gen := sourceIn(t, lab)
 	flood := trafficgen.UDPFrame(a.ifc.HardwareAddr(), lab.MAC[netlab.Peer], peerIP, vifIP, 9, 9, 64)
 	stop := make(chan struct{})
 	floodDone := make(chan struct{})

@@ -4,7 +4,6 @@ package xdp
 
 import (
 	"bytes"
-	"errors"
 	"net"
 	"net/netip"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
+	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 	"github.com/virtif-xdp/virtif-xdp/internal/virtiftest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
@@ -95,24 +95,10 @@ func newVif(t testing.TB, lab *netlab.Lab, c *virtif.Cloner, opts string) *testV
 	}
 	v, err := createVif(lab, c, opts, true)
 	if err != nil {
-		skipWithoutZeroCopy(t, err)
+		labtest.SkipWithoutZeroCopy(t, err)
 		t.Fatal(err)
 	}
 	return v
-}
-
-// skipWithoutZeroCopy skips a test the kernel lab runs with mode=zerocopy
-// (VIRTIF_TEST_LINKOPTS) on a kernel whose driver has no AF_XDP zero-copy
-// for the NIC: that is the kernel's lack, not a failure.
-func skipWithoutZeroCopy(t testing.TB, err error) {
-	t.Helper()
-	if !errors.Is(err, unix.EOPNOTSUPP) || !strings.Contains(netlab.TestLinkOpts(), "mode=zerocopy") {
-		return
-	}
-	var u unix.Utsname
-	_ = unix.Uname(&u)
-	t.Skipf("kernel %s: the NIC's driver does not offer AF_XDP zero-copy (it does not advertise NETDEV_XDP_ACT_XSK_ZEROCOPY): %v",
-		unix.ByteSliceToString(u.Release[:]), err)
 }
 
 // wantBind is the bind mode the tests' link strings ask for: copy on veth,

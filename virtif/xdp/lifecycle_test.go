@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -187,12 +188,17 @@ func testNICGone(t *testing.T, opts, how string) {
 		t.Fatalf("Err() = %v, want ENETDOWN", err)
 	}
 	t.Logf("Err() after the NIC went away: %v", v.b.Err())
-	want := "removed"
+	want := []string{"removed"}
 	if how == "down" {
-		want = "set down"
+		want = []string{"set down"}
+	} else if lab.OnNICs() {
+		// A hot-unplug closes the NIC (down) before it unregisters it, and
+		// on a slow guest the vif may see the first before the second.
+		want = append(want, "set down")
 	}
-	if msg := v.b.Err().Error(); !strings.Contains(msg, lab.Link[netlab.Host]) || !strings.Contains(msg, want) {
-		t.Fatalf("Err() %q does not name the NIC and say it was %s", msg, want)
+	msg := v.b.Err().Error()
+	if !strings.Contains(msg, lab.Link[netlab.Host]) || !slices.ContainsFunc(want, func(w string) bool { return strings.Contains(msg, w) }) {
+		t.Fatalf("Err() %q does not name the NIC and say it was %s", msg, strings.Join(want, " or "))
 	}
 	if how == "down" {
 		// The failed NIC is torn down at once: nothing stays on it.

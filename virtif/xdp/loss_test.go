@@ -48,6 +48,11 @@ func hostRxDropped(t *testing.T, lab *netlab.Lab) uint64 {
 // by someone (the veth, the socket, the interface).
 func TestIntegrationNothingLost(t *testing.T) {
 	lab := labtest.NewT(t, netlab.Options{})
+	if why := liveUnusable(lab); why != "" {
+		// The overload's accounting is veth's too: a NIC drops what it
+		// cannot queue in the device, where the guest does not count it.
+		t.Skip(why)
+	}
 	v := newVif(t, lab, nil, ",ring=4096,frames=16384")
 	sc := &seqCounter{seen: map[uint64]int{}}
 	v.ifc.SetInput(sc.input)

@@ -222,10 +222,20 @@ func TestIntegrationNoMetaSwitchWithTaggedFrames(t *testing.T) {
 	l := &eraLab{t: t, lab: lab, c: newCloner(t), peer: openRaw(t, lab, netlab.Peer), got: map[string]int{}, vifs: map[string]*testVif{}}
 	a := l.join("A")
 	b := l.join("B")
-	before := a.ifc.Stats()
+	before, beforeB := a.ifc.Stats(), b.ifc.Stats()
 	l.hold(a, "A", 0) // A's RX goroutine stops in the handler
 	l.send(a, 40, "TAGGED-A")
 	l.send(b, 40, "TAGGED-B")
+	// On the RX ring, tagged, before the switch: the program has steered
+	// them all (on a slow NIC, virtio-net under TCG, they arrive a while
+	// after the peer sent them).
+	if !waitFor(func() bool {
+		return stat(a.ifc.Stats(), "xdp_unicast")-stat(before, "xdp_unicast") >= 41 &&
+			stat(b.ifc.Stats(), "xdp_unicast")-stat(beforeB, "xdp_unicast") >= 40
+	}) {
+		t.Fatalf("the program steered %d frames to A (want 41), %d to B (want 40)",
+			stat(a.ifc.Stats(), "xdp_unicast")-stat(before, "xdp_unicast"), stat(b.ifc.Stats(), "xdp_unicast")-stat(beforeB, "xdp_unicast"))
+	}
 	a.b.nic.demuxByMAC() // what the RX side does once it sees xdp_host_nometa move
 	if a.b.Info().Demux != "mac" || a.b.nic.tagging.Load() {
 		t.Fatalf("after the switch: Demux %q, tagging %v", a.b.Info().Demux, a.b.nic.tagging.Load())

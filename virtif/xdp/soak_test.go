@@ -84,15 +84,12 @@ func TestIntegrationChurnSoak(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sink.Close()
-	gen, err := trafficgen.LiveIn(lab, netlab.Peer)
+	gen := sourceIn(t, lab)
+	p, err := trafficgen.PacketIn(lab, netlab.Peer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer gen.Close()
-	pkt, err := trafficgen.PacketIn(lab, netlab.Peer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pkt := packetSource{p}
 	defer pkt.Close()
 
 	toPeer := trafficgen.UDPFrame(lab.MAC[netlab.Peer], surv.ifc.HardwareAddr(), vifIP, peerIP, 9, 9, 64)
@@ -106,7 +103,7 @@ func TestIntegrationChurnSoak(t *testing.T) {
 				return err
 			}
 			defer ifc.Close()
-			if err := ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host]); err != nil {
+			if err := ifc.SetLinkStr("xdp:" + lab.Link[netlab.Host] + netlab.TestLinkOpts()); err != nil {
 				return err
 			}
 			// Answer from inside the RX batch, so that closing races
@@ -135,7 +132,7 @@ func TestIntegrationChurnSoak(t *testing.T) {
 				}
 			}
 			f := trafficgen.UDPFrame(ifc.HardwareAddr(), lab.MAC[netlab.Peer], peerIP, vif2IP, 9, 9, 64)
-			if _, err := pkt.Send(f, 8); err != nil {
+			if err := pkt.sendAll(f, 8); err != nil {
 				return err
 			}
 			if i%2 == 0 {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/ethtool"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
@@ -130,15 +131,36 @@ func TestIntegrationFilters(t *testing.T) {
 		t.Helper()
 		peer.send(t, f)
 		if toVif {
-			if !waitFor(func() bool { got, _ := v.rec.matching([]byte(marker)); return len(got) == 1 }) {
+			arrived := func() bool { got, _ := v.rec.matching([]byte(marker)); return len(got) >= 1 }
+			// virtio-net programs its filter from a work item (6.12 here;
+			// not 6.1): the NIC may take the group a moment after the join
+			// returned, and drop what came before. Send again then.
+			for try := 0; lab.OnNICs() && try < 5 && !arrived(); try++ {
+				time.Sleep(time.Second)
+				if !arrived() {
+					peer.send(t, f)
+				}
+			}
+			if !waitFor(arrived) {
 				t.Fatalf("%s: not received by the vif", marker)
+			}
+			if got, _ := v.rec.matching([]byte(marker)); !lab.OnNICs() && len(got) != 1 {
+				t.Fatalf("%s: received %d times", marker, len(got))
 			}
 			if got := host.collect([]byte(marker), 1, 2e8); len(got) != 0 {
 				t.Fatalf("%s: also reached the host kernel", marker)
 			}
 			return
 		}
-		if got := host.collect([]byte(marker), 1, 5e9); len(got) != 1 {
+		if lab.OnNICs() {
+			// A NIC that filters by address (virtio-net) drops it
+			// before the program runs: its MAC is on none of the
+			// NIC's lists, and the vif must not get it.
+			if dst := net.HardwareAddr(f[0:6]); listed(t, lab, dst) {
+				t.Fatalf("%s: %v is on the NIC's address list: %v", marker, dst, fdbSelf(t, lab))
+			}
+			settle()
+		} else if got := host.collect([]byte(marker), 1, 5e9); len(got) != 1 {
 			t.Fatalf("%s: did not reach the host kernel", marker)
 		}
 		if got, _ := v.rec.matching([]byte(marker)); len(got) != 0 {
@@ -186,9 +208,10 @@ func TestIntegrationFilters(t *testing.T) {
 	}
 	// The peer's kernel may send its own multicast (IPv6 neighbour
 	// discovery) while the vif is promiscuous: at least our one frame.
-	if st := v.ifc.Stats(); stat(st, "xdp_arp") != 1 || stat(st, "xdp_multicast") != 1 || stat(st, "xdp_promisc") < 1 {
-		t.Fatalf("rule counters arp %d multicast %d promisc %d, want 1, 1, >= 1",
-			stat(st, "xdp_arp"), stat(st, "xdp_multicast"), stat(st, "xdp_promisc"))
+	mcast, _ := v.rec.matching([]byte("MCAST2"))
+	if st := v.ifc.Stats(); stat(st, "xdp_arp") != 1 || stat(st, "xdp_multicast") != uint64(len(mcast)) || stat(st, "xdp_promisc") < 1 {
+		t.Fatalf("rule counters arp %d multicast %d promisc %d, want 1, %d, >= 1",
+			stat(st, "xdp_arp"), stat(st, "xdp_multicast"), stat(st, "xdp_promisc"), len(mcast))
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -101,4 +102,19 @@ func RequireVethLab(tb testing.TB, needs string) {
 	if os.Getenv(netlab.NICsEnv) != "" {
 		tb.Skipf("netlab: labs are made of existing NICs (%s), not veth pairs: the test needs %s", netlab.NICsEnv, needs)
 	}
+}
+
+// SkipWithoutZeroCopy skips tb when err (opening a vif) is EOPNOTSUPP while
+// VIRTIF_TEST_LINKOPTS asks for mode=zerocopy: the kernel's driver has no
+// AF_XDP zero-copy for the NIC, which is the kernel's lack, not a failure.
+// The reason names the kernel release.
+func SkipWithoutZeroCopy(tb testing.TB, err error) {
+	tb.Helper()
+	if !errors.Is(err, unix.EOPNOTSUPP) || !strings.Contains(netlab.TestLinkOpts(), "mode=zerocopy") {
+		return
+	}
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	tb.Skipf("kernel %s: the NIC's driver does not offer AF_XDP zero-copy (it does not advertise NETDEV_XDP_ACT_XSK_ZEROCOPY): %v",
+		unix.ByteSliceToString(u.Release[:]), err)
 }
