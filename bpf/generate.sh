@@ -67,6 +67,6 @@ if [ "$check" = 1 ]; then
 			status=1
 		fi
 	done
-	[ "$status" = 0 ] && echo "generate.sh --check: bpf/steer_bpfel.{o,go} and bpf/vswitch_bpfel.{o,go} match bpf/steer.c and bpf/vswitch.c"
+	[ "$status" = 0 ] && echo "generate.sh --check: bpf/steer_bpfel.{o,go} and bpf/vswitch_bpfel.{o,go} match bpf/steer.c and bpf/vswitch.c (with bpf/wire.h)"
 	exit "$status"
 fi

@@ -25,6 +25,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "wire.h"
+
 #define DEFAULT_MAX_VIFS 64
 #define DEFAULT_MAX_QUEUES 64
 #define DEFAULT_MAX_MACS 1024
@@ -52,24 +54,6 @@ volatile const __u32 queue_stride = DEFAULT_MAX_QUEUES;
 // Non-zero: tag fails as on a driver without XDP metadata (tests only; the
 // verifier prunes the check when it is zero).
 volatile const __u32 no_meta = 0;
-
-struct mac_key {
-	__u8 addr[ETH_ALEN];
-	__u16 pad; // always zero
-};
-
-// ARP for IPv4 over Ethernet (RFC 826), packed as on the wire.
-struct arp_ipv4 {
-	__be16 htype;
-	__be16 ptype;
-	__u8 hlen;
-	__u8 plen;
-	__be16 oper;
-	__u8 sha[ETH_ALEN];
-	__u8 spa[4];
-	__u8 tha[ETH_ALEN];
-	__u8 tpa[4];
-} __attribute__((packed));
 
 // xsks[vif*queue_stride + queue] is the vif's AF_XDP socket on that queue.
 struct {

@@ -30,6 +30,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "wire.h"
+
 #define DEFAULT_MAX_PORTS 1024
 #define DEFAULT_MAX_MACS 4096
 #define DEFAULT_MAX_IPV4S 4096
@@ -49,23 +51,6 @@ enum sw_stat {
 };
 
 volatile const __u32 max_ports = DEFAULT_MAX_PORTS;
-
-struct mac_key {
-	__u8 addr[ETH_ALEN];
-	__u16 pad; // always zero
-};
-
-struct arp_ipv4 {
-	__be16 htype;
-	__be16 ptype;
-	__u8 hlen;
-	__u8 plen;
-	__be16 oper;
-	__u8 sha[ETH_ALEN];
-	__u8 spa[4];
-	__u8 tha[ETH_ALEN];
-	__u8 tpa[4];
-} __attribute__((packed));
 
 // ports[p] is the ifindex of port p: 0 the NIC, else a tenant's switch end.
 struct {
