@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs inside the guest as its first process after init.sh (the host's root
-# filesystem, read-only, with tmpfs on /tmp and /run). Reads
+# filesystem, read-only, with a tmpfs on /run: HOME and TMPDIR are under
+# /run/vmlab, and the host's /tmp stays visible for a checkout there). Reads
 # /run/vmlab/out/plan, written by run.sh:
 #   KDIR=<unpacked kernel>   (first line)
 #   <name> <timeout-seconds> <dir> <command...>   (one line per step)
@@ -10,10 +11,11 @@
 # /run/vmlab/out/guest.txt records the kernel and the NICs as the guest saw
 # them. Powers off at the end, whatever happened.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-HOME=/tmp
-export PATH HOME
+HOME=/run/vmlab/home
+TMPDIR=/run/vmlab/tmp
+export PATH HOME TMPDIR
 out=/run/vmlab/out
-mkdir -p "$out" /tmp/vmlab
+mkdir -p "$out" "$HOME" "$TMPDIR" /run/vmlab/lab
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out "$out" || {
 	echo "vmlab: cannot mount the results folder"
 	busybox poweroff -f
@@ -21,16 +23,15 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out "$out" || {
 trap 'sync; busybox poweroff -f' EXIT
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-mount -t tmpfs -o mode=1777 vartmp /var/tmp
 ip link set lo up
 
 kdir=$(sed -n 's/^KDIR=//p' "$out/plan")
 # The kernel asks /sbin/modprobe for modules (veth, bridge); the host has no
 # /lib/modules for this kernel, so point it at the unpacked one.
-printf '#!/bin/sh\nexec /sbin/modprobe -d %s "$@"\n' "$kdir" > /tmp/vmlab/modprobe
-chmod +x /tmp/vmlab/modprobe
-echo /tmp/vmlab/modprobe > /proc/sys/kernel/modprobe
-/tmp/vmlab/modprobe veth 2>/dev/null
+printf '#!/bin/sh\nexec /sbin/modprobe -d %s "$@"\n' "$kdir" > /run/vmlab/lab/modprobe
+chmod +x /run/vmlab/lab/modprobe
+echo /run/vmlab/lab/modprobe > /proc/sys/kernel/modprobe
+/run/vmlab/lab/modprobe veth 2>/dev/null
 
 # NIC names from MACs: lines "NIC NAME MAC" of the plan.
 names() {
@@ -52,7 +53,7 @@ reset() {
 	for name in $(sed -n 's/^NIC \([^ ]*\) .*/\1/p' "$out/plan"); do
 		ip link set "$name" down promisc off mtu 1500 2>/dev/null
 		ip addr flush dev "$name" 2>/dev/null
-		q=$(cat "/tmp/vmlab/queues.$name" 2>/dev/null)
+		q=$(cat "/run/vmlab/lab/queues.$name" 2>/dev/null)
 		[ -n "$q" ] && ethtool -L "$name" combined "$q" 2>/dev/null
 	done
 }
@@ -80,7 +81,7 @@ nics_here() {
 }
 names
 for name in $(sed -n 's/^NIC \([^ ]*\) .*/\1/p' "$out/plan"); do
-	ethtool -l "$name" 2>/dev/null | awk '/^Combined:/ { c = $2 } END { if (c != "") print c }' > "/tmp/vmlab/queues.$name"
+	ethtool -l "$name" 2>/dev/null | awk '/^Combined:/ { c = $2 } END { if (c != "") print c }' > "/run/vmlab/lab/queues.$name"
 done
 {
 	echo "kernel: $(uname -r)"

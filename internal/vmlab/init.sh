@@ -1,7 +1,9 @@
 #!/bin/busybox sh
 # The guest's first process (initramfs.sh packs it as /init): loads the
 # modules initramfs.sh packed, mounts the host's root filesystem read-only
-# over 9p with tmpfs where the tests write, and hands over to the script
+# over 9p with a tmpfs on /run, where the tests write (not on /tmp: the
+# checkout the script runs from may be under the host's /tmp, as a CI
+# clone often is), and hands over to the script
 # named by vmlab.script= on the kernel command line (a path on the host's
 # filesystem), which powers the guest off when it is done.
 /bin/busybox mkdir -p /sbin /usr/bin /usr/sbin
@@ -20,7 +22,6 @@ if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose ro
 	echo "vmlab: cannot mount the host's root over 9p"
 	poweroff -f
 fi
-mount -t tmpfs -o mode=1777 tmp /root/tmp
 mount -t tmpfs -o mode=755 run /root/run
 mount --move /proc /root/proc
 mount --move /sys /root/sys

@@ -75,8 +75,8 @@ test() { # test <step> <pkg> <env> [-test.run regexp]
 		;;
 	*) echo "kernels.sh: profile full or smoke, not $profile" >&2; exit 2 ;;
 	esac
-	echo "virtio-net.auto.auto.demo 600 /tmp env VIRTIF_LAB_NICS=nic0,nic1 $bin/virtif-xdp demo"
-	echo "virtio-net-zc.auto.auto.demo 600 /tmp env VIRTIF_LAB_NICS=zc0,zc1 $bin/virtif-xdp demo"
+	echo "virtio-net.auto.auto.demo 600 /run env VIRTIF_LAB_NICS=nic0,nic1 $bin/virtif-xdp demo"
+	echo "virtio-net-zc.auto.auto.demo 600 /run env VIRTIF_LAB_NICS=zc0,zc1 $bin/virtif-xdp demo"
 } > "$steps"
 
 status=0
