@@ -127,6 +127,12 @@ func (p *peerTCPTap) Tap(f []byte, dir virtif.Direction) {
 		return
 	}
 	tcp := header.TCP(ip[header.IPv4MinimumSize:ip.TotalLength()])
+	if int(tcp.DataOffset()) >= len(tcp) {
+		// No payload: the kernel sends some of these (a TIME_WAIT ACK, a
+		// RST: ip_send_unicast_reply) with a full checksum whatever the
+		// offload; the claim is about the segments of the stream.
+		return
+	}
 	pseudo := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(len(tcp)))
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -141,7 +147,7 @@ func (p *peerTCPTap) Tap(f []byte, dir virtif.Direction) {
 }
 
 // What a vif on a veth receives, on real frames: with the peer's transmit
-// checksum offload on, every TCP frame from the peer's kernel carries the
+// checksum offload on, every TCP segment with payload from the peer's kernel carries the
 // unfinished checksum of CHECKSUM_PARTIAL (the pseudo-header sum), none a
 // full one; with it off, every frame's checksum verifies. So the default
 // (verify) is right with offload off, and only RXChecksumOffload makes
