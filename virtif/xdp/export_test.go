@@ -4,7 +4,6 @@ package xdp
 
 import (
 	"testing"
-	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/xsk"
 )
@@ -38,12 +37,11 @@ func benchQueue(sock *xsk.Socket) *queue {
 	return &queue{sock: sock, gather: make([]byte, 0, maxChain*sock.FrameSize())}
 }
 
-// setDrainStall sets how long Flush kicks a stalled TX ring, until the test
+// setDrainOnce makes Flush give up after its first kick, until the test
 // ends.
-func setDrainStall(t testing.TB, d time.Duration) {
-	old := drainStall
-	drainStall = d
-	t.Cleanup(func() { drainStall = old })
+func setDrainOnce(t testing.TB) {
+	drainOnce.Store(true)
+	t.Cleanup(func() { drainOnce.Store(false) })
 }
 
 // txPending is the number of descriptors on b's TX ring the kernel has not
