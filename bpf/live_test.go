@@ -12,6 +12,7 @@ import (
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
+	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 	"golang.org/x/sys/unix"
 )
 
@@ -102,7 +103,7 @@ func TestIntegrationLiveSteering(t *testing.T) {
 			seen := map[string]bool{}
 			buf := make([]byte, 2048)
 			for !seen["C"] {
-				n, err := unix.Read(rx, buf)
+				n, _, err := trafficgen.Recvfrom(rx, buf)
 				if err != nil {
 					t.Fatalf("host AF_PACKET read (saw %v): %v", seen, err)
 				}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
+	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
 
 // testEtherType is IEEE 802 local experimental 1: nothing else in the lab
@@ -139,7 +140,7 @@ func (p *packetConn) send(tb testing.TB, frame []byte) {
 func (p *packetConn) recv(tb testing.TB, buf []byte) []byte {
 	tb.Helper()
 	for {
-		n, from, err := unix.Recvfrom(p.fd, buf, 0)
+		n, from, err := trafficgen.Recvfrom(p.fd, buf)
 		if err != nil {
 			tb.Fatalf("AF_PACKET receive: %v", err)
 		}

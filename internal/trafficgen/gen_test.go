@@ -227,7 +227,7 @@ func TestIntegrationPacketByteForByte(t *testing.T) {
 	next := 0
 	repeats := 0
 	for next < n || repeats < 3 {
-		m, _, err := unix.Recvfrom(rx, buf, 0)
+		m, _, err := Recvfrom(rx, buf)
 		if err != nil {
 			t.Fatalf("after %d frames and %d repeats: recv: %v", next, repeats, err)
 		}

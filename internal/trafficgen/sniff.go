@@ -66,11 +66,24 @@ func SniffIn(l *netlab.Lab, side int, fn func(frame []byte)) (*Sniffer, error) {
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
+// Recvfrom is unix.Recvfrom on a blocking socket, tried again when a signal
+// interrupts it. A socket with SO_RCVTIMEO is not restarted by SA_RESTART
+// (signal(7)), and Go's runtime signals its threads (SIGURG for preemption),
+// so a plain Recvfrom can fail with EINTR long before its timeout.
+func Recvfrom(fd int, buf []byte) (int, unix.Sockaddr, error) {
+	for {
+		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if err != unix.EINTR {
+			return n, from, err
+		}
+	}
+}
+
 func (s *Sniffer) loop() {
 	defer s.wg.Done()
 	buf := make([]byte, maxSniffFrame)
 	for !s.stop.Load() {
-		n, from, err := unix.Recvfrom(s.fd, buf, 0)
+		n, from, err := Recvfrom(s.fd, buf)
 		if err != nil {
 			continue // the poll timeout, or a frame lost: nothing to count
 		}
