@@ -4,10 +4,73 @@ package bpf
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
+
+// requireMetaHelper skips a test of the tag itself on a kernel whose
+// verifier refuses bpf_xdp_adjust_meta: there Load loaded the program that
+// never tags (TestIntegrationLoadWithoutMetaHelper covers that).
+func requireMetaHelper(tb testing.TB, s *Steering) {
+	tb.Helper()
+	if !s.MetaHelper() {
+		tb.Skip("this kernel's verifier refuses bpf_xdp_adjust_meta to XDP programs: the program was loaded without tags")
+	}
+}
+
+// A kernel whose verifier does not offer bpf_xdp_adjust_meta to XDP
+// programs (a 6.18.44 build did this) refuses the whole program; Load then
+// loads it with no_meta set, says so (MetaHelper false), and the program
+// behaves as on a driver without metadata: with tagging on, a frame for a
+// vif passes to the host counted NoMeta, which is what makes the receiver
+// demultiplex by MAC. The refusal is played here, so that the test runs on
+// every kernel.
+func TestIntegrationLoadWithoutMetaHelper(t *testing.T) {
+	old := loadSpec
+	t.Cleanup(func() { loadSpec = old })
+	tries := 0
+	loadSpec = func(spec *ebpf.CollectionSpec, objs *steerObjects) error {
+		tries++
+		var noMeta uint32
+		if err := spec.Variables[steerVarNoMeta].Get(&noMeta); err != nil {
+			return err
+		}
+		if noMeta == 0 {
+			return &ebpf.VerifierError{Cause: unix.EINVAL, Log: []string{
+				"0: R1=ctx() R10=fp0", "program of this type cannot use helper bpf_xdp_adjust_meta#54"}}
+		}
+		return old(spec, objs)
+	}
+	s := loadT(t, nil)
+	if s.MetaHelper() || tries < 2 {
+		t.Fatalf("MetaHelper %v after %d loads; want false after a second load", s.MetaHelper(), tries)
+	}
+	if !s.Frags() {
+		t.Fatal("the refused helper also dropped BPF_F_XDP_HAS_FRAGS")
+	}
+	setup(t, s)
+	if err := s.SetTagging(true); err != nil {
+		t.Fatal(err)
+	}
+	f0 := ether(mac0, 0x0800, nil)
+	before := snap(t, s, 0)
+	if got := run(t, s, f0); got != xdpPass {
+		t.Fatalf("tagging on without the helper: action %d, want XDP_PASS", got)
+	}
+	if d := sub(snap(t, s, 0)[0], before[0]); d != (RuleCounters{NoMeta: 1}) {
+		t.Fatalf("vif 0 counters moved by %+v, want NoMeta 1", d)
+	}
+	// Another verifier error is not taken for this one.
+	loadSpec = func(*ebpf.CollectionSpec, *steerObjects) error {
+		return &ebpf.VerifierError{Cause: unix.EACCES, Log: []string{"R1 invalid mem access"}}
+	}
+	if _, err := Load(nil); !errors.Is(err, unix.EACCES) {
+		t.Fatalf("another verifier error: %v, want EACCES", err)
+	}
+}
 
 // With tagging on, redirected frames carry the vif in XDP metadata, so that
 // a socket shared by several vifs can tell whose frame it got; passed frames
@@ -15,6 +78,7 @@ import (
 // BPF_PROG_TEST_RUN returns the metadata in front of the frame.
 func TestIntegrationMetaTag(t *testing.T) {
 	s := loadT(t, nil)
+	requireMetaHelper(t, s)
 	setup(t, s)
 	if err := s.SetSocket(1, 0, xskFD(t)); err != nil {
 		t.Fatal(err)
@@ -111,6 +175,7 @@ func TestIntegrationNoMeta(t *testing.T) {
 	}
 	// Without the option the same frame is tagged and redirected.
 	plain := loadT(t, nil)
+	requireMetaHelper(t, plain)
 	setup(t, plain)
 	if err := plain.SetTagging(true); err != nil {
 		t.Fatal(err)

@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -119,8 +120,9 @@ func (o *Options) withDefaults() (Options, error) {
 // Steering is the loaded steering program and its maps, attached to at most
 // one NIC. Its methods are safe for concurrent use.
 type Steering struct {
-	opts  Options
-	frags bool // loaded with BPF_F_XDP_HAS_FRAGS
+	opts         Options
+	frags        bool // loaded with BPF_F_XDP_HAS_FRAGS
+	noMetaHelper bool // the verifier refused bpf_xdp_adjust_meta: loaded with no_meta
 
 	mu      sync.Mutex
 	objs    *steerObjects // nil once closed
@@ -168,11 +170,27 @@ func Load(opts *Options) (*Steering, error) {
 		prog.Flags &^= unix.BPF_F_XDP_HAS_FRAGS
 	}
 	objs := new(steerObjects)
-	err = loadSpec(spec, objs)
-	if err != nil && errors.Is(err, unix.EINVAL) && prog.Flags&unix.BPF_F_XDP_HAS_FRAGS != 0 {
-		// A kernel before 5.18 does not know the flag: single-buffer frames.
-		prog.Flags &^= unix.BPF_F_XDP_HAS_FRAGS
+	metaHelper := true
+	for {
 		err = loadSpec(spec, objs)
+		if err != nil && metaHelper && refusesMetaHelper(err) {
+			// A kernel whose verifier does not offer XDP programs
+			// bpf_xdp_adjust_meta (seen: a 6.18.44 build): load the
+			// program that never tags, as on a driver without XDP
+			// metadata. It counts NoMeta for frames it would have
+			// tagged; MetaHelper tells the loader's caller at once.
+			metaHelper = false
+			if err := spec.Variables[steerVarNoMeta].Set(uint32(1)); err != nil {
+				return nil, fmt.Errorf("bpf: set no_meta: %w", err)
+			}
+			continue
+		}
+		if err != nil && errors.Is(err, unix.EINVAL) && prog.Flags&unix.BPF_F_XDP_HAS_FRAGS != 0 && !refusesMetaHelper(err) {
+			// A kernel before 5.18 does not know the flag: single-buffer frames.
+			prog.Flags &^= unix.BPF_F_XDP_HAS_FRAGS
+			continue
+		}
+		break
 	}
 	if err != nil {
 		if errors.Is(err, ebpf.ErrNotSupported) {
@@ -180,7 +198,8 @@ func Load(opts *Options) (*Steering, error) {
 		}
 		return nil, fmt.Errorf("bpf: load steering program: %w", err)
 	}
-	s := &Steering{opts: o, objs: objs, frags: prog.Flags&unix.BPF_F_XDP_HAS_FRAGS != 0, promisc: make(map[int]bool), sockets: make(map[uint32]bool)}
+	s := &Steering{opts: o, objs: objs, frags: prog.Flags&unix.BPF_F_XDP_HAS_FRAGS != 0, noMetaHelper: !metaHelper,
+		promisc: make(map[int]bool), sockets: make(map[uint32]bool)}
 	s.rules.Store(NewRules(nil, nil, -1))
 	return s, nil
 }
@@ -195,6 +214,29 @@ var loadSpec = func(spec *ebpf.CollectionSpec, objs *steerObjects) error {
 // (BPF_F_XDP_HAS_FRAGS, ELF section "xdp.frags"): not with Options.NoFrags,
 // nor on a kernel before 5.18, which refuses the flag.
 func (s *Steering) Frags() bool { return s.frags }
+
+// MetaHelper reports whether the kernel let the program use
+// bpf_xdp_adjust_meta. When it did not, Load loaded the program that never
+// tags (as Options.NoMeta does): with tagging on, every frame for a vif
+// passes to the host, counted NoMeta, so a caller with several vifs on a
+// socket demultiplexes by MAC from the start.
+func (s *Steering) MetaHelper() bool { return !s.noMetaHelper }
+
+// refusesMetaHelper reports whether a load failed because the verifier
+// does not offer bpf_xdp_adjust_meta to the program ("program of this type
+// cannot use helper bpf_xdp_adjust_meta#54").
+func refusesMetaHelper(err error) bool {
+	var ve *ebpf.VerifierError
+	if !errors.As(err, &ve) {
+		return false
+	}
+	for _, l := range ve.Log {
+		if strings.Contains(l, "cannot use helper bpf_xdp_adjust_meta") {
+			return true
+		}
+	}
+	return false
+}
 
 // Options returns the sizes the program was loaded with.
 func (s *Steering) Options() Options { return s.opts }
