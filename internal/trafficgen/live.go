@@ -371,3 +371,35 @@ func (l *Live) Close() error {
 	close(l.req)
 	return errors.Join(l.c.close(), l.pace.close())
 }
+
+// ErrLiveRefused is what LiveAvailable wraps when the kernel refuses
+// BPF_PROG_RUN in live-frame mode altogether (seen: a 6.18.44 sandbox build
+// answers EPERM to root, whatever the ifindex).
+var ErrLiveRefused = errors.New("the kernel refuses live-frame BPF_PROG_RUN (BPF_F_TEST_XDP_LIVE_FRAMES)")
+
+var liveProbe struct {
+	once sync.Once
+	err  error
+}
+
+// LiveAvailable reports, once per process, whether this kernel runs XDP
+// programs in live-frame mode: nil if it does, an error wrapping
+// ErrLiveRefused if it refuses them, or why the probe could not run. The
+// probe sends nothing: it names an ifindex that does not exist, which a
+// kernel that has live frames answers with ENODEV.
+func LiveAvailable() error {
+	liveProbe.once.Do(func() {
+		c, err := loadCounted("tg_live_probe", xdpTX, false, 0)
+		if err != nil {
+			liveProbe.err = err
+			return
+		}
+		defer c.close()
+		l := &Live{ifindex: 1<<31 - 1}
+		err = l.progRun(c.prog, make([]byte, 64), 1)
+		if err != nil && !errors.Is(err, unix.ENODEV) {
+			liveProbe.err = fmt.Errorf("%w: %w", ErrLiveRefused, err)
+		}
+	})
+	return liveProbe.err
+}
