@@ -187,3 +187,12 @@ func TestIntegrationNoMeta(t *testing.T) {
 		t.Fatalf("without NoMeta: NoMeta() = %d, %v", n, err)
 	}
 }
+
+// MetaHelperAvailable answers what a program loaded with the defaults says.
+func TestIntegrationMetaHelperAvailable(t *testing.T) {
+	s := loadT(t, nil)
+	ok, err := MetaHelperAvailable()
+	if err != nil || ok != s.MetaHelper() {
+		t.Fatalf("MetaHelperAvailable = %v, %v; a loaded program says %v", ok, err, s.MetaHelper())
+	}
+}

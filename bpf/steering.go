@@ -222,6 +222,28 @@ func (s *Steering) Frags() bool { return s.frags }
 // socket demultiplexes by MAC from the start.
 func (s *Steering) MetaHelper() bool { return !s.noMetaHelper }
 
+var metaProbe struct {
+	once sync.Once
+	ok   bool
+	err  error
+}
+
+// MetaHelperAvailable reports whether this kernel lets the steering program
+// use bpf_xdp_adjust_meta (Steering.MetaHelper of a program loaded once per
+// process for the question, with the smallest maps).
+func MetaHelperAvailable() (bool, error) {
+	metaProbe.once.Do(func() {
+		s, err := Load(&Options{MaxVifs: 1, MaxQueues: 1, MaxMACs: 1, MaxIPv4s: 1})
+		if err != nil {
+			metaProbe.err = err
+			return
+		}
+		metaProbe.ok = s.MetaHelper()
+		metaProbe.err = s.Close()
+	})
+	return metaProbe.ok, metaProbe.err
+}
+
 // refusesMetaHelper reports whether a load failed because the verifier
 // does not offer bpf_xdp_adjust_meta to the program ("program of this type
 // cannot use helper bpf_xdp_adjust_meta#54").

@@ -29,7 +29,7 @@ func TestIntegrationCaptureStalledReader(t *testing.T) {
 	for _, how := range []string{"sigterm", "duration"} {
 		t.Run(how, func(t *testing.T) {
 			lab := labtest.NewT(t, netlab.Options{})
-			gen := newLive(t, lab)
+			gen := newSource(t, lab)
 			r, w, err := os.Pipe()
 			if err != nil {
 				t.Fatal(err)

@@ -99,7 +99,7 @@ func TestIntegrationRun(t *testing.T) {
 		if err != nil {
 			t.Fatalf("GET %s from the peer: %v", u, err)
 		}
-		for _, want := range []string{"interface vif0", "inet fd00:198:18::3/64", "rx packets", "xdp_unicast", "served by virtif-xdp run, frames demultiplexed by tag, up ",
+		for _, want := range []string{"interface vif0", "inet fd00:198:18::3/64", "rx packets", "xdp_unicast", "served by virtif-xdp run, frames demultiplexed by " + wantDemux(t) + ", up ",
 			"services connections open 1 (at most 64)"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("status page at %s lacks %q:\n%s", u, want, body)

@@ -39,7 +39,7 @@ func TestIntegrationBenchStopReasons(t *testing.T) {
 	})
 
 	t.Run("count-rxdrop", func(t *testing.T) {
-		gen := newLive(t, lab)
+		gen := newSource(t, lab)
 		r := startCmd(t, append([]string{"rxdrop", "--mac", testMAC, "--count", "100", "--duration", "0", "--json"}, link...)...)
 		r.waitRunning(t)
 		// Frames until it stops; a generous cap ends a failing test.

@@ -60,7 +60,9 @@ func BenchmarkSwitchVsDirect(b *testing.B) {
 							b.Fatalf("%s not running:\n%s", mode, errb.String())
 						}
 					}
-					gen, err := trafficgen.LiveIn(lab, netlab.Peer)
+					// Live frames, or AF_PACKET where the kernel refuses them
+					// (the same source for both paths).
+					gen, _, err := trafficgen.SourceIn(lab, netlab.Peer)
 					if err != nil {
 						b.Fatal(err)
 					}

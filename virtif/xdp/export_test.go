@@ -5,6 +5,7 @@ package xdp
 import (
 	"testing"
 
+	"github.com/virtif-xdp/virtif-xdp/bpf"
 	"github.com/virtif-xdp/virtif-xdp/xsk"
 )
 
@@ -25,11 +26,42 @@ func nicsOpen() int {
 }
 
 // setNoMeta makes the NICs set up until the test ends behave as on a driver
-// without XDP metadata (bpf.Options.NoMeta).
+// without XDP metadata (bpf.Options.NoMeta). A kernel that refuses the
+// tag's helper puts every NIC in MAC mode from the start, so the switch
+// these tests watch cannot happen there: they skip.
 func setNoMeta(t testing.TB) {
 	t.Helper()
+	requireMetaHelper(t)
 	simulateNoMeta.Store(true)
 	t.Cleanup(func() { simulateNoMeta.Store(false) })
+}
+
+// metaHelper reports whether this kernel lets the steering program use
+// bpf_xdp_adjust_meta (bpf.MetaHelperAvailable).
+func metaHelper(t testing.TB) bool {
+	t.Helper()
+	ok, err := bpf.MetaHelperAvailable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// requireMetaHelper skips a test of tagging on a kernel that refuses the
+// tag's helper (TestIntegrationNoMetaHelperMACFromStart covers that kernel).
+func requireMetaHelper(t testing.TB) {
+	t.Helper()
+	if !metaHelper(t) {
+		t.Skip("this kernel's verifier refuses bpf_xdp_adjust_meta: NICs demultiplex by MAC from the start, no frame is tagged")
+	}
+}
+
+// setNoMetaHelper makes the NICs set up until the test ends behave as on a
+// kernel whose verifier refuses bpf_xdp_adjust_meta.
+func setNoMetaHelper(t testing.TB) {
+	t.Helper()
+	simulateNoMetaHelper.Store(true)
+	t.Cleanup(func() { simulateNoMetaHelper.Store(false) })
 }
 
 // benchQueue is a queue of its own on sock, for BenchmarkDemux.

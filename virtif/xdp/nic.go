@@ -28,7 +28,8 @@ import (
 // program's NoMeta count, read in their idle checks), and the nic switches
 // for good to demultiplexing by MAC (macMode): the program stops tagging
 // and the RX goroutine finds each frame's vif by the program's rules
-// (bpf.Rules).
+// (bpf.Rules). On a kernel whose verifier refuses the tag's helper
+// (bpf.Steering.MetaHelper) the nic is in MAC mode from the start.
 type nic struct {
 	key     nicKey
 	ifindex int
@@ -357,6 +358,10 @@ func faultAt(step string, queue int) error {
 // simulateNoMeta, set by tests, makes NICs set up from then on behave as
 // on a driver without XDP metadata (bpf.Options.NoMeta).
 var simulateNoMeta atomic.Bool
+
+// simulateNoMetaHelper, set by tests, makes NICs set up from then on behave
+// as on a kernel that refuses bpf_xdp_adjust_meta (bpf.Steering.MetaHelper).
+var simulateNoMetaHelper atomic.Bool
 
 // fail records why an RX goroutine ended and tears the nic down: a NIC
 // whose RX goroutines died is no use to any vif, and the next Open of it

@@ -218,8 +218,10 @@ func TestIntegrationNoMetaRules(t *testing.T) {
 // tag when the NIC switches to demultiplexing by MAC go by that tag, the
 // frames after it by MAC, and none reaches another vif.
 func TestIntegrationNoMetaSwitchWithTaggedFrames(t *testing.T) {
+	requireMetaHelper(t)
 	lab := labtest.NewT(t, netlab.Options{})
 	l := &eraLab{t: t, lab: lab, c: newCloner(t), peer: openRaw(t, lab, netlab.Peer), got: map[string]int{}, vifs: map[string]*testVif{}}
+	defer l.release() // before the vifs close (their t.Cleanup)
 	a := l.join("A")
 	b := l.join("B")
 	before, beforeB := a.ifc.Stats(), b.ifc.Stats()
@@ -266,5 +268,44 @@ func TestIntegrationNoMetaSwitchWithTaggedFrames(t *testing.T) {
 		if st := v.ifc.Stats(); st.IFiltered != 0 || stat(st, "rx_untagged")+stat(st, "rx_unclaimed") != 0 {
 			t.Fatalf("%s: IFiltered %d, rx_untagged %d, rx_unclaimed %d", name, st.IFiltered, stat(st, "rx_untagged"), stat(st, "rx_unclaimed"))
 		}
+	}
+}
+
+// On a kernel whose verifier refuses bpf_xdp_adjust_meta (simulated here;
+// bpf.TestIntegrationLoadWithoutMetaHelper plays the refusal itself) the
+// program can never tag, so a NIC demultiplexes by MAC from the start: two
+// vifs each receive exactly their frames, none passes to the host as
+// xdp_nometa on the way, and all are found by MAC.
+func TestIntegrationNoMetaHelperMACFromStart(t *testing.T) {
+	setNoMetaHelper(t)
+	lab := labtest.NewT(t, netlab.Options{})
+	v0 := newVif(t, lab, nil, "")
+	v1 := newVif(t, lab, v0.c, "")
+	if d := v0.b.Info().Demux; d != "mac" {
+		t.Fatalf("Demux %q before any frame, want mac", d)
+	}
+	peer := openRaw(t, lab, netlab.Peer)
+	before := v0.ifc.Stats()
+	const n = 50
+	var sent [2][][]byte
+	for i := range n {
+		for k, v := range []*testVif{v0, v1} {
+			f := frame(lab, v.ifc.HardwareAddr(), fmt.Sprintf("MAC%d-%03d", k, i), 100)
+			peer.send(t, f)
+			sent[k] = append(sent[k], f)
+		}
+	}
+	for k, v := range []*testVif{v0, v1} {
+		exactly(t, fmt.Sprint("vif ", k), v, fmt.Sprintf("MAC%d-", k), sent[k])
+		if theirs, _ := v.rec.matching([]byte(fmt.Sprintf("MAC%d-", 1-k))); len(theirs) != 0 {
+			t.Fatalf("vif %d received %d frames of the other vif", k, len(theirs))
+		}
+	}
+	after := v0.ifc.Stats()
+	if d := stat(after, "rx_demux_mac") - stat(before, "rx_demux_mac"); d != 2*n {
+		t.Fatalf("rx_demux_mac moved by %d for %d frames", d, 2*n)
+	}
+	if stat(after, "xdp_host_nometa") != 0 || stat(after, "rx_demux_tag") != 0 {
+		t.Fatalf("xdp_host_nometa %d, rx_demux_tag %d; want 0", stat(after, "xdp_host_nometa"), stat(after, "rx_demux_tag"))
 	}
 }

@@ -77,6 +77,13 @@ func (n *nic) setup(c *Config) error {
 		return fmt.Errorf("xdp: %s: load the steering program: %w", c.Ifname, err)
 	}
 	n.steer = steer
+	if !steer.MetaHelper() || simulateNoMetaHelper.Load() {
+		// The kernel refused the tag's helper: demultiplex by MAC from
+		// the first era of several vifs, not after frames passed as
+		// NoMeta (nothing shares the nic yet: no lock needed).
+		n.macMode = true
+		n.demuxMAC.Store(true)
+	}
 	n.vifs = make([]atomic.Pointer[Backend], steer.Options().MaxVifs)
 	n.taken = make([]bool, len(n.vifs))
 	if n.attach, err = steer.Attach(n.ifindex, c.Attach); err == nil {

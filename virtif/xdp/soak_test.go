@@ -89,8 +89,7 @@ func TestIntegrationChurnSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pkt := packetSource{p}
-	defer pkt.Close()
+	defer p.Close()
 
 	toPeer := trafficgen.UDPFrame(lab.MAC[netlab.Peer], surv.ifc.HardwareAddr(), vifIP, peerIP, 9, 9, 64)
 	const survSeq = 1 // marks the frames paced to the survivor
@@ -132,7 +131,7 @@ func TestIntegrationChurnSoak(t *testing.T) {
 				}
 			}
 			f := trafficgen.UDPFrame(ifc.HardwareAddr(), lab.MAC[netlab.Peer], peerIP, vif2IP, 9, 9, 64)
-			if err := pkt.sendAll(f, 8); err != nil {
+			if _, err := p.SendAll(f, 8); err != nil {
 				return err
 			}
 			if i%2 == 0 {

@@ -48,6 +48,9 @@ type Result struct {
 	// CPUSeconds is the user+system CPU time the program and its children
 	// used while the generator ran (from /proc/PID/stat; 0 for XDP_DROP).
 	CPUSeconds float64
+	// Generator is the generator that ran: "live", or "packet" (asked
+	// for, or where the kernel refuses live frames).
+	Generator string `json:"generator"`
 }
 
 // GenDst is the destination MAC of the generated frames: a unicast MAC that
@@ -150,12 +153,13 @@ type Run struct {
 	// CPUs, if set, pins the reference with taskset -c (e.g. "1").
 	CPUs string
 	// Generator is "live" (default: BPF_PROG_RUN live frames, XDP_TX on
-	// the peer) or "packet" (AF_PACKET sendmmsg: skb-borne frames).
+	// the peer) or "packet" (AF_PACKET sendmmsg: skb-borne frames, and
+	// the default where the kernel refuses live frames).
 	Generator string
 	// GenCPU, if set, pins the generator (and so the receiving veth's
 	// NAPI) to that CPU (e.g. "0").
 	GenCPU string
-	// Rate, if > 0, paces the live generator to that many frames a second
+	// Rate, if > 0, paces the generator to that many frames a second
 	// (trafficgen's SendPaced) instead of sending flat out.
 	Rate int
 
@@ -186,6 +190,15 @@ func Measure(r Run) (res Result, err error) {
 	if r.Size == 0 {
 		r.Size = 64
 	}
+	if r.Generator == "" {
+		r.Generator = "live"
+		if trafficgen.LiveAvailable() != nil {
+			// A kernel that refuses live frames: skb-borne ones, from
+			// the peer's kernel, for every system alike.
+			r.Generator = "packet"
+		}
+	}
+	res.Generator = r.Generator
 	lab, err := netlab.New(netlab.Options{})
 	if err != nil {
 		return res, err
@@ -386,7 +399,7 @@ func Measure(r Run) (res Result, err error) {
 // sendFor sends for a duration, or the caller sends chunk frames per call.
 func newGenerator(lab *netlab.Lab, r Run) (send func([]byte, int) (int, error), sendFor func([]byte, time.Duration) (int, error), chunk int, closeGen func() error, err error) {
 	switch r.Generator {
-	case "", "live":
+	case "live":
 		live, err := trafficgen.LiveIn(lab, netlab.Peer)
 		if err != nil {
 			return nil, nil, 0, nil, err
@@ -413,6 +426,12 @@ func newGenerator(lab *netlab.Lab, r Run) (send func([]byte, int) (int, error), 
 		p, err := trafficgen.PacketIn(lab, netlab.Peer)
 		if err != nil {
 			return nil, nil, 0, nil, err
+		}
+		if r.Rate > 0 {
+			paced := func(frame []byte, d time.Duration) (int, error) {
+				return p.SendPaced(frame, int(float64(r.Rate)*d.Seconds()), r.Rate)
+			}
+			return nil, paced, 0, p.Close, nil
 		}
 		return p.Send, nil, 1 << 12, p.Close, nil
 	}
@@ -449,13 +468,20 @@ func waitXDP(ctx context.Context, lab *netlab.Lab) error {
 }
 
 // rxDropped reads the host end's rx_dropped, where veth counts the frames
-// its peer's XDP_TX could not queue (peer_tq_xdp_xmit_err).
+// its peer's XDP_TX could not queue (peer_tq_xdp_xmit_err), plus the peer
+// end's tx_dropped, where it counts the skbs it could not queue.
 func rxDropped(lab *netlab.Lab) (uint64, error) {
 	a, err := lab.LinkAttrs(netlab.Host)
 	if err != nil || a.Statistics == nil {
 		return 0, err
 	}
-	return a.Statistics.RxDropped, nil
+	// An skb the host end's ring could not take (AF_PACKET's frames) is
+	// counted as the peer end's TX drop.
+	p, err := lab.LinkAttrs(netlab.Peer)
+	if err != nil || p.Statistics == nil {
+		return 0, err
+	}
+	return a.Statistics.RxDropped + p.Statistics.TxDropped, nil
 }
 
 // cpuOf is the user+system CPU time of cmd's process and its descendants
