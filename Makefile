@@ -116,12 +116,21 @@ soak:
 # cost per frame at a paced rate and request/response latency in three wait
 # modes, interleaved, written to bench/results and spliced into README.md;
 # then TCP bulk transfer into the userspace stack against gVisor's AF_PACKET
-# endpoint and the kernel's TCP.
+# endpoint and the kernel's TCP at MTU 1500 and 9000 (tables spliced into
+# README.md too), and rxdrop/l2fwd through the switch's tenant port against
+# the direct path (bench/results/switch.txt, read in switch.md).
 BENCH_ROUNDS ?= 5
 BENCH_SECONDS ?= 3
+TCP_BENCH = $(GO) test -run '^$$' -bench TCPCompare -benchtime 1x ./netstack/
+# $(call bench_into,COMMAND,FILE): COMMAND's output into FILE and shown,
+# failing when COMMAND fails (sh has no pipefail for `| tee`).
+bench_into = $(1) > $(2); s=$$?; cat $(2); exit $$s
 bench: deps
 	$(GO) run ./bench/harness -rounds $(BENCH_ROUNDS) -seconds $(BENCH_SECONDS) -out bench/results -readme README.md
-	TCP_ROUNDS=$(BENCH_ROUNDS) $(GO) test -run '^$$' -bench TCPCompare -benchtime 1x ./netstack/ | tee bench/results/tcp.txt
+	$(call bench_into,TCP_ROUNDS=$(BENCH_ROUNDS) $(TCP_BENCH),bench/results/tcp.txt)
+	$(call bench_into,TCP_MTU=9000 TCP_ROUNDS=$(BENCH_ROUNDS) $(TCP_BENCH),bench/results/tcp9000.txt)
+	$(GO) run ./bench/harness -tcp bench/results/tcp.txt,bench/results/tcp9000.txt -readme README.md
+	$(call bench_into,$(GO) test -run '^$$' -bench SwitchVsDirect -benchtime 1x ./cmd/virtif-xdp/,bench/results/switch.txt)
 
 # Every Go benchmark (ring operations, send/deliver paths, rxdrop/txonly over
 # veth): packets per second and allocations.

@@ -352,7 +352,7 @@ func BenchmarkTCPCompare(b *testing.B) {
 	}
 	lab := labtest.NewT(b, netlab.Options{MTU: mtu})
 	peerTxChecksumOff(b, lab)
-	fmt.Printf("MTU %d, %d bytes per run\n", mtu, size)
+	fmt.Printf("MTU %d, %d bytes per run, %d rounds, started %s\n", mtu, size, rounds, time.Now().UTC().Format(time.RFC3339))
 	for range b.N {
 		gbps := map[string][]float64{}
 		impossible := map[string]bool{}

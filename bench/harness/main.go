@@ -118,7 +118,15 @@ func main() {
 	flag.IntVar(&cpuRate, "cpu-rate", 200000, "frames a second the generator sends for the CPU-cost table (well below saturation)")
 	flag.IntVar(&latCount, "lat-count", 2000, "request/response rounds per latency run")
 	flag.DurationVar(&latGap, "lat-gap", 3*time.Millisecond, "latency runs wait a random time up to this between an answer and the next request")
+	tcp := flag.String("tcp", "", "measure nothing: put the tables of these BenchmarkTCPCompare outputs (comma-separated files) into -readme, each between <!-- tcp-MTU:begin --> and <!-- tcp-MTU:end -->")
 	flag.Parse()
+	if *tcp != "" {
+		if err := spliceTCP(strings.Split(*tcp, ","), *readme); err != nil {
+			fmt.Fprintf(os.Stderr, "harness: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*rounds, *secs, *size, *out, *readme, *cpus, *genCPU, *only); err != nil {
 		fmt.Fprintf(os.Stderr, "harness: %v\n", err)
 		os.Exit(1)
@@ -432,7 +440,7 @@ func write(rep report, out, readme string) error {
 	}
 	fmt.Print("\n" + md)
 	if readme != "" {
-		return spliceReadme(readme, md)
+		return spliceReadme(readme, "bench", md+"\n![chart](bench/results/results.svg)\n")
 	}
 	return nil
 }
@@ -491,18 +499,20 @@ func chart(rep report) string {
 	return b.String()
 }
 
-func spliceReadme(path, md string) error {
+// spliceReadme replaces what the file at path holds between
+// <!-- marker:begin --> and <!-- marker:end --> with md.
+func spliceReadme(path, marker, md string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	const begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+	begin, end := "<!-- "+marker+":begin -->", "<!-- "+marker+":end -->"
 	s := string(b)
 	i, j := strings.Index(s, begin), strings.Index(s, end)
 	if i < 0 || j < i {
 		return fmt.Errorf("%s has no %s ... %s markers", path, begin, end)
 	}
-	s = s[:i+len(begin)] + "\n" + md + "\n![chart](bench/results/results.svg)\n" + s[j:]
+	s = s[:i+len(begin)] + "\n" + md + s[j:]
 	return os.WriteFile(path, []byte(s), 0o644)
 }
 
