@@ -74,13 +74,17 @@ func BenchmarkSwitchVsDirect(b *testing.B) {
 							b.Fatal(err)
 						}
 					}
-					_, _ = gen.SendFor(frame, (seconds+1)*time.Second)
+					_, genErr := gen.SendFor(frame, (seconds+1)*time.Second)
 					if perf != nil {
 						perf.Wait()
 					}
 					gen.Close()
 					if err := cmd.Wait(); err != nil {
 						b.Fatalf("%s: %v\n%s", mode, err, errb.String())
+					}
+					if genErr != nil {
+						// Not a rate of 0: nothing was offered.
+						b.Fatalf("%s: the generator: %v", mode, genErr)
 					}
 					var s benchSummary
 					if err := json.Unmarshal([]byte(out.String()), &s); err != nil {
