@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/virtif-xdp/virtif-xdp/bench/ref/reftest"
+	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
 
 type system struct {
@@ -104,6 +105,9 @@ type report struct {
 	LatRuns  []latRecord       `json:"latency_runs"`
 	Started  time.Time         `json:"started"`
 	Duration string            `json:"duration"`
+	// LiveRefused says why every row ran with AF_PACKET (the kernel
+	// refuses live frames: trafficgen.LiveAvailable), or is "".
+	LiveRefused string `json:"live_refused,omitempty"`
 }
 
 func main() {
@@ -164,6 +168,9 @@ func run(rounds int, secs float64, size int, out, readme, cpus, genCPU, only str
 		lats = slices.DeleteFunc(lats, func(l latSystem) bool { return !slices.Contains(keep, "lat-"+l.Kind) })
 	}
 	rep := report{Machine: machine(), Rounds: rounds, Seconds: secs, Size: size, CPURate: cpuRate, Started: time.Now()}
+	if err := trafficgen.LiveAvailable(); err != nil {
+		rep.LiveRefused = err.Error()
+	}
 	for round := range rounds {
 		for _, s := range systems {
 			r := s.run
@@ -465,7 +472,12 @@ func markdown(rep report) string {
 	}
 	cpuMarkdown(&b, rep)
 	latMarkdown(&b, rep)
-	b.WriteString("\nGenerator: BPF_PROG_RUN live frames (XDP_TX on the peer end), or AF_PACKET sendmmsg from the peer's kernel where it says skb gen. Receiving rates are over first to last frame received; every generated frame is received or counted dropped (veth or socket), and `unaccounted` shows any that were not.\n")
+	if rep.LiveRefused != "" {
+		fmt.Fprintf(&b, "\nGenerator: AF_PACKET sendmmsg from the peer's kernel for every row, skb gen or not: %s.", rep.LiveRefused)
+	} else {
+		b.WriteString("\nGenerator: BPF_PROG_RUN live frames (XDP_TX on the peer end), or AF_PACKET sendmmsg from the peer's kernel where it says skb gen.")
+	}
+	b.WriteString(" Receiving rates are over first to last frame received; every generated frame is received or counted dropped (veth or socket), and `unaccounted` shows any that were not.\n")
 	return b.String()
 }
 

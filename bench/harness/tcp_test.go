@@ -136,3 +136,17 @@ func TestSpliceTCP(t *testing.T) {
 		t.Fatal("no README: no error")
 	}
 }
+
+// The results say which generator ran: where the kernel refuses live
+// frames every row was AF_PACKET's, and the note must not claim otherwise.
+func TestMarkdownNamesGenerator(t *testing.T) {
+	rep := report{Machine: map[string]string{}}
+	if md := markdown(rep); !strings.Contains(md, "BPF_PROG_RUN live frames") || strings.Contains(md, "for every row") {
+		t.Errorf("live generator: %q", md)
+	}
+	rep.LiveRefused = "the kernel refuses live-frame BPF_PROG_RUN"
+	md := markdown(rep)
+	if !strings.Contains(md, "AF_PACKET sendmmsg from the peer's kernel for every row, skb gen or not: the kernel refuses live-frame BPF_PROG_RUN.") || strings.Contains(md, "BPF_PROG_RUN live frames") {
+		t.Errorf("refused: %q", md)
+	}
+}
