@@ -3,6 +3,7 @@
 package switchd
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -482,5 +484,95 @@ func TestIntegrationKernelTenant(t *testing.T) {
 	c, err := s.Switch().Counters(1)
 	if err != nil || c.FromNIC < 3 || c.ToNIC < 3 {
 		t.Errorf("kernel tenant's counters %+v (%v), want ARP and echo both ways", c, err)
+	}
+}
+
+// Two tenants on their namespaces' kernel stacks talk through the switch:
+// IPv4 (ARP requests for the registered address go to the other tenant)
+// and IPv6 (neighbour solicitations go to the solicited-node group the
+// target joined), ping both ways, without the frames touching the NIC: the
+// peer's sniffer sees none of them.
+func TestIntegrationTenantsIPv4AndIPv6(t *testing.T) {
+	lab := labtest.NewT(t, netlab.Options{})
+	s, path := startT(t, lab)
+	type tenantAddr struct {
+		ns, v4, v6 string
+		group      string // the solicited-node group's MAC of v6
+		port       int
+	}
+	ts := []*tenantAddr{
+		{ns: lab.Name + "-a", v4: "198.18.0.5", v6: "fd00:198:18::5", group: "33:33:ff:00:00:05"},
+		{ns: lab.Name + "-b", v4: "198.18.0.6", v6: "fd00:198:18::6", group: "33:33:ff:00:00:06"},
+	}
+	var onWire atomic.Int64
+	sn, err := trafficgen.SniffIn(lab, netlab.Peer, func(f []byte) {
+		if len(f) >= 14 && (bytes.Contains(f, net.ParseIP(ts[0].v6)) || bytes.Contains(f, net.ParseIP(ts[1].v6)) ||
+			bytes.Contains(f, net.ParseIP(ts[0].v4).To4()) || bytes.Contains(f, net.ParseIP(ts[1].v4).To4())) {
+			onWire.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	for _, ta := range ts {
+		if out, err := exec.Command("ip", "netns", "add", ta.ns).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns add: %v\n%s", err, out)
+		}
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ta.ns).Run() })
+		cl := dialT(t, path)
+		if err := netlab.DoIn(ta.ns, func() error {
+			p, err := cl.AddTenant(ta.ns)
+			if err != nil {
+				return err
+			}
+			ta.port = p.Port
+			l, err := netlink.LinkByName(p.Ifname)
+			if err != nil {
+				return err
+			}
+			for _, a := range []string{ta.v4 + "/24", ta.v6 + "/64"} {
+				addr, _ := netlink.ParseAddr(a)
+				addr.Flags = unix.IFA_F_NODAD
+				if err := netlink.AddrAdd(l, addr); err != nil {
+					return fmt.Errorf("address %s: %w", a, err)
+				}
+			}
+			if err := cl.Register("mac", l.Attrs().HardwareAddr.String(), true); err != nil {
+				return err
+			}
+			if err := cl.Register("ipv4", ta.v4, true); err != nil {
+				return err
+			}
+			return cl.Register("group", ta.group, true)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ping := func(from *tenantAddr, args ...string) {
+		t.Helper()
+		var out []byte
+		err := netlab.DoIn(from.ns, func() (err error) {
+			out, err = exec.Command("ping", append([]string{"-n", "-c", "2", "-i", "0.2", "-W", "5"}, args...)...).CombinedOutput()
+			return err
+		})
+		if err != nil {
+			t.Fatalf("ping %v from %s: %v\n%s", args, from.ns, err, out)
+		}
+	}
+	ping(ts[0], ts[1].v4)
+	ping(ts[1], ts[0].v4)
+	ping(ts[0], "-6", ts[1].v6)
+	ping(ts[1], "-6", ts[0].v6)
+	for _, ta := range ts {
+		c, err := s.Switch().Counters(ta.port)
+		// 2 ARP or NS requests and replies, 8 echo requests and replies,
+		// each way.
+		if err != nil || c.ToTenant < 6 || c.FromTenant < 6 {
+			t.Errorf("%s's counters %+v (%v), want at least 6 to and from tenants", ta.ns, c, err)
+		}
+	}
+	if n := onWire.Load(); n != 0 {
+		t.Errorf("%d frames between the tenants reached the wire", n)
 	}
 }
