@@ -133,7 +133,12 @@ static __always_inline int owner(struct ethhdr *eth, void *data_end)
 	return 0;
 }
 
-SEC("xdp")
+// Both programs are "xdp.frags" (BPF_F_XDP_HAS_FRAGS, 5.18): veth takes a
+// program on an MTU beyond a page only if it is, and hands it jumbo frames
+// in several buffers. They read only the Ethernet header and an ARP body,
+// in the first buffer, and a DEVMAP redirect carries the whole frame. A
+// kernel before 5.18 refuses the flag; LoadSwitch then loads them without.
+SEC("xdp.frags")
 int switch_nic(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
@@ -161,7 +166,7 @@ int switch_nic(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-SEC("xdp")
+SEC("xdp.frags")
 int switch_tenant(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;

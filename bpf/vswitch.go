@@ -52,7 +52,8 @@ const numSwitchStats = 8
 // descriptors, also when the process is killed. Methods are safe for
 // concurrent use.
 type Switch struct {
-	opts SwitchOptions
+	opts  SwitchOptions
+	frags bool // loaded with BPF_F_XDP_HAS_FRAGS
 
 	mu      sync.Mutex
 	objs    *vswitchObjects // nil once closed
@@ -98,14 +99,36 @@ func LoadSwitch(opts *SwitchOptions) (*Switch, error) {
 		return nil, fmt.Errorf("bpf: set max_ports: %w", err)
 	}
 	objs := new(vswitchObjects)
-	if err := spec.LoadAndAssign(objs, nil); err != nil {
+	frags := true
+	err = loadSwitchSpec(spec, objs)
+	if err != nil && errors.Is(err, unix.EINVAL) && !errors.Is(err, os.ErrPermission) {
+		// A kernel before 5.18 does not know BPF_F_XDP_HAS_FRAGS:
+		// single-buffer frames only (and no MTU beyond a page on veth).
+		for _, p := range spec.Programs {
+			p.Flags &^= unix.BPF_F_XDP_HAS_FRAGS
+		}
+		frags = false
+		err = loadSwitchSpec(spec, objs)
+	}
+	if err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			return nil, fmt.Errorf("bpf: load switch programs (need root, or CAP_BPF and CAP_NET_ADMIN): %w", err)
 		}
 		return nil, fmt.Errorf("bpf: load switch programs: %w", err)
 	}
-	return &Switch{opts: o, objs: objs, tenants: map[int]switchPort{}}, nil
+	return &Switch{opts: o, objs: objs, frags: frags, tenants: map[int]switchPort{}}, nil
 }
+
+// loadSwitchSpec loads the switch's programs and maps; tests replace it to
+// play an older kernel.
+var loadSwitchSpec = func(spec *ebpf.CollectionSpec, objs *vswitchObjects) error {
+	return spec.LoadAndAssign(objs, nil)
+}
+
+// Frags reports whether the programs were loaded for multi-buffer frames
+// (BPF_F_XDP_HAS_FRAGS, ELF section "xdp.frags"): jumbo frames pass the
+// switch both ways; not on a kernel before 5.18, which refuses the flag.
+func (s *Switch) Frags() bool { return s.frags }
 
 // Options returns the sizes the switch was loaded with.
 func (s *Switch) Options() SwitchOptions { return s.opts }

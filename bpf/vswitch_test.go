@@ -197,3 +197,42 @@ func TestIntegrationSwitchPrograms(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The switch's programs load as multi-buffer programs ("xdp.frags"); a
+// kernel before 5.18 refuses the flag (EINVAL), and LoadSwitch then loads
+// them without it and says so. Another error is not retried.
+func TestIntegrationSwitchFrags(t *testing.T) {
+	labtest.RequireRoot(t)
+	sw, err := LoadSwitch(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sw.Frags() {
+		t.Error("Frags false on a kernel that takes BPF_F_XDP_HAS_FRAGS")
+	}
+	sw.Close()
+	old := loadSwitchSpec
+	t.Cleanup(func() { loadSwitchSpec = old })
+	tries := 0
+	loadSwitchSpec = func(spec *ebpf.CollectionSpec, objs *vswitchObjects) error {
+		tries++
+		for _, p := range spec.Programs {
+			if p.Flags&unix.BPF_F_XDP_HAS_FRAGS != 0 {
+				return unix.EINVAL
+			}
+		}
+		return old(spec, objs)
+	}
+	sw, err = LoadSwitch(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Close()
+	if sw.Frags() || tries != 2 {
+		t.Fatalf("Frags %v after %d loads, want a second load without the flag", sw.Frags(), tries)
+	}
+	loadSwitchSpec = func(*ebpf.CollectionSpec, *vswitchObjects) error { return unix.EPERM }
+	if _, err := LoadSwitch(nil); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("another error is not retried: %v", err)
+	}
+}

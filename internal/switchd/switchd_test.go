@@ -576,3 +576,60 @@ func TestIntegrationTenantsIPv4AndIPv6(t *testing.T) {
 		t.Errorf("%d frames between the tenants reached the wire", n)
 	}
 }
+
+// Jumbo frames through the switch: on a NIC with MTU 9000 (veth hands XDP
+// such frames in several buffers, and takes a program only if it is
+// multi-buffer aware), the peer's 8000-byte pings reach a kernel tenant
+// through switch_nic and its answers leave through switch_tenant, unsplit
+// (-M do: no fragmentation).
+func TestIntegrationKernelTenantJumbo(t *testing.T) {
+	lab := labtest.NewT(t, netlab.Options{MTU: 9000})
+	// veth takes redirected frames only on an end with NAPI (GRO or XDP).
+	if out, err := lab.Run(netlab.Peer, "ethtool", "-K", lab.Link[netlab.Peer], "gro", "on"); err != nil {
+		t.Fatalf("GRO on the peer: %v\n%s", err, out)
+	}
+	s, path := startT(t, lab)
+	ns := lab.Name + "-j"
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	cl := dialT(t, path)
+	var port Port
+	if err := netlab.DoIn(ns, func() (err error) {
+		if port, err = cl.AddTenant("jumbo"); err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName(port.Ifname)
+		if err != nil {
+			return err
+		}
+		addr, _ := netlink.ParseAddr("198.18.0.5/24")
+		if err := netlink.AddrAdd(l, addr); err != nil {
+			return err
+		}
+		if err := cl.Register("mac", l.Attrs().HardwareAddr.String(), true); err != nil {
+			return err
+		}
+		return cl.Register("ipv4", "198.18.0.5", true)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if port.MTU != 9000 {
+		t.Fatalf("tenant port MTU %d, want the NIC's 9000", port.MTU)
+	}
+	before, _ := s.Switch().Counters(port.Port)
+	if out, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "3", "-i", "0.2", "-W", "5", "-s", "8000", "-M", "do", "198.18.0.5"); err != nil {
+		c, _ := s.Switch().Counters(port.Port)
+		c0, _ := s.Switch().Counters(0)
+		o1, _ := lab.Run(netlab.Host, "ip", "-s", "link")
+		o2, _ := exec.Command("ip", "-n", ns, "-s", "link").CombinedOutput()
+		o3, _ := lab.Run(netlab.Peer, "ip", "-s", "link")
+		t.Logf("host:\n%s\ntenant:\n%s\npeer:\n%s", o1, o2, o3)
+		t.Fatalf("jumbo ping to the kernel tenant: %v\n%s\ntenant's counters %+v, NIC's %+v", err, out, c, c0)
+	}
+	c, err := s.Switch().Counters(port.Port)
+	if err != nil || c.FromNIC-before.FromNIC < 3 || c.ToNIC-before.ToNIC < 3 {
+		t.Errorf("tenant's counters %+v, before %+v (%v), want the 3 jumbo echoes both ways", c, before, err)
+	}
+}
