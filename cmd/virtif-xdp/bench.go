@@ -86,7 +86,7 @@ and why it stopped; --json makes the summary one JSON object on stdout, with
 "wall_seconds", "stopped" (duration, count, signal, nic or error) and, for
 a failure, "stop_error". A line "ready: virtif-xdp MODE" on stderr tells a
 harness the vif is up. The vif is destroyed and its XDP program taken off
-the NIC however the run ends.` + privilegesHelp,
+the NIC however the run ends.` + privilegesHelp(),
 		Example: fmt.Sprintf(`  virtif-xdp lab up
   ip netns exec vxlab-h virtif-xdp %s --link xdp:vxlabh --duration 5s
   virtif-xdp %s --netns vxlab-h --link xdp:vxlabh --json`, m.name, m.name),

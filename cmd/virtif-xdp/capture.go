@@ -59,7 +59,7 @@ counters give the drops.
 -w FILE is created with mode 0600 (a capture holds whatever the segment
 carried). An existing FILE is refused unless --force (then it is truncated
 and set to 0600), and a symlink is refused even then: FILE must be the file
-itself. -w - writes to standard output (the summary then goes to stderr).` + privilegesHelp,
+itself. -w - writes to standard output (the summary then goes to stderr).` + privilegesHelp(),
 		Example: `  ip netns exec vxlab-h virtif-xdp capture --link xdp:vxlabh --promisc -w /tmp/vif.pcap --count 100
   tcpdump -nr /tmp/vif.pcap
   ip netns exec vxlab-h virtif-xdp capture --link xdp:vxlabh -w - | tcpdump -nr -`,

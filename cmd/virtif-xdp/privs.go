@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -12,27 +13,52 @@ import (
 	"kernel.org/pub/linux/libs/security/libcap/psx"
 )
 
-// keptCaps is what run, rxdrop, txonly, l2fwd and capture keep once set up:
+// keptCaps is what run, rxdrop, txonly, l2fwd and capture keep once set up,
+// each with what it is kept for (--help says it: privilegesHelp).
 // CAP_NET_ADMIN only, to take the vif's MACs off the NIC's address lists
-// (netlink RTM_DELNEIGH) when the vif goes. Everything else the teardown
-// does needs no capability: the XDP program leaves the NIC when its link
-// descriptor is closed, the steering map entries are deleted through the
-// map's descriptor, the sockets are closed. Without CAP_NET_ADMIN the
-// entries would stay (the NIC left promiscuous, say) until the next open
-// or `virtif-xdp cleanup` removed them from the state file: the host is
-// left as it was found instead.
-var keptCaps = []cap.Value{cap.NET_ADMIN}
+// (netlink RTM_DELNEIGH) when the vif goes, and to write back the NIC's
+// NAPI settings with napi=on (the kernel checks CAP_NET_ADMIN on each
+// write to those sysfs files). Everything else the teardown does needs no
+// capability: the XDP program leaves the NIC when its link descriptor is
+// closed, the steering map entries are deleted through the map's
+// descriptor, the sockets are closed. Without CAP_NET_ADMIN the entries
+// would stay (the NIC left promiscuous, say) until the next open or
+// `virtif-xdp cleanup` removed them from the state file: the host is left
+// as it was found instead.
+var keptCaps = []keptCap{
+	{cap.NET_ADMIN, "for the teardown: MACs off the NIC's address lists, NAPI values back"},
+}
 
-// privilegesHelp is what --help of those subcommands says.
-const privilegesHelp = `
+// keptCap is a capability kept after setup and what for.
+type keptCap struct {
+	v   cap.Value
+	why string
+}
+
+// capName is v as the kernel's headers spell it: CAP_NET_ADMIN.
+func capName(v cap.Value) string { return strings.ToUpper(v.String()) }
+
+// privilegesHelp is the paragraph --help of those subcommands ends with,
+// made from keptCaps so that it says what dropCapabilities keeps.
+func privilegesHelp() string {
+	var names, whys []string
+	for _, k := range keptCaps {
+		names = append(names, capName(k.v))
+		whys = append(whys, "\n  "+capName(k.v)+" "+k.why)
+	}
+	return `
 
 Privileges: setup needs CAP_NET_ADMIN, CAP_BPF (or CAP_SYS_ADMIN), CAP_NET_RAW
 and, for the UMEM, CAP_IPC_LOCK or a high enough RLIMIT_MEMLOCK (root has them
 all). Once set up (program attached, sockets bound, maps filled, files and
-listeners open) the process keeps only CAP_NET_ADMIN, for taking the vif's MACs
-off the NIC's address lists at the end, in every thread: the rest leave its
-effective, permitted, inheritable, ambient and bounding sets, and no_new_privs
-is set, so no exec gets them back.`
+listeners open) the process keeps only ` + strings.Join(names, ", ") + `, in every thread:` +
+		strings.Join(whys, "") + `
+Every other capability leaves the effective, permitted, inheritable and ambient
+sets. The bounding set is cut to the kept ones too if the process has
+CAP_SETPCAP (root has; CAP_SETPCAP is then dropped with the rest); without it
+the bounding set stays as it was. Either way no_new_privs is set, so no exec
+(setuid, file capabilities) gets a capability back.`
+}
 
 // dropPrivileges is what the subcommands call once set up; the tests that
 // run them inside the test process replace it (they need their
@@ -47,7 +73,8 @@ var dropPrivileges = dropCapabilities
 func dropCapabilities() (string, error) {
 	have := cap.GetProc()
 	keep := cap.NewSet()
-	for _, v := range keptCaps {
+	for _, k := range keptCaps {
+		v := k.v
 		if on, err := have.GetFlag(cap.Permitted, v); err == nil && on {
 			if err := keep.SetFlag(cap.Permitted, true, v); err != nil {
 				return "", err
@@ -82,7 +109,7 @@ func dropCapabilities() (string, error) {
 
 func kept(v cap.Value) bool {
 	for _, k := range keptCaps {
-		if k == v {
+		if k.v == v {
 			return true
 		}
 	}

@@ -6,11 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"kernel.org/pub/linux/libs/security/libcap/cap"
 
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
@@ -143,5 +146,65 @@ func testDropsPrivileges(t *testing.T, bin string) {
 				t.Errorf("state files left: %v", files)
 			}
 		})
+	}
+}
+
+// The --help of every subcommand that drops capabilities ends with a
+// Privileges paragraph naming exactly the capabilities dropCapabilities
+// keeps (keptCaps: a change there changes the help), and says truthfully
+// what happens to the bounding set: it is cut only with CAP_SETPCAP.
+// switch drops nothing and says no such thing.
+func TestHelpStatesPrivileges(t *testing.T) {
+	keptIn := func(help string) []string {
+		t.Helper()
+		_, para, ok := strings.Cut(help, "\nPrivileges: ")
+		if !ok {
+			return nil
+		}
+		para, _, _ = strings.Cut(para, "\n\n")
+		_, after, ok := strings.Cut(para, "keeps only ")
+		if !ok {
+			t.Errorf("Privileges paragraph without \"keeps only\":\n%s", para)
+			return nil
+		}
+		list, _, _ := strings.Cut(after, ", in every thread")
+		return regexp.MustCompile(`CAP_[A-Z_]+`).FindAllString(list, -1)
+	}
+	check := func(want []cap.Value) {
+		t.Helper()
+		var names []string
+		for _, v := range want {
+			names = append(names, strings.ToUpper(v.String()))
+		}
+		for _, mode := range []string{"run", "rxdrop", "txonly", "l2fwd", "capture"} {
+			r := runCmd(t, mode, "--help")
+			if got := keptIn(r.stdout); strings.Join(got, " ") != strings.Join(names, " ") {
+				t.Errorf("%s --help: keeps %v, the code keeps %v:\n%s", mode, got, names, r.stdout)
+			}
+			flat := strings.Join(strings.Fields(r.stdout), " ")
+			for _, want := range []string{"bounding set is cut to the kept ones too if the process has CAP_SETPCAP", "no_new_privs is set"} {
+				if !strings.Contains(flat, want) {
+					t.Errorf("%s --help does not say %q:\n%s", mode, want, r.stdout)
+				}
+			}
+		}
+	}
+	var code []cap.Value
+	for _, k := range keptCaps {
+		code = append(code, k.v)
+	}
+	if len(code) == 0 {
+		t.Fatal("keptCaps is empty")
+	}
+	check(code)
+
+	// Another choice in the code is another help.
+	saved := keptCaps
+	t.Cleanup(func() { keptCaps = saved })
+	keptCaps = append(append([]keptCap(nil), saved...), keptCap{cap.NET_RAW, "test"})
+	check(append(code, cap.NET_RAW))
+
+	if r := runCmd(t, "switch", "--help"); strings.Contains(r.stdout, "Privileges:") || strings.Contains(r.stdout, "keeps only") {
+		t.Errorf("switch drops no capability, but its --help says:\n%s", r.stdout)
 	}
 }

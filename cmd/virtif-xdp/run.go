@@ -92,7 +92,7 @@ NIC or its settings.
 Checksums: on a veth, the sending kernel leaves TCP checksums unfinished
 and XDP sees them that way, so TCP to vif0 fails unless the sender turns
 checksum offload off ('ethtool -K PEER tx off') or run is told
---trust-rx-checksum. A real NIC delivers finished checksums: leave it off.` + privilegesHelp,
+--trust-rx-checksum. A real NIC delivers finished checksums: leave it off.` + privilegesHelp(),
 		Example: `  # in the lab ('virtif-xdp lab up' makes vxlab-h/vxlabh, peer vxlab-p)
   virtif-xdp run --netns vxlab-h --link xdp:vxlabh --addr 198.18.0.3/24 --trust-rx-checksum
   ip netns exec vxlab-p ping 198.18.0.3
