@@ -41,6 +41,13 @@ type HostConfig struct {
 	// StatusFunc, if set, adds its text to the status page, which anyone
 	// on the segment can read: counters, not configuration.
 	StatusFunc func(w io.Writer)
+	// StatusCounter, if set, gives the interface counters the status page
+	// shows: the vif's own, nothing a stranger on the segment should not
+	// learn (a backend's counters of the whole NIC or of the host
+	// kernel's traffic, names that give its queues away). Without it the
+	// page shows the interface's Stats without their Backend counters,
+	// which a backend may share with other interfaces.
+	StatusCounter func() virtif.Stats
 	// Limits bound what the services take from strangers; zero fields get
 	// the defaults.
 	Limits Limits
@@ -406,13 +413,14 @@ func (h *Host) Counters() Counters {
 
 // WriteStatus writes the status page's text: the interface's name, MAC,
 // MTU, flags and addresses (what any host on the segment sees of it
-// anyway), its counters and the stack's, the services' connection counts,
-// and StatusFunc's text. It leaves out the link string (which NIC, its
-// queues and settings) and anything else about the machine: the page is
-// served to whoever asks.
+// anyway), its counters (StatusCounter's) and those of its stack (which
+// serves this interface alone), the services' connection counts, and
+// StatusFunc's text. It leaves out the link string (which NIC, its queues
+// and settings), counters of the NIC or host beyond the interface, and
+// anything else about the machine: the page is served to whoever asks.
 func (h *Host) WriteStatus(w io.Writer) {
 	ifc := h.st.Interface()
-	st := ifc.Stats()
+	st := h.statusCounters()
 	fmt.Fprintf(w, "interface %s  mac %s  mtu %d  flags %s\n", ifc.Name(), ifc.HardwareAddr(), ifc.MTU(), ifc.Flags())
 	for _, p := range h.st.Addresses() {
 		fmt.Fprintf(w, "inet %s\n", p)
@@ -438,6 +446,16 @@ func (h *Host) WriteStatus(w io.Writer) {
 	if h.cfg.StatusFunc != nil {
 		h.cfg.StatusFunc(w)
 	}
+}
+
+// statusCounters are the interface counters the status page shows.
+func (h *Host) statusCounters() virtif.Stats {
+	if h.cfg.StatusCounter != nil {
+		return h.cfg.StatusCounter()
+	}
+	st := h.st.Interface().Stats()
+	st.Backend = nil
+	return st
 }
 
 func (h *Host) serveStatus(w http.ResponseWriter, r *http.Request) {

@@ -16,7 +16,7 @@ import (
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab"
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 	"github.com/virtif-xdp/virtif-xdp/virtif"
-	_ "github.com/virtif-xdp/virtif-xdp/virtif/xdp"
+	"github.com/virtif-xdp/virtif-xdp/virtif/xdp"
 )
 
 var (
@@ -126,6 +126,12 @@ func testXDPHost(t *testing.T, queues int) {
 	h, err := NewHost(ifc, HostConfig{
 		Addrs:    []netip.Prefix{srv4, srv6},
 		EchoPort: 7, HTTPAddr: ":80",
+		// The vif's own counters, as virtif-xdp run shows them.
+		StatusCounter: func() virtif.Stats {
+			st := ifc.Stats()
+			st.Backend = ifc.Backend().(*xdp.Backend).AppendOwnStats(nil)
+			return st
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -155,8 +161,9 @@ func testXDPHost(t *testing.T, queues int) {
 	})
 	t.Run("http", func(t *testing.T) {
 		body := httpGet(t, lab.DialContext(netlab.Peer), "http://198.18.0.3/?text")
-		if !strings.Contains(body, "interface "+ifc.Name()) || !strings.Contains(body, "xdp_") {
-			t.Errorf("status page:\n%s", body)
+		if !strings.Contains(body, "interface "+ifc.Name()) || !strings.Contains(body, "xdp_unicast ") ||
+			strings.Contains(body, "xdp_host_") || strings.Contains(body, "xsk_") {
+			t.Errorf("status page, want StatusCounter's counters (the vif's own):\n%s", body)
 		}
 	})
 	t.Run("stack pings the peer", func(t *testing.T) {

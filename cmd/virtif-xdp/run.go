@@ -86,8 +86,9 @@ silent for --idle-timeout or not taking a write for --write-timeout is
 closed (an echo client that never reads holds a 16 KiB buffer and the
 socket's send buffer, no more), HTTP request headers are at most 8 KiB.
 The status page shows the interface's name, MAC, MTU, flags, addresses and
-counters and the services' connection counts, never the link string, the
-NIC or its settings.
+its own counters and the services' connection counts, never the link
+string, the NIC or its settings, nor counters of the NIC's queues and
+sockets or of the host kernel's traffic (--metrics has those).
 
 Checksums: on a veth, the sending kernel leaves TCP checksums unfinished
 and XDP sees them that way, so TCP to vif0 fails unless the sender turns
@@ -263,7 +264,11 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 			fmt.Fprintf(w, "served by virtif-xdp run, frames demultiplexed by %s, up %s, capabilities %s\n",
 				info.Demux, time.Since(start).Round(time.Second), caps)
 		},
-		Stack: netstack.StackConfig{Endpoint: netstack.EndpointOptions{RXChecksumOffload: f.trust, NoGRO: f.noGRO}},
+		// The vif's own counters only: not the NIC's sockets, queues or
+		// demultiplexing, shared with other vifs, nor the frames the
+		// program passed to the host kernel.
+		StatusCounter: func() virtif.Stats { return vifStatus(v) },
+		Stack:         netstack.StackConfig{Endpoint: netstack.EndpointOptions{RXChecksumOffload: f.trust, NoGRO: f.noGRO}},
 	})
 	if err != nil {
 		if errors.Is(err, unix.EADDRINUSE) {
@@ -304,6 +309,14 @@ func runHost(cmd *cobra.Command, f *runFlags) (err error) {
 	fmt.Fprintf(w, "\nanswered: ping %d, ping6 %d, tcp connections %d (echo %d), udp echoes %d, http requests %d\n",
 		c.EchoRepliesV4, c.EchoRepliesV6, c.TCPAccepted, c.EchoConns, c.UDPEchoes, c.HTTPRequests)
 	return err
+}
+
+// vifStatus is the counters run's status page shows: the vif's Stats with
+// only its own backend counters. A test wraps it to see what it gave.
+var vifStatus = func(v *vif) virtif.Stats {
+	st := v.ifc.Stats()
+	st.Backend = v.be.AppendOwnStats(nil)
+	return st
 }
 
 // printHostBanner says where the host is and what it serves.

@@ -23,15 +23,7 @@ import (
 func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	n := b.nic
 	add := func(name string, v uint64) { dst = append(dst, virtif.Stat{Name: name, Value: v}) }
-	// After Close the slot may be another vif's: its counters are not ours.
-	if c, err := n.steer.Counters(b.slot); err == nil && !b.closed.Load() {
-		add("xdp_unicast", c.Unicast)
-		add("xdp_multicast", c.Multicast)
-		add("xdp_arp", c.ARP)
-		add("xdp_promisc", c.Promisc)
-		add("xdp_nosocket", c.NoSocket)
-		add("xdp_nometa", c.NoMeta)
-	}
+	dst = b.appendSlotStats(dst)
 	if c, err := n.steer.HostCounters(); err == nil {
 		add("xdp_host_pass", c.Pass)
 		add("xdp_host_nosocket", c.NoSocket)
@@ -62,11 +54,7 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	add("xsk_rx_ring_full", ks.RXRingFull)
 	add("xsk_rx_fill_ring_empty", ks.RXFillRingEmptyDescs)
 	add("xsk_tx_ring_empty", ks.TXRingEmptyDescs)
-	var rx uint64
-	for i := range b.rxFrames {
-		rx += b.rxFrames[i].n.Load()
-	}
-	add("rx_frames", rx)
+	add("rx_frames", b.rxTotal())
 	// Counters of the NIC's RX goroutines, summed over its queues.
 	sum := func(name string, c func(q *queue) *paddedCounter) {
 		var v uint64
@@ -84,6 +72,40 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	sum("tx_idle_kicks", func(q *queue) *paddedCounter { return &q.idleKicks })
 	add("rx_untagged", n.untagged.Load())
 	add("rx_unclaimed", n.unclaimed.Load())
+	return b.appendTXStats(dst)
+}
+
+// AppendOwnStats adds the counters that are the vif's alone, nothing the
+// other vifs of the NIC or the host kernel share: its program counters
+// (xdp_*, not xdp_host_*), the frames it received (rx_frames, not per
+// queue) and its drops and chains sent (tx_*). No socket, queue or demux
+// counter of the NIC: they count the other vifs' frames too, and their
+// names give the NIC's queues away. What a stranger may read (the status
+// page of virtif-xdp run) is this.
+func (b *Backend) AppendOwnStats(dst []virtif.Stat) []virtif.Stat {
+	dst = b.appendSlotStats(dst)
+	dst = append(dst, virtif.Stat{Name: "rx_frames", Value: b.rxTotal()})
+	return b.appendTXStats(dst)
+}
+
+// appendSlotStats adds the program's counters of the vif's slot.
+func (b *Backend) appendSlotStats(dst []virtif.Stat) []virtif.Stat {
+	add := func(name string, v uint64) { dst = append(dst, virtif.Stat{Name: name, Value: v}) }
+	// After Close the slot may be another vif's: its counters are not ours.
+	if c, err := b.nic.steer.Counters(b.slot); err == nil && !b.closed.Load() {
+		add("xdp_unicast", c.Unicast)
+		add("xdp_multicast", c.Multicast)
+		add("xdp_arp", c.ARP)
+		add("xdp_promisc", c.Promisc)
+		add("xdp_nosocket", c.NoSocket)
+		add("xdp_nometa", c.NoMeta)
+	}
+	return dst
+}
+
+// appendTXStats adds the backend's own send counters.
+func (b *Backend) appendTXStats(dst []virtif.Stat) []virtif.Stat {
+	add := func(name string, v uint64) { dst = append(dst, virtif.Stat{Name: name, Value: v}) }
 	add("tx_ring_full", b.txRingFull.Load())
 	add("tx_no_frame", b.txNoFrame.Load())
 	add("tx_too_big", b.txTooBig.Load())
@@ -91,6 +113,15 @@ func (b *Backend) AppendStats(dst []virtif.Stat) []virtif.Stat {
 	add("tx_kick_errors", b.txKickErrors.Load())
 	add("tx_unsent_at_close", b.txUnsent.Load())
 	return dst
+}
+
+// rxTotal is the frames the vif received, over all queues.
+func (b *Backend) rxTotal() uint64 {
+	var rx uint64
+	for i := range b.rxFrames {
+		rx += b.rxFrames[i].n.Load()
+	}
+	return rx
 }
 
 // paddedCounter is a counter alone on its cache line: each RX goroutine
