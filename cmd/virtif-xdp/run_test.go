@@ -4,7 +4,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -241,5 +243,50 @@ func TestIntegrationRunBusyPollBanner(t *testing.T) {
 	if want := "busy polling no-op so far: no socket has a NAPI id"; !strings.Contains(r.out.String(), want) ||
 		!strings.Contains(r.out.String(), "napi_defer_hard_irqs 2, gro_flush_timeout 200000 ns") {
 		t.Errorf("banner lacks %q and the NAPI settings:\n%s", want, r.out.String())
+	}
+}
+
+// run --echo 0 --http off serves nothing: a TCP connection from the peer
+// to port 7 or 80 is refused (the vif's stack answers with a reset; the host
+// kernel, which does not hold the address, would not answer at all), over
+// IPv4 and IPv6, ping still answers, and the banner says the services are
+// off (and gives no limits for services that do not run).
+func TestIntegrationRunServicesOff(t *testing.T) {
+	labtest.RequireRoot(t)
+	lab := labtest.NewT(t, netlab.Options{})
+	if err := addLabIPv6(lab); err != nil {
+		t.Fatal(err)
+	}
+	r := startCmd(t, "run", "--netns", lab.NS[netlab.Host], "--link", "xdp:"+lab.Link[netlab.Host],
+		"--addr", "198.18.0.3/24", "--addr", "fd00:198:18::3/64", "--trust-rx-checksum", "--echo", "0", "--http", "off")
+	r.waitRunning(t)
+	for _, want := range []string{"\n  echo   off\n", "\n  status off\n"} {
+		if !strings.Contains(r.out.String(), want) {
+			t.Errorf("banner lacks %q:\n%s", want, r.out.String())
+		}
+	}
+	for _, not := range []string{"tcp port", "udp port", "http://", "limits "} {
+		if strings.Contains(r.out.String(), not) {
+			t.Errorf("banner says %q with the services off:\n%s", not, r.out.String())
+		}
+	}
+	for _, dst := range []string{"198.18.0.3", "fd00:198:18::3"} {
+		if out, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "2", "-i", "0.2", "-W", "5", dst); err != nil {
+			t.Errorf("ping %s: %v\n%s", dst, err, out)
+		}
+		for _, port := range []string{"7", "80"} {
+			ap := net.JoinHostPort(dst, port)
+			c, err := lab.DialContext(netlab.Peer)(testCtx(t), "tcp", ap)
+			if err == nil {
+				c.Close()
+				t.Errorf("connect to %s from the peer succeeded, want refused", ap)
+			} else if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("connect to %s from the peer: %v, want refused (a reset from the vif's stack)", ap, err)
+			}
+		}
+	}
+	r.cancel()
+	if res := r.wait(t); res.code != exitOK || !strings.Contains(res.stdout, "http requests 0") {
+		t.Errorf("exit %d, want 0 and no http request answered:\n%s%s", res.code, res.stdout, res.stderr)
 	}
 }
