@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +53,12 @@ func threadCaps(t *testing.T, pid int) map[string]map[string]string {
 // with exit 0, the XDP program gone, the vif's MACs off the NIC's address
 // list, the state file removed.
 //
+// With napi=on (run), the NIC's NAPI values are napi=on's while it runs
+// and those found once it ends, also when it runs as the user nobody with
+// the capabilities setup needs (ambient, and no CAP_SETPCAP: the bounding
+// set stays): the NAPI files are written back through descriptors opened
+// before the drop, CAP_DAC_OVERRIDE being gone by then.
+//
 // Both builds: with cgo (psx's C side changes every thread) and static,
 // CGO_ENABLED=0, as the kernel lab builds it (syscall.AllThreadsSyscall).
 func TestIntegrationDropsPrivileges(t *testing.T) {
@@ -67,22 +74,83 @@ func TestIntegrationDropsPrivileges(t *testing.T) {
 	}
 }
 
+// nobodyCaps are the capabilities a non-root user is given (ambient) to
+// set a vif up: no CAP_SETPCAP, so the bounding set stays; with
+// CAP_DAC_OVERRIDE, for opening the NIC's root-owned NAPI sysfs files.
+const nobodyCaps = "cap_net_admin,cap_net_raw,cap_bpf,cap_sys_admin,cap_ipc_lock,cap_dac_override"
+
+// dropCase is one command testDropsPrivileges runs.
+type dropCase struct {
+	name   string
+	args   []string // the subcommand and its flags, but --netns, --link and --mac
+	link   string   // after xdp:NIC
+	nobody bool     // run as the user nobody with nobodyCaps, not root
+}
+
 func testDropsPrivileges(t *testing.T, bin string) {
 	lab := labtest.NewT(t, netlab.Options{})
 	nic := lab.Link[netlab.Host]
 	const netAdmin = "0000000000001000" // bit 12, CAP_NET_ADMIN
 	pcap := filepath.Join(t.TempDir(), "cap.pcap")
-	for _, args := range [][]string{
-		{"run", "--addr", "198.18.0.3/24", "--trust-rx-checksum"},
-		{"rxdrop"},
-		{"txonly", "--dst", lab.MAC[netlab.Peer].String()},
-		{"l2fwd"},
-		{"capture", "-w", pcap},
-	} {
-		t.Run(args[0], func(t *testing.T) {
+	runArgs := []string{"run", "--addr", "198.18.0.3/24", "--trust-rx-checksum"}
+	cases := []dropCase{
+		{name: "run", args: runArgs},
+		{name: "rxdrop", args: []string{"rxdrop"}},
+		{name: "txonly", args: []string{"txonly", "--dst", lab.MAC[netlab.Peer].String()}},
+		{name: "l2fwd", args: []string{"l2fwd"}},
+		{name: "capture", args: []string{"capture", "-w", pcap}},
+		// napi=on writes the NIC's NAPI values back at the end, with
+		// CAP_NET_ADMIN alone; as nobody, without CAP_DAC_OVERRIDE by then.
+		{name: "run-napi", args: runArgs, link: ",busypoll=8,napi=on"},
+	}
+	if _, err := exec.LookPath("capsh"); err == nil {
+		cases = append(cases, dropCase{name: "run-napi-nobody", args: runArgs, link: ",busypoll=8,napi=on", nobody: true})
+	} else {
+		t.Log("no capsh (libcap2-bin): the run as nobody is left out")
+	}
+	ownBound := threadCaps(t, os.Getpid())
+	var bound string
+	for _, m := range ownBound {
+		bound = m["CapBnd"]
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := c.args
+			napi := strings.Contains(c.link, "napi=on")
+			var napiBefore string
+			if napi {
+				napiBefore = setNAPIValues(t, lab, "1", "1000")
+			}
 			stateDir := t.TempDir()
-			cmd := exec.Command(bin, append([]string{args[0], "--netns", lab.NS[netlab.Host], "--link", "xdp:" + nic,
-				"--mac", testMAC}, args[1:]...)...)
+			if c.nobody {
+				stateDir = "" // made below, where nobody can reach it
+			}
+			argv := append([]string{bin, args[0], "--netns", lab.NS[netlab.Host], "--link", "xdp:" + nic + c.link,
+				"--mac", testMAC}, args[1:]...)
+			wantBound := netAdmin
+			if c.nobody {
+				// The binary where nobody may run it, the state where it may write.
+				dir, err := os.MkdirTemp("", "virtif-xdp-nobody")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { os.RemoveAll(dir) })
+				stateDir = filepath.Join(dir, "state")
+				b, err := os.ReadFile(bin)
+				if err == nil {
+					err = os.WriteFile(filepath.Join(dir, "virtif-xdp"), b, 0o755)
+				}
+				if err == nil {
+					err = errors.Join(os.Chmod(dir, 0o755), os.Mkdir(stateDir, 0o777), os.Chmod(stateDir, 0o777))
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				argv = append([]string{"capsh", "--caps=" + nobodyCaps + "+eip cap_setuid,cap_setgid+ep", "--keep=1", "--user=nobody",
+					"--addamb=" + nobodyCaps, "--shell=" + filepath.Join(dir, "virtif-xdp"), "--"}, argv[1:]...)
+				wantBound = bound // without CAP_SETPCAP it stays
+			}
+			cmd := exec.Command(argv[0], argv[1:]...)
 			cmd.Env = append(os.Environ(), "VIRTIF_XDP_STATE_DIR="+stateDir)
 			var out, errb syncBuffer
 			cmd.Stdout, cmd.Stderr = &out, &errb
@@ -101,12 +169,17 @@ func testDropsPrivileges(t *testing.T, bin string) {
 			}
 			threads := threadCaps(t, cmd.Process.Pid)
 			for f, m := range threads {
-				if m["CapEff"] != netAdmin || m["CapPrm"] != netAdmin || m["CapBnd"] != netAdmin ||
+				if m["CapEff"] != netAdmin || m["CapPrm"] != netAdmin || m["CapBnd"] != wantBound ||
 					m["CapInh"] != "0000000000000000" || m["CapAmb"] != "0000000000000000" || m["NoNewPrivs"] != "1" {
-					t.Errorf("%s: %v, want CAP_NET_ADMIN alone and no_new_privs", f, m)
+					t.Errorf("%s: %v, want CAP_NET_ADMIN alone (bounding set %s) and no_new_privs", f, m, wantBound)
 				}
 			}
 			t.Logf("%d threads checked", len(threads))
+			if napi {
+				if got := readNAPIValues(t, lab); got != napiDefer {
+					t.Errorf("NAPI values while running: %q, want %q", got, napiDefer)
+				}
+			}
 			if args[0] == "run" {
 				if !strings.Contains(out.String(), "capabilities cap_net_admin=ep in every thread") {
 					t.Errorf("banner does not give the capabilities kept:\n%s", out.String())
@@ -144,6 +217,11 @@ func testDropsPrivileges(t *testing.T, bin string) {
 			}
 			if files, _ := filepath.Glob(filepath.Join(stateDir, "addrs-*.json")); len(files) != 0 {
 				t.Errorf("state files left: %v", files)
+			}
+			if napi {
+				if got := readNAPIValues(t, lab); got != napiBefore {
+					t.Errorf("NAPI values after the run: %q, want those found, %q:\n%s", got, napiBefore, errb.String())
+				}
 			}
 		})
 	}
@@ -207,4 +285,35 @@ func TestHelpStatesPrivileges(t *testing.T) {
 	if r := runCmd(t, "switch", "--help"); strings.Contains(r.stdout, "Privileges:") || strings.Contains(r.stdout, "keeps only") {
 		t.Errorf("switch drops no capability, but its --help says:\n%s", r.stdout)
 	}
+}
+
+// napiDefer is what napi=on sets napi_defer_hard_irqs and
+// gro_flush_timeout to (virtif/xdp/napi.go).
+const napiDefer = "2 200000"
+
+// readNAPIValues reads the host NIC's napi_defer_hard_irqs and
+// gro_flush_timeout, as "N N".
+func readNAPIValues(t *testing.T, lab *netlab.Lab) string {
+	t.Helper()
+	var vals []string
+	for _, f := range []string{"napi_defer_hard_irqs", "gro_flush_timeout"} {
+		out, err := lab.Run(netlab.Host, "cat", "/sys/class/net/"+lab.Link[netlab.Host]+"/"+f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals = append(vals, strings.TrimSpace(string(out)))
+	}
+	return strings.Join(vals, " ")
+}
+
+// setNAPIValues sets them (values of the test's own, to see them come
+// back rather than the kernel's zeros) and returns them as read.
+func setNAPIValues(t *testing.T, lab *netlab.Lab, deferIRQs, flush string) string {
+	t.Helper()
+	for f, v := range map[string]string{"napi_defer_hard_irqs": deferIRQs, "gro_flush_timeout": flush} {
+		if _, err := lab.Run(netlab.Host, "sh", "-c", "echo "+v+" > /sys/class/net/"+lab.Link[netlab.Host]+"/"+f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return readNAPIValues(t, lab)
 }

@@ -5,6 +5,7 @@ package xdp
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -35,12 +36,18 @@ var napiFiles = [2]string{"napi_defer_hard_irqs", "gro_flush_timeout"}
 // OS thread in the NIC's network namespace and in a mount namespace of its
 // own, where a sysfs of that network namespace is mounted (the process's
 // /sys may show another namespace's devices), serves reads and writes
-// until restore.
+// until restore. The two files are opened once, read-write, when the
+// values are set: restore writes through those descriptors, so it needs
+// no permission on the files by then, only the CAP_NET_ADMIN the kernel
+// checks on each write (the process keeps it when it drops the rest; a
+// non-root user opened the root-owned files with CAP_DAC_OVERRIDE, gone
+// by then).
 type napiSettings struct {
-	dir  string // /sys/class/net/IF in the thread's sysfs
-	old  [2]string
-	req  chan func()
-	done chan struct{}
+	dir   string // /sys/class/net/IF in the thread's sysfs
+	old   [2]string
+	files [2]*os.File // napiFiles, open read-write
+	req   chan func()
+	done  chan struct{}
 }
 
 // applyNAPI sets the NIC's NAPI settings for busy polling. The calling
@@ -66,15 +73,20 @@ func applyNAPI(ifname string, ifindex int) (*napiSettings, error) {
 			return fmt.Errorf("sysfs shows another %s: %w", ifname, unix.ENODEV)
 		}
 		for i, f := range napiFiles {
-			b, err := os.ReadFile(filepath.Join(s.dir, f))
-			if err != nil {
+			if s.files[i], err = os.OpenFile(filepath.Join(s.dir, f), os.O_RDWR, 0); err != nil {
 				return err
 			}
-			s.old[i] = strings.TrimSpace(string(b))
+			b := make([]byte, 64)
+			n, err := s.files[i].ReadAt(b, 0)
+			if err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			s.old[i] = strings.TrimSpace(string(b[:n]))
 		}
 		return s.write([2]string{napiDefer, napiFlushTimeout})
 	})
 	if err != nil {
+		s.closeFiles()
 		s.stop()
 		return nil, fmt.Errorf("xdp: napi: %s: %w", ifname, err)
 	}
@@ -118,14 +130,24 @@ func (s *napiSettings) do(fn func() error) error {
 	return <-errc
 }
 
+// write writes v to the files through their descriptors, each at offset
+// 0: a sysfs attribute takes each write whole.
 func (s *napiSettings) write(v [2]string) error {
 	var errs []error
-	for i, f := range napiFiles {
-		if err := os.WriteFile(filepath.Join(s.dir, f), []byte(v[i]), 0); err != nil {
+	for i, f := range s.files {
+		if _, err := f.WriteAt([]byte(v[i]), 0); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (s *napiSettings) closeFiles() {
+	for _, f := range s.files {
+		if f != nil {
+			f.Close()
+		}
+	}
 }
 
 func (s *napiSettings) stop() {
@@ -136,6 +158,7 @@ func (s *napiSettings) stop() {
 // restore writes back the values found and ends the thread.
 func (s *napiSettings) restore() error {
 	err := s.do(func() error { return s.write(s.old) })
+	s.closeFiles()
 	s.stop()
 	if err != nil {
 		return fmt.Errorf("xdp: napi: restore %s: %w", s.dir, err)
