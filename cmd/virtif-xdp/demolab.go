@@ -180,6 +180,8 @@ func runLabDemo(cmd *cobra.Command, f *demoFlags) (err error) {
 		EchoPort: demoEchoPort,
 		HTTPAddr: ":80",
 		Probe:    netstack.ProbeConfig{Interval: probeInterval},
+		// The page run serves: the vif's own counters.
+		StatusCounter: func() virtif.Stats { return vifStatus(d.v) },
 	})
 	if err != nil {
 		return fmt.Errorf("starting the userspace host on vif0: %w", err)
