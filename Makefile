@@ -4,9 +4,12 @@ GO        ?= go
 PKGS      ?= ./...
 FUZZTIME  ?= 5s
 # Debian packages the tests use at run time (tcpdump reads our pcap files,
-# ping and ip drive the labs, capsh runs the privilege test as nobody). bench/deps.sh adds the C toolchain and libxdp
-# for the reference programs; bpf/generate.sh adds clang-14 for the BPF check.
-TEST_DEBS := tcpdump iputils-ping iproute2 libcap2-bin
+# ping, ip, ethtool and sysctl drive the labs, curl is one more HTTP client,
+# capsh runs the privilege test as nobody).
+# bench/deps.sh adds the C toolchain, libxdp and perf for the benchmarks;
+# bpf/generate.sh adds clang-14 for the BPF check. internal/depcheck's
+# TestMakeDepsInstallTools fails when the tree runs a program none installs.
+TEST_DEBS := tcpdump iputils-ping iproute2 libcap2-bin ethtool procps curl
 
 # Debian packages the kernel lab (make test-kernels) uses: QEMU, the guest's
 # busybox, and the tools that build its initramfs and set up its NICs.
