@@ -112,6 +112,11 @@ func newAddrList(ifname string, ifindex int, netns uint64) (*addrList, error) {
 	a := &addrList{h: h, ifindex: ifindex, ifname: ifname, netns: netns, pfd: pfd,
 		refs: map[[6]byte]int{}, ours: map[[6]byte]bool{}, filter: AddrFilterUnknown}
 	a.cleaned = cleanNIC(h, netns, ifindex, ifname)
+	if err := faultAt("addrlist", -1); err != nil {
+		h.Close()
+		unix.Close(pfd)
+		return nil, fmt.Errorf("xdp: %s: address list: %w", ifname, err)
+	}
 	dir := stateDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		a.stErr = err

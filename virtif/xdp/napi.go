@@ -64,6 +64,10 @@ func applyNAPI(ifname string, ifindex int) (*napiSettings, error) {
 		return nil, fmt.Errorf("xdp: napi: %s: %w", ifname, err)
 	}
 	s.dir = filepath.Join(s.dir, ifname)
+	if err := faultAt("napi", -1); err != nil {
+		s.stop()
+		return nil, fmt.Errorf("xdp: napi: %s: %w", ifname, err)
+	}
 	err = s.do(func() error {
 		b, err := os.ReadFile(filepath.Join(s.dir, "ifindex"))
 		if err != nil {
@@ -83,7 +87,22 @@ func applyNAPI(ifname string, ifindex int) (*napiSettings, error) {
 			}
 			s.old[i] = strings.TrimSpace(string(b[:n]))
 		}
-		return s.write([2]string{napiDefer, napiFlushTimeout})
+		// A write that fails puts back the files already written.
+		for i, v := range [2]string{napiDefer, napiFlushTimeout} {
+			err := faultAt("napi", i)
+			if err == nil {
+				_, err = s.files[i].WriteAt([]byte(v), 0)
+			}
+			if err != nil {
+				for j := range i {
+					if _, rerr := s.files[j].WriteAt([]byte(s.old[j]), 0); rerr != nil {
+						err = fmt.Errorf("%w; restoring %s: %w", err, napiFiles[j], rerr)
+					}
+				}
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		s.closeFiles()

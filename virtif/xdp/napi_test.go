@@ -14,6 +14,30 @@ import (
 	"github.com/virtif-xdp/virtif-xdp/internal/netlab/labtest"
 )
 
+// napiValues reads the host NIC's napiFiles, space-separated.
+func napiValues(t testing.TB, lab *netlab.Lab) string {
+	t.Helper()
+	var vals []string
+	for _, f := range napiFiles {
+		out, err := lab.Run(netlab.Host, "cat", "/sys/class/net/"+lab.Link[netlab.Host]+"/"+f)
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		vals = append(vals, strings.TrimSpace(string(out)))
+	}
+	return strings.Join(vals, " ")
+}
+
+// setNAPIValues writes the host NIC's napiFiles.
+func setNAPIValues(t testing.TB, lab *netlab.Lab, v ...string) {
+	t.Helper()
+	for i, f := range napiFiles {
+		if out, err := lab.Run(netlab.Host, "sh", "-c", "echo "+v[i]+" > /sys/class/net/"+lab.Link[netlab.Host]+"/"+f); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+	}
+}
+
 // napi=on sets the NIC's napi_defer_hard_irqs and gro_flush_timeout while
 // it is open (through a sysfs of the NIC's own namespace, which the test
 // process's /sys does not show) and writes the old values back at close;
@@ -22,24 +46,9 @@ import (
 func TestIntegrationBusyPollNAPI(t *testing.T) {
 	labtest.RequireRoot(t)
 	lab := labtest.NewT(t, netlab.Options{})
-	read := func() string {
-		t.Helper()
-		var vals []string
-		for _, f := range napiFiles {
-			out, err := lab.Run(netlab.Host, "cat", "/sys/class/net/"+lab.Link[netlab.Host]+"/"+f)
-			if err != nil {
-				t.Fatalf("%v: %s", err, out)
-			}
-			vals = append(vals, strings.TrimSpace(string(out)))
-		}
-		return strings.Join(vals, " ")
-	}
+	read := func() string { return napiValues(t, lab) }
 	// Values of our own, to see that they come back rather than zeros.
-	for f, v := range map[string]string{"napi_defer_hard_irqs": "1", "gro_flush_timeout": "1000"} {
-		if out, err := lab.Run(netlab.Host, "sh", "-c", "echo "+v+" > /sys/class/net/"+lab.Link[netlab.Host]+"/"+f); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-	}
+	setNAPIValues(t, lab, "1", "1000")
 	before := read()
 	v := newVif(t, lab, nil, ",busypoll=8,napi=on")
 	if got, want := read(), napiDefer+" "+napiFlushTimeout; got != want {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -62,23 +63,30 @@ var errInjected = fmt.Errorf("injected fault: %w", unix.EIO)
 // Every step of setting a NIC up, and of Open after it, can fail: the error
 // is returned (errno kept, the NIC named), nothing panics, and what was done
 // is undone — no program on the NIC, no socket or goroutine left, the NIC
-// not kept in the process's table. On a 2-queue NIC the second socket
-// failing undoes the first.
+// not kept in the process's table, its address list and its NAPI settings
+// (napi=on: napi_defer_hard_irqs, gro_flush_timeout) as they were, also
+// when the second NAPI write fails after the first changed its file. On a
+// 2-queue NIC the second socket failing undoes the first.
 func TestIntegrationSetupFailuresUndo(t *testing.T) {
 	lab := labtest.NewT(t, netlab.Options{Queues: 2})
-	link := "xdp:" + lab.Link[netlab.Host]
+	link := "xdp:" + lab.Link[netlab.Host] + ",busypoll=8,napi=on"
+	setNAPIValues(t, lab, "1", "1000") // not the kernel's zeros, so a reset shows
+	napiBefore, fdbBefore := napiValues(t, lab), fdbSelf(t, lab)
 	for _, tc := range []struct {
 		step  string
 		queue int
 	}{
-		{"link", -1}, {"load", -1}, {"attach", -1},
+		{"link", -1}, {"load", -1}, {"attach", -1}, {"addrlist", -1},
 		{"socket", 0}, {"socket", 1},
+		{"napi", -1}, {"napi", 0}, {"napi", 1},
 		{"setsocket", 0}, {"setsocket", 1}, {"addmac", -1},
 	} {
 		t.Run(fmt.Sprintf("%s/%d", tc.step, tc.queue), func(t *testing.T) {
 			check := leakCheck(t)
+			hit := false
 			setFault(t, func(step string, q int) error {
 				if step == tc.step && q == tc.queue {
+					hit = true
 					return errInjected
 				}
 				return nil
@@ -86,7 +94,7 @@ func TestIntegrationSetupFailuresUndo(t *testing.T) {
 			b, err := openIn(t, lab.NS[netlab.Host], link, nil)
 			if err == nil {
 				b.Close()
-				t.Fatal("Open succeeded")
+				t.Fatalf("Open succeeded (fault step reached: %v)", hit)
 			}
 			if !errors.Is(err, unix.EIO) || !strings.Contains(err.Error(), lab.Link[netlab.Host]) {
 				t.Fatalf("error %q: want EIO naming %s", err, lab.Link[netlab.Host])
@@ -96,6 +104,12 @@ func TestIntegrationSetupFailuresUndo(t *testing.T) {
 				t.Fatal("XDP program left on the NIC")
 			}
 			check()
+			if got := napiValues(t, lab); got != napiBefore {
+				t.Errorf("NAPI settings %q after the failure, want %q as before", got, napiBefore)
+			}
+			if got := fdbSelf(t, lab); !slices.Equal(got, fdbBefore) {
+				t.Errorf("NIC address list %v after the failure, want %v as before", got, fdbBefore)
+			}
 			// Nothing is in the way of the next Open.
 			fault.Store(nil)
 			b, err = openIn(t, lab.NS[netlab.Host], link, nil)
