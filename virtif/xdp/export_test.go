@@ -84,3 +84,11 @@ func txPending(b *Backend) int {
 	defer q.txMu.Unlock()
 	return q.sock.TXPending()
 }
+
+// setSendLocking makes Send call f just before it takes the TX lock, until
+// the test ends.
+func setSendLocking(t testing.TB, f func(b *Backend)) {
+	t.Helper()
+	sendLocking.Store(&f)
+	t.Cleanup(func() { sendLocking.Store(nil) })
+}

@@ -355,6 +355,11 @@ func faultAt(step string, queue int) error {
 	return nil
 }
 
+// sendLocking, when set by a test, is called by Send just before it takes
+// the TX lock: a test holds a Send there while Close runs, to show that
+// the closed check under the lock keeps it off the unmapped UMEM.
+var sendLocking atomic.Pointer[func(b *Backend)]
+
 // simulateNoMeta, set by tests, makes NICs set up from then on behave as
 // on a driver without XDP metadata (bpf.Options.NoMeta).
 var simulateNoMeta atomic.Bool

@@ -30,8 +30,14 @@ import (
 // whole or not at all.
 func (b *Backend) Send(segs [][]byte) error {
 	q := b.txq
+	if h := sendLocking.Load(); h != nil {
+		(*h)(b)
+	}
 	q.txMu.Lock()
 	var err error
+	// Checked under txMu: Close sets closed before it takes txMu, and the
+	// UMEM is unmapped only after that, so a Send that finds closed false
+	// here finishes before the unmap.
 	if b.closed.Load() {
 		err = net.ErrClosed
 	} else {

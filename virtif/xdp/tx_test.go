@@ -40,9 +40,43 @@ func txIdle(b *Backend) (free, inFlight int) {
 // returns nil, ENOBUFS or net.ErrClosed, and nothing writes into a socket
 // that Close has unmapped (this used to crash: Send checked closed before
 // it took the TX lock).
+//
+// First deterministically: a Send held just before it takes the TX lock
+// (sendLocking) while Close runs to the end — the NIC torn down, its UMEM
+// unmapped — must return net.ErrClosed when it goes on. Then 20 rounds of
+// Sends, Flushes and setters in six goroutines racing Close.
 func TestIntegrationSendRacesClose(t *testing.T) {
 	lab := labtest.NewT(t, netlab.Options{})
 	f := frame(lab, lab.MAC[netlab.Peer], "RACE", 200)
+	t.Run("held", func(t *testing.T) {
+		v := newVif(t, lab, nil, "")
+		b := v.b
+		waiting, resume := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		setSendLocking(t, func(sb *Backend) {
+			if sb != b {
+				return
+			}
+			once.Do(func() {
+				close(waiting)
+				<-resume
+			})
+		})
+		errc := make(chan error, 1)
+		go func() { errc <- b.Send([][]byte{f}) }()
+		<-waiting
+		// The Send is past where an unlocked closed check would be.
+		if err := v.ifc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if nicsOpen() != 0 {
+			t.Fatal("the NIC is still served after its last vif closed")
+		}
+		close(resume)
+		if err := <-errc; !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Send held across Close: %v, want net.ErrClosed", err)
+		}
+	})
 	for round := range 20 {
 		v := newVif(t, lab, nil, ",ring=64,frames=256")
 		b := v.b
