@@ -83,6 +83,8 @@ var indirect = map[string][]string{
 	"bench/harness/main.go bin":               {""},
 	"bench/ref/dpdk/main.go *testpmd":         {"dpdk-testpmd"},
 	"cmd/virtif-xdp/safety_test.go cmd[0]":    {"ip", "bridge"},
+	"cmd/virtif-xdp/zerocopy_test.go args[0]": {"ip"},
+	"cmd/virtif-xdp/zerocopy_test.go bin":     {""},
 	"virtif/xdp/setup_test.go args[0]":        {"ip"},
 	"internal/netlab/netlab.go name":          {""}, // Lab.Command itself: its callers are scanned
 }
