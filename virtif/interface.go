@@ -59,10 +59,30 @@ const (
 // interface or the cloner. It may call any method of any interface and
 // cloner: the getters (which take no lock: Name, Unit, Flags, MTU,
 // HardwareAddr, LinkStr, LinkStrLen, Backend, Stats), Output and
-// OutputBatch to answer, the setters, Down. Closing or destroying its own
-// interface from the handler is up to the backend's Close (see Backend):
-// package mem completes it; a backend that cannot must refuse it at once
-// with an error, never hang.
+// OutputBatch to answer, the setters (with their usual errnos: EBUSY for
+// SetHardwareAddr or SetLinkStr while up), Up, Down. Closing or destroying
+// its own interface from the handler (Close, Cloner.Destroy after Down,
+// Cloner.Close) is up to the backend's Close (see Backend), and both
+// backends of this module complete it without waiting for the handler:
+//
+//   - package mem: Close completes and returns nil at once; the member's goroutine, the
+//     handler's caller, ends when the handler returns, delivering nothing
+//     more.
+//   - package xdp: Close stops steering frames to the vif and returns at
+//     once (with the errors of undoing the vif's registrations, if any); the wait for the RX batches in progress, freeing the vif's
+//     slot and, for the NIC's last vif, the teardown of the NIC complete by
+//     themselves when the batch ends. Until then the rest of the batch may
+//     still be handed to the vif. Open and Close of other vifs work
+//     meanwhile; an
+//     Open of the same NIC from a handler while that teardown is still in
+//     progress fails at once with EBUSY.
+//
+// Either way a frame delivered after Close, on this goroutine or another
+// queue's, finds the interface down: it is dropped and counted in IDrops,
+// never handed to the handler; a handler call already running on another
+// goroutine may still be running when Close returns. Cloner.Destroy of an
+// interface still up is EBUSY, as from anywhere. A backend that cannot complete a close from its
+// own upcall must refuse it at once with a documented errno, never hang.
 type Input func(frame []byte, promisc bool)
 
 // Interface is one virtual interface (struct virtif_sc with its ifnet).

@@ -43,6 +43,21 @@ func (d Direction) String() string {
 // Prefix. It must not call, on the interface it taps, what sends or waits
 // for the send lock (Output, OutputBatch, Down, Close, Cloner.Destroy or
 // Cloner.Close), which would wait for the tap itself.
+//
+// Exactly, from what the code does: a tap shown a frame Out runs under the
+// send lock of the interface it taps. Output, OutputBatch, Down, Close,
+// Cloner.Destroy and Cloner.Close of that interface take that lock and
+// would wait for the tap: a deadlock that no errno reports, so a tap must
+// not call them. Down or a destroy waiting for the send lock meanwhile
+// holds no lock a getter takes, so the getters answer at once. The setters
+// SetHardwareAddr, SetMTU and SetPromisc take the interface's lock, which
+// no holder keeps while it waits for the send lock: they work
+// (SetHardwareAddr returns EBUSY while the interface is up, as from
+// anywhere); SetLinkStr is EBUSY (the link string is set once, before
+// anything is sent). A tap shown a frame In runs on the backend's
+// receiving goroutine like an input handler and may call what one may
+// (see Input). A slow tap stalls the path it runs on; wrap it in a
+// TapQueue, which decouples it and counts what it drops.
 type Tap interface {
 	Tap(frame []byte, dir Direction)
 }
