@@ -50,8 +50,10 @@ var programs = map[string]string{
 	"sh": "dash", "bash": "bash", "grep": "grep", "sed": "sed", "awk": "mawk",
 	"gzip": "gzip", "find": "findutils", "tar": "tar",
 	"dpkg": "dpkg", "dpkg-deb": "dpkg", "apt-get": "apt", "apt-cache": "apt",
-	// Not a Debian package: the README has the Go toolchain installed first.
-	"go": "",
+	"unshare": "util-linux",
+	// Not Debian packages to install: the README has the Go toolchain
+	// installed first, and git made the checkout.
+	"go": "", "git": "",
 }
 
 // essential packages are on every Debian 12 system (Essential: yes, or
@@ -84,6 +86,7 @@ var indirect = map[string][]string{
 	"bench/ref/dpdk/main.go *testpmd":         {"dpdk-testpmd"},
 	"cmd/virtif-xdp/safety_test.go cmd[0]":    {"ip", "bridge"},
 	"cmd/virtif-xdp/zerocopy_test.go args[0]": {"ip"},
+	"internal/depcheck/bpfcheck_test.go tool": {"clang-14", "llvm-strip-14", "git"},
 	"cmd/virtif-xdp/zerocopy_test.go bin":     {""},
 	"virtif/xdp/setup_test.go args[0]":        {"ip"},
 	"internal/netlab/netlab.go name":          {""}, // Lab.Command itself: its callers are scanned
