@@ -25,14 +25,8 @@ func TestIntegrationZeroCopyRefusedOnVeth(t *testing.T) {
 	bin := commandBinary(t)
 	lab := labtest.NewT(t, netlab.Options{})
 	a, b := lab.Name+"a", lab.Name+"b"
-	for _, args := range [][]string{
-		{"ip", "link", "add", a, "type", "veth", "peer", "name", b},
-		{"ip", "link", "set", a, "up"},
-		{"ip", "link", "set", b, "up"},
-	} {
-		if out, err := lab.Run(netlab.Host, args[0], args[1:]...); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, out)
-		}
+	if err := lab.PlainVeth(netlab.Host, a, b); err != nil {
+		t.Fatal(err)
 	}
 	attrs := func() *netlink.LinkAttrs {
 		t.Helper()

@@ -85,10 +85,8 @@ var indirect = map[string][]string{
 	"bench/harness/main.go bin":               {""},
 	"bench/ref/dpdk/main.go *testpmd":         {"dpdk-testpmd"},
 	"cmd/virtif-xdp/safety_test.go cmd[0]":    {"ip", "bridge"},
-	"cmd/virtif-xdp/zerocopy_test.go args[0]": {"ip"},
 	"internal/depcheck/bpfcheck_test.go tool": {"clang-14", "llvm-strip-14", "git"},
 	"cmd/virtif-xdp/zerocopy_test.go bin":     {""},
-	"virtif/xdp/setup_test.go args[0]":        {"ip"},
 	"internal/netlab/netlab.go name":          {""}, // Lab.Command itself: its callers are scanned
 }
 

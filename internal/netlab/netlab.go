@@ -312,6 +312,23 @@ func (l *Lab) Run(side int, name string, args ...string) ([]byte, error) {
 	return out, nil
 }
 
+// PlainVeth adds in the namespace of side a veth pair a–b made the way a
+// user makes one, `ip link add A type veth peer name B` (the kernel's
+// default: a queue per CPU allocated, one in use; not the lab's own
+// one-queue pair), both ends up. Removing the lab's namespaces removes it.
+func (l *Lab) PlainVeth(side int, a, b string) error {
+	for _, args := range [][]string{
+		{"link", "add", a, "type", "veth", "peer", "name", b},
+		{"link", "set", a, "up"},
+		{"link", "set", b, "up"},
+	} {
+		if _, err := l.Run(side, "ip", args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Close removes the lab as Remove does (a lab made of existing NICs gives
 // them back first, see NICsEnv). It is safe to call more than once.
 func (l *Lab) Close() error {

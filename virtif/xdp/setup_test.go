@@ -223,14 +223,8 @@ func TestIntegrationOpenDownNIC(t *testing.T) {
 func TestIntegrationUserMadeVeth(t *testing.T) {
 	lab := labtest.NewT(t, netlab.Options{})
 	a, b := lab.Name+"a", lab.Name+"b"
-	for _, args := range [][]string{
-		{"ip", "link", "add", a, "type", "veth", "peer", "name", b},
-		{"ip", "link", "set", a, "up"},
-		{"ip", "link", "set", b, "up"},
-	} {
-		if out, err := lab.Run(netlab.Host, args[0], args[1:]...); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, out)
-		}
+	if err := lab.PlainVeth(netlab.Host, a, b); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = lab.Run(netlab.Host, "ip", "link", "del", a) })
 	check := leakCheck(t)
