@@ -131,7 +131,11 @@ func testDropsPrivileges(t *testing.T, bin string) {
 				"--mac", testMAC}, args[1:]...)
 			wantBound := netAdmin
 			if c.nobody {
-				// The binary where nobody may run it, the state where it may write.
+				// The binary where nobody may run it; the state directory
+				// root's, 0700, as a root run before would have left it:
+				// nobody keeps its files in uid-N inside, made while it
+				// still has CAP_DAC_OVERRIDE, and removes them after the
+				// drop through the directory it opened then.
 				dir, err := os.MkdirTemp("", "virtif-xdp-nobody")
 				if err != nil {
 					t.Fatal(err)
@@ -143,7 +147,7 @@ func testDropsPrivileges(t *testing.T, bin string) {
 					err = os.WriteFile(filepath.Join(dir, "virtif-xdp"), b, 0o755)
 				}
 				if err == nil {
-					err = errors.Join(os.Chmod(dir, 0o755), os.Mkdir(stateDir, 0o777), os.Chmod(stateDir, 0o777))
+					err = errors.Join(os.Chmod(dir, 0o755), os.Mkdir(stateDir, 0o700))
 				}
 				if err != nil {
 					t.Fatal(err)
@@ -197,7 +201,12 @@ func testDropsPrivileges(t *testing.T, bin string) {
 			if fdb, err := lab.Run(netlab.Host, "bridge", "fdb", "show", "dev", nic, "self"); err != nil || !strings.Contains(string(fdb), testMAC) {
 				t.Errorf("the vif's MAC is not on the NIC's address list while running (%v):\n%s", err, fdb)
 			}
-			if files, _ := filepath.Glob(filepath.Join(stateDir, "addrs-*.json")); len(files) != 1 {
+			stateFiles := func() []string {
+				own, _ := filepath.Glob(filepath.Join(stateDir, "addrs-*.json"))
+				users, _ := filepath.Glob(filepath.Join(stateDir, "uid-*", "addrs-*.json"))
+				return append(own, users...)
+			}
+			if files := stateFiles(); len(files) != 1 {
 				t.Errorf("state files while running: %v, want 1", files)
 			}
 			cmd.Process.Signal(syscall.SIGTERM)
@@ -217,7 +226,7 @@ func testDropsPrivileges(t *testing.T, bin string) {
 			if err != nil || strings.Contains(string(fdb), testMAC) || strings.Contains(string(fdb), "33:33:ff:00:00:03") {
 				t.Errorf("the vif's MACs left on the NIC's address list (%v):\n%s", err, fdb)
 			}
-			if files, _ := filepath.Glob(filepath.Join(stateDir, "addrs-*.json")); len(files) != 0 {
+			if files := stateFiles(); len(files) != 0 {
 				t.Errorf("state files left: %v", files)
 			}
 			if napi {

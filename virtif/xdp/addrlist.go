@@ -33,7 +33,8 @@ import (
 // A process killed by SIGKILL cannot remove its entries, so each process
 // records the entries it added in a state file,
 // $VIRTIF_XDP_STATE_DIR/addrs-NETNS-IFINDEX-PID.json (default directory
-// /run/virtif-xdp), rewritten on each change and removed at the end. An
+// /run/virtif-xdp; a process not running as root keeps its files in
+// uid-N inside it), rewritten on each change and removed at the end. An
 // entry is ours if such a file of a process that is no longer running (its
 // PID gone, or reused: the file keeps the process's start time) names it,
 // with the same namespace inode, ifindex and NIC name. The next open of
@@ -90,6 +91,7 @@ type addrList struct {
 	ours     map[[6]byte]bool // added by this process (not in the list before)
 	filter   AddrFilter
 	path     string // the state file; "" when it could not be written
+	dirfd    int    // its directory, opened at setup (-1 without a file)
 	stErr    error  // why there is no state file
 	cleaned  int    // leftover entries of dead processes removed at open
 	pfd      int    // AF_PACKET socket whose membership makes the NIC promiscuous
@@ -117,13 +119,39 @@ func newAddrList(ifname string, ifindex int, netns uint64) (*addrList, error) {
 		unix.Close(pfd)
 		return nil, fmt.Errorf("xdp: %s: address list: %w", ifname, err)
 	}
-	dir := stateDir()
+	a.dirfd = -1
+	dir := ownStateDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		a.stErr = err
+	} else if fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+		a.stErr = os.NewSyscallError("open "+dir, err)
 	} else {
+		a.dirfd = fd
 		a.path = filepath.Join(dir, fmt.Sprintf("addrs-%d-%d-%d.json", netns, ifindex, os.Getpid()))
 	}
 	return a, nil
+}
+
+// ownStateDir is where this process keeps its state files: the state
+// directory for root, and a directory of its own inside it (uid-N, made by
+// and so owned by the process's user) for another user. A process that
+// runs with capabilities instead of root may drop CAP_DAC_OVERRIDE after
+// setup (virtif-xdp does); it then can still write, rename and remove its
+// files, through the directory opened at setup (the *at system calls do
+// not walk a state directory it may no longer search).
+func ownStateDir() string {
+	if euid := os.Geteuid(); euid != 0 {
+		return filepath.Join(stateDir(), fmt.Sprintf("uid-%d", euid))
+	}
+	return stateDir()
+}
+
+// removeState removes the state file (a.mu held).
+func (a *addrList) removeState() error {
+	if err := unix.Unlinkat(a.dirfd, filepath.Base(a.path), 0); err != nil && err != unix.ENOENT {
+		return fmt.Errorf("xdp: %s: remove state file %s: %w", a.ifname, a.path, os.NewSyscallError("unlinkat", err))
+	}
+	return nil
 }
 
 func (a *addrList) neigh(mac [6]byte) *netlink.Neigh { return selfEntry(a.ifindex, mac[:]) }
@@ -223,11 +251,16 @@ func (a *addrList) close() error {
 	}
 	clear(a.refs)
 	if len(errs) == 0 && a.path != "" {
-		if err := os.Remove(a.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := a.removeState(); err != nil {
 			errs = append(errs, err)
 		}
 	} else if err := a.save(); err != nil {
 		errs = append(errs, err)
+	}
+	if a.dirfd >= 0 {
+		unix.Close(a.dirfd)
+		a.dirfd = -1
+		a.path = ""
 	}
 	a.h.Close()
 	if a.pfd >= 0 {
@@ -279,10 +312,7 @@ func (a *addrList) save() error {
 		return nil
 	}
 	if len(a.ours) == 0 {
-		if err := os.Remove(a.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("xdp: %s: state file: %w", a.ifname, err)
-		}
-		return nil
+		return a.removeState()
 	}
 	st := addrState{Version: stateVersion, PID: os.Getpid(), Start: procStart(os.Getpid()),
 		NetNS: a.netns, Ifindex: a.ifindex, Ifname: a.ifname}
@@ -293,12 +323,22 @@ func (a *addrList) save() error {
 	if err != nil {
 		return err
 	}
-	tmp := a.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("xdp: %s: state file: %w", a.ifname, err)
+	name := filepath.Base(a.path)
+	tmp := name + ".tmp"
+	fd, err := unix.Openat(a.dirfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("xdp: %s: state file %s: %w", a.ifname, a.path, os.NewSyscallError("openat", err))
 	}
-	if err := os.Rename(tmp, a.path); err != nil {
-		return fmt.Errorf("xdp: %s: state file: %w", a.ifname, err)
+	f := os.NewFile(uintptr(fd), a.path+".tmp")
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.NewSyscallError("renameat", unix.Renameat(a.dirfd, tmp, a.dirfd, name))
+	}
+	if err != nil {
+		return fmt.Errorf("xdp: %s: state file %s: %w", a.ifname, a.path, err)
 	}
 	return nil
 }
@@ -349,10 +389,16 @@ func readStates(netns uint64, ifindex int) (map[string]addrState, error) {
 	if netns != 0 {
 		pat = fmt.Sprintf("addrs-%d-%d-*.json", netns, ifindex)
 	}
+	// Root's files, and those of other users in their own directories.
 	files, err := filepath.Glob(filepath.Join(stateDir(), pat))
 	if err != nil {
 		return nil, err
 	}
+	theirs, err := filepath.Glob(filepath.Join(stateDir(), "uid-*", pat))
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, theirs...)
 	m := map[string]addrState{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)

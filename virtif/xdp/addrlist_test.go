@@ -4,6 +4,7 @@ package xdp
 
 import (
 	"net"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -174,6 +175,41 @@ func TestIntegrationLeftoverAddresses(t *testing.T) {
 			t.Errorf("state files after cleanup: %v, want only the live process's", f)
 		}
 	})
+}
+
+// A process of another user keeps its state files in uid-N of the state
+// directory (ownStateDir); the next open of the NIC and CleanLeftovers find
+// its leftovers there too.
+func TestIntegrationLeftoverAddressesOfAnotherUser(t *testing.T) {
+	t.Setenv(stateDirEnv, t.TempDir())
+	lab := labtest.NewT(t, netlab.Options{})
+	cmd, mac := startChild(t, lab)
+	kill(t, cmd)
+	files := stateFiles(t)
+	if len(files) != 1 {
+		t.Fatalf("state files after SIGKILL: %v, want 1", files)
+	}
+	theirs := filepath.Join(stateDir(), "uid-65534")
+	if err := os.Mkdir(theirs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	moved := filepath.Join(theirs, filepath.Base(files[0]))
+	if err := os.Rename(files[0], moved); err != nil {
+		t.Fatal(err)
+	}
+	got, err := CleanLeftovers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Removed != 1 || got[0].Err != nil || got[0].File != moved {
+		t.Fatalf("CleanLeftovers: %+v, want %s with one entry removed", got, moved)
+	}
+	if listed(t, lab, mac) {
+		t.Errorf("CleanLeftovers left %v in the list", mac)
+	}
+	if _, err := os.Stat(moved); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s left: %v", moved, err)
+	}
 }
 
 func startOf(t *testing.T, pid int) string {
