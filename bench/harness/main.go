@@ -118,7 +118,8 @@ func main() {
 	readme := flag.String("readme", "", "also put the table into this file between <!-- bench:begin --> and <!-- bench:end -->")
 	cpus := flag.String("cpus", "", "pin the measured programs to these CPUs (taskset -c); empty: no pinning")
 	genCPU := flag.String("gencpu", "", "pin the generator (and so the receiving veth's NAPI) to this CPU; empty: no pinning")
-	only := flag.String("only", "", "comma-separated system names to run (default all; latency runs are named lat-icmp, lat-udp, lat-l2fwd)")
+	only := flag.String("only", "", "comma-separated system names, or rows as the output names them (\"virtif-xdp rxdrop (cpu)\"), to run (default all; latency runs are named lat-icmp, lat-udp, lat-l2fwd)")
+	flag.StringVar(&perfPrefix, "perf", "", "record each CPU-cost run with perf record -a -g into PREFIX-SYSTEM-rROUND.data (read it with perf report --comm)")
 	flag.IntVar(&cpuRate, "cpu-rate", 200000, "frames a second the generator sends for the CPU-cost table (well below saturation)")
 	flag.IntVar(&latCount, "lat-count", 2000, "request/response rounds per latency run")
 	flag.DurationVar(&latGap, "lat-gap", 3*time.Millisecond, "latency runs wait a random time up to this between an answer and the next request")
@@ -164,7 +165,7 @@ func run(rounds int, secs float64, size int, out, readme, cpus, genCPU, only str
 	lats := latSystems(bin("virtif-xdp"), bin("xsk-c"))
 	if only != "" {
 		keep := strings.Split(only, ",")
-		systems = slices.DeleteFunc(systems, func(s system) bool { return !slices.Contains(keep, s.Name) })
+		systems = slices.DeleteFunc(systems, func(s system) bool { return !slices.Contains(keep, s.Name) && !slices.Contains(keep, s.key()) })
 		lats = slices.DeleteFunc(lats, func(l latSystem) bool { return !slices.Contains(keep, "lat-"+l.Kind) })
 	}
 	rep := report{Machine: machine(), Rounds: rounds, Seconds: secs, Size: size, CPURate: cpuRate, Started: time.Now()}
@@ -181,7 +182,9 @@ func run(rounds int, secs float64, size int, out, readme, cpus, genCPU, only str
 			if s.Name != "xdp-drop" {
 				r.CPUs = cpus
 			}
+			stopPerf := perfRecord(s, round, secs)
 			res, err := reftest.Measure(r)
+			stopPerf()
 			rec := runRecord{System: s.Name, Mode: s.Mode, CPU: s.CPU, Round: round}
 			if err != nil {
 				rec.Error = err.Error()
@@ -315,6 +318,29 @@ func virtifWait(vx, mode, wait string) system {
 			return argv
 		},
 	}}
+}
+
+// perfPrefix, if set (-perf), records every CPU-cost run with perf.
+var perfPrefix string
+
+// perfRecord starts perf record -a -g over the middle of s's run (a second
+// in, for secs less a second), when -perf asks for it and s is a CPU-cost
+// run; the returned func waits for it.
+func perfRecord(s system, round int, secs float64) (wait func()) {
+	if perfPrefix == "" || !s.CPU || secs <= 1 {
+		return func() {}
+	}
+	out := fmt.Sprintf("%s-%s-r%d.data", perfPrefix, s.Name, round)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(time.Second)
+		cmd := exec.Command("perf", "record", "-a", "-g", "-q", "-o", out, "--", "sleep", fmt.Sprintf("%.1f", secs-1))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			fmt.Printf("perf record %s: %v\n%s", out, err, b)
+		}
+	}()
+	return func() { <-done }
 }
 
 // skb makes s run with the AF_PACKET sendmmsg generator (skb-borne frames).

@@ -3,8 +3,8 @@
 package xdp
 
 import (
-	"net"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
