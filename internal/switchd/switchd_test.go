@@ -443,6 +443,56 @@ func TestIntegrationControlGroup(t *testing.T) {
 	}
 }
 
+// kernelTenant makes a namespace ns (removed at the end) and a tenant of
+// the switch at path in it, on that namespace's kernel stack: the tenant
+// end gets addrs (CIDR, no DAD), and the veth's MAC, ipv4 (if not "") and
+// groups are registered.
+func kernelTenant(t *testing.T, path, ns string, addrs []string, ipv4 string, groups ...string) Port {
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	cl := dialT(t, path)
+	var p Port
+	if err := netlab.DoIn(ns, func() (err error) {
+		if p, err = cl.AddTenant(ns); err != nil {
+			return err
+		}
+		l, err := netlink.LinkByName(p.Ifname)
+		if err != nil {
+			return err
+		}
+		for _, a := range addrs {
+			addr, err := netlink.ParseAddr(a)
+			if err != nil {
+				return err
+			}
+			addr.Flags = unix.IFA_F_NODAD
+			if err := netlink.AddrAdd(l, addr); err != nil {
+				return fmt.Errorf("address %s: %w", a, err)
+			}
+		}
+		if err := cl.Register("mac", l.Attrs().HardwareAddr.String(), true); err != nil {
+			return err
+		}
+		if ipv4 != "" {
+			if err := cl.Register("ipv4", ipv4, true); err != nil {
+				return err
+			}
+		}
+		for _, g := range groups {
+			if err := cl.Register("group", g, true); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // A tenant that uses its namespace's kernel stack on its veth end (no XDP
 // program there): the switch's GRO on the pair lets it receive what is
 // redirected to it, and the peer's ping is answered through the switch.
@@ -452,32 +502,7 @@ func TestIntegrationKernelTenant(t *testing.T) {
 		t.Fatalf("GRO on the peer: %v\n%s", err, out)
 	}
 	s, path := startT(t, lab)
-	ns := lab.Name + "-k"
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	cl := dialT(t, path)
-	if err := netlab.DoIn(ns, func() error {
-		p, err := cl.AddTenant("kernel")
-		if err != nil {
-			return err
-		}
-		l, err := netlink.LinkByName(p.Ifname)
-		if err != nil {
-			return err
-		}
-		addr, _ := netlink.ParseAddr("198.18.0.5/24")
-		if err := netlink.AddrAdd(l, addr); err != nil {
-			return err
-		}
-		if err := cl.Register("mac", l.Attrs().HardwareAddr.String(), true); err != nil {
-			return err
-		}
-		return cl.Register("ipv4", "198.18.0.5", true)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	kernelTenant(t, path, lab.Name+"-k", []string{"198.18.0.5/24"}, "198.18.0.5")
 	if out, err := lab.Run(netlab.Peer, "ping", "-n", "-c", "2", "-i", "0.2", "-W", "5", "198.18.0.5"); err != nil {
 		t.Fatalf("ping the kernel tenant: %v\n%s", err, out)
 	}
@@ -516,38 +541,7 @@ func TestIntegrationTenantsIPv4AndIPv6(t *testing.T) {
 	}
 	defer sn.Close()
 	for _, ta := range ts {
-		if out, err := exec.Command("ip", "netns", "add", ta.ns).CombinedOutput(); err != nil {
-			t.Fatalf("ip netns add: %v\n%s", err, out)
-		}
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ta.ns).Run() })
-		cl := dialT(t, path)
-		if err := netlab.DoIn(ta.ns, func() error {
-			p, err := cl.AddTenant(ta.ns)
-			if err != nil {
-				return err
-			}
-			ta.port = p.Port
-			l, err := netlink.LinkByName(p.Ifname)
-			if err != nil {
-				return err
-			}
-			for _, a := range []string{ta.v4 + "/24", ta.v6 + "/64"} {
-				addr, _ := netlink.ParseAddr(a)
-				addr.Flags = unix.IFA_F_NODAD
-				if err := netlink.AddrAdd(l, addr); err != nil {
-					return fmt.Errorf("address %s: %w", a, err)
-				}
-			}
-			if err := cl.Register("mac", l.Attrs().HardwareAddr.String(), true); err != nil {
-				return err
-			}
-			if err := cl.Register("ipv4", ta.v4, true); err != nil {
-				return err
-			}
-			return cl.Register("group", ta.group, true)
-		}); err != nil {
-			t.Fatal(err)
-		}
+		ta.port = kernelTenant(t, path, ta.ns, []string{ta.v4 + "/24", ta.v6 + "/64"}, ta.v4, ta.group).Port
 	}
 	ping := func(from *tenantAddr, args ...string) {
 		t.Helper()
@@ -590,31 +584,7 @@ func TestIntegrationKernelTenantJumbo(t *testing.T) {
 	}
 	s, path := startT(t, lab)
 	ns := lab.Name + "-j"
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	cl := dialT(t, path)
-	var port Port
-	if err := netlab.DoIn(ns, func() (err error) {
-		if port, err = cl.AddTenant("jumbo"); err != nil {
-			return err
-		}
-		l, err := netlink.LinkByName(port.Ifname)
-		if err != nil {
-			return err
-		}
-		addr, _ := netlink.ParseAddr("198.18.0.5/24")
-		if err := netlink.AddrAdd(l, addr); err != nil {
-			return err
-		}
-		if err := cl.Register("mac", l.Attrs().HardwareAddr.String(), true); err != nil {
-			return err
-		}
-		return cl.Register("ipv4", "198.18.0.5", true)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	port := kernelTenant(t, path, ns, []string{"198.18.0.5/24"}, "198.18.0.5")
 	if port.MTU != 9000 {
 		t.Fatalf("tenant port MTU %d, want the NIC's 9000", port.MTU)
 	}
