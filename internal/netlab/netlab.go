@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -247,9 +248,53 @@ func List() ([]string, error) {
 	return names, nil
 }
 
+// netnsDirReady makes /run/netns a shared mount point once per process
+// (makeNetnsDirShared).
+var netnsDirReady struct {
+	once sync.Once
+	err  error
+}
+
+// makeNetnsDirShared makes dir a shared mount point of its own, as `ip
+// netns add` does before its first namespace: iproute2 binds /run/netns
+// onto itself when it is not a mount point yet, and a namespace bound onto
+// the plain directory before that (vishvananda/netns' NewNamed does not do
+// this) is hidden under the new mount for good: it can be neither entered
+// by name nor removed (unlink answers EBUSY). On a fresh machine the first
+// `ip netns add` of a test running beside a lab did exactly that. The
+// check and the bind are made under an flock of the directory, so that two
+// processes starting at once do not both bind it.
+func makeNetnsDirShared(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("netlab: %w", err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("netlab: %w", os.NewSyscallError("open "+dir, err))
+	}
+	defer unix.Close(fd)
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		return fmt.Errorf("netlab: %w", os.NewSyscallError("flock "+dir, err))
+	}
+	err = unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if err == unix.EINVAL { // not a mount point yet
+		if err = unix.Mount(dir, dir, "none", unix.MS_BIND|unix.MS_REC, ""); err == nil {
+			err = unix.Mount("", dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("netlab: make %s a shared mount point: %w", dir, os.NewSyscallError("mount", err))
+	}
+	return nil
+}
+
 // newNamed creates a named namespace without moving the calling thread: it
 // works on a locked thread that is thrown away afterwards.
 func newNamed(name string) (netns.NsHandle, error) {
+	netnsDirReady.once.Do(func() { netnsDirReady.err = makeNetnsDirShared(netnsDir) })
+	if netnsDirReady.err != nil {
+		return netns.None(), netnsDirReady.err
+	}
 	type result struct {
 		h   netns.NsHandle
 		err error
