@@ -43,12 +43,12 @@ type era struct {
 //   - to tagging: link the era, tag, fence, start;
 //   - to a lone vif X: fence (no frame of a departed vif is in flight),
 //     link the era (from now on the current era's untagged frames are X's:
-//     only X can receive), stop tagging, fence, start;
+//     only X can receive), stop tagging, fence if it was tagging, start;
 //   - to demultiplexing by MAC (several vifs in MAC mode; from tagging when
 //     the driver turned out to have no metadata): link the era (the current
 //     era's untagged frames are found by MAC from now on; its tagged ones
-//     keep their tag), stop tagging, fence, start. In MAC mode the program
-//     never tags again, so no era after has tagged frames.
+//     keep their tag), stop tagging, fence if it was tagging, start. In MAC
+//     mode the program never tags again, so no era after has tagged frames.
 func (n *nic) updateSolo() error {
 	if n.held == nil {
 		n.held = make([]*Backend, len(n.vifs))
@@ -94,12 +94,21 @@ func (n *nic) updateSolo() error {
 	last.next.Store(e)
 	n.lastEra = e
 	tag := want == nil && !n.macMode
-	n.tagging.Store(tag)
+	changed := n.tagging.Swap(tag) != tag
 	err := n.steer.SetTagging(tag)
 	if err != nil {
 		n.readTags.Store(true) // the program's state is not what the eras say
 	}
-	rcuFence()
+	// The fence orders the frames the program steered before the change
+	// of tagging below e.start. In MAC mode the program never tags, so
+	// between a lone vif's era and a MAC era it steers alike: a frame on
+	// either side of e.start is demultiplexed correctly by either era (a
+	// departed vif's frames are below freedAt, fenced above). An RCU grace
+	// period costs about 10 ms on some kernels (6.18.44-fc): vif churn in
+	// MAC mode pays it once per close instead of twice per join and close.
+	if changed || err != nil {
+		rcuFence()
+	}
 	e.start = n.rxPositions()
 	e.ready.Store(true)
 	return err
@@ -159,12 +168,16 @@ func (n *nic) slotFree(i int) bool {
 	return true
 }
 
+// fences counts rcuFence calls, for tests.
+var fences atomic.Uint64
+
 // rcuFence returns once every XDP program run that began before it has
 // ended, with the frames it redirected on the RX rings: XDP runs inside
 // an RCU read-side section (softirq), and MEMBARRIER_CMD_GLOBAL waits for
 // an RCU grace period (synchronize_rcu). Kernels with nohz_full refuse it;
 // there a pause stands in (a program run takes microseconds).
 func rcuFence() {
+	fences.Add(1)
 	const membarrierCmdGlobal = 1
 	if _, _, e := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0); e != 0 {
 		time.Sleep(10 * time.Millisecond)
