@@ -206,16 +206,17 @@ func TestIntegrationJoinLeaveUnderTraffic(t *testing.T) {
 	gen := sourceIn(t, lab)
 	flood := trafficgen.UDPFrame(a.ifc.HardwareAddr(), lab.MAC[netlab.Peer], peerIP, vifIP, 9, 9, 64)
 	stop := make(chan struct{})
-	floodDone := make(chan struct{})
+	floodDone := make(chan error, 1)
 	go func() {
-		defer close(floodDone)
 		for {
 			select {
 			case <-stop:
+				floodDone <- nil
 				return
 			default:
 			}
 			if _, err := gen.SendFor(flood, 50*time.Millisecond); err != nil {
+				floodDone <- err
 				return
 			}
 		}
@@ -265,7 +266,9 @@ func TestIntegrationJoinLeaveUnderTraffic(t *testing.T) {
 		}
 	}
 	close(stop)
-	<-floodDone
+	if err := <-floodDone; err != nil {
+		t.Fatalf("the flood stopped early: %v", err)
+	}
 	settle()
 	check("after the churn")
 	if free, inFlight := txIdle(a.b); free != txFrames(a.b) || inFlight != 0 {
