@@ -230,7 +230,15 @@ func (s *Switch) AttachNIC(ifindex int, mode AttachMode) (AttachMode, error) {
 
 // AddPort makes ifindex, a tenant's switch-side veth end, port p: frames for
 // the tenant's registrations are redirected to it, and switch_tenant is
-// attached to it (native mode: veth has it) to take what the tenant sends.
+// attached to it to take what the tenant sends. It is attached in generic
+// (skb) mode: what a tenant sends reaches the switch end as skbs (AF_XDP in
+// copy mode, or the tenant's kernel), which native mode on veth would turn
+// into XDP frames (a copy, skb_pp_cow_data) only for the redirect to turn
+// them into frames for the NIC's ndo_xdp_xmit; generic mode redirects the
+// skb to the NIC as it is (dev_queue_xmit), and the NIC's peer then needs
+// no NAPI of its own to take it. Measured side by side (l2fwd through a
+// tenant port, 2026-12-08): 0.68-0.74 of the direct path against
+// 0.55-0.63 native.
 // Errors: unix.EINVAL for p out of 1..MaxPorts-1, unix.EEXIST for a port in
 // use, and those of the attach.
 func (s *Switch) AddPort(p, ifindex int) error {
@@ -248,7 +256,7 @@ func (s *Switch) AddPort(p, ifindex int) error {
 	if err := s.objs.Ifports.Update(uint32(ifindex), uint32(p), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("bpf: switch: port %d ifindex %d: %w", p, ifindex, err)
 	}
-	l, _, err := attachProgram(s.objs.SwitchTenant, ifindex, AttachNative)
+	l, _, err := attachProgram(s.objs.SwitchTenant, ifindex, AttachGeneric)
 	if err == nil {
 		err = s.objs.Ports.Update(uint32(p), uint32(ifindex), ebpf.UpdateAny)
 		if err != nil {
