@@ -173,7 +173,8 @@ func Load(opts *Options) (*Steering, error) {
 	metaHelper := true
 	for {
 		err = loadSpec(spec, objs)
-		if err != nil && metaHelper && refusesMetaHelper(err) {
+		refused := err != nil && refusesMetaHelper(err)
+		if refused && metaHelper {
 			// A kernel whose verifier does not offer XDP programs
 			// bpf_xdp_adjust_meta (seen: a 6.18.44 build): load the
 			// program that never tags, as on a driver without XDP
@@ -185,7 +186,7 @@ func Load(opts *Options) (*Steering, error) {
 			}
 			continue
 		}
-		if err != nil && errors.Is(err, unix.EINVAL) && prog.Flags&unix.BPF_F_XDP_HAS_FRAGS != 0 && !refusesMetaHelper(err) {
+		if err != nil && !refused && errors.Is(err, unix.EINVAL) && prog.Flags&unix.BPF_F_XDP_HAS_FRAGS != 0 {
 			// A kernel before 5.18 does not know the flag: single-buffer frames.
 			prog.Flags &^= unix.BPF_F_XDP_HAS_FRAGS
 			continue
