@@ -9,44 +9,32 @@ import (
 	"github.com/virtif-xdp/virtif-xdp/internal/trafficgen"
 )
 
-// liveUnusable says why the live-frame generator cannot send from the peer
-// of lab, or "" where it can. On the lab's existing NICs (virtio-net in
-// internal/vmlab) the generator's XDP_TX goes out through the driver's
-// ndo_xdp_xmit, which virtio-net refuses while the device has no XDP
-// program of its own (nothing is sent), and which on Debian's 6.1 kernel
-// (6.1.0-50) hands QEMU, after the first 64 frames, a descriptor with no
-// bytes after the virtio-net header: QEMU reports "virtio-net nothing to
-// send" and marks the device broken, after which every control command
-// (an address list or promiscuous change) spins in virtnet_send_command
-// for good (a soft lockup). Some kernels refuse live frames altogether
-// (trafficgen.LiveAvailable).
-func liveUnusable(lab *netlab.Lab) string {
-	if lab.OnNICs() {
-		return "the live-frame generator (BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES) cannot send from an existing NIC's peer: virtio-net transmits live frames only while the device has an XDP program, and on 6.1 they break QEMU's device (zero-length frames)"
-	}
-	if err := trafficgen.LiveAvailable(); err != nil {
-		return err.Error()
-	}
-	return ""
-}
+// liveOnNICs says why the live-frame generator is not used from the peer
+// of a lab made of existing NICs (virtio-net in internal/vmlab): the
+// generator's XDP_TX goes out through the driver's ndo_xdp_xmit, which
+// virtio-net refuses while the device has no XDP program of its own
+// (nothing is sent), and which on Debian's 6.1 kernel (6.1.0-50) hands
+// QEMU, after the first 64 frames, a descriptor with no bytes after the
+// virtio-net header: QEMU reports "virtio-net nothing to send" and marks
+// the device broken, after which every control command (an address list or
+// promiscuous change) spins in virtnet_send_command for good (a soft
+// lockup).
+const liveOnNICs = "the live-frame generator (BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES) cannot send from an existing NIC's peer: virtio-net transmits live frames only while the device has an XDP program, and on 6.1 they break QEMU's device (zero-length frames)"
 
-// sourceIn opens a frame source on lab's peer side: the live-frame
-// generator where it can send, AF_PACKET elsewhere (liveUnusable says why).
+// sourceIn opens a frame source on lab's peer side: AF_PACKET on existing
+// NICs (liveOnNICs says why), else trafficgen.SourceIn's choice (the
+// live-frame generator, unless the kernel refuses live frames).
 func sourceIn(t *testing.T, lab *netlab.Lab) trafficgen.Source {
 	t.Helper()
 	var s trafficgen.Source
-	if liveUnusable(lab) == "" {
-		gen, err := trafficgen.LiveIn(lab, netlab.Peer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s = gen
+	var err error
+	if lab.OnNICs() {
+		s, err = trafficgen.PacketIn(lab, netlab.Peer)
 	} else {
-		p, err := trafficgen.PacketIn(lab, netlab.Peer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s = p
+		s, _, err = trafficgen.SourceIn(lab, netlab.Peer) // Live, unless the kernel refuses it
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
