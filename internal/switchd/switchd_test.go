@@ -578,10 +578,6 @@ func TestIntegrationTenantsIPv4AndIPv6(t *testing.T) {
 // (-M do: no fragmentation).
 func TestIntegrationKernelTenantJumbo(t *testing.T) {
 	lab := labtest.NewT(t, netlab.Options{MTU: 9000})
-	// veth takes redirected frames only on an end with NAPI (GRO or XDP).
-	if out, err := lab.Run(netlab.Peer, "ethtool", "-K", lab.Link[netlab.Peer], "gro", "on"); err != nil {
-		t.Fatalf("GRO on the peer: %v\n%s", err, out)
-	}
 	s, path := startT(t, lab)
 	ns := lab.Name + "-j"
 	port := kernelTenant(t, path, ns, []string{"198.18.0.5/24"}, "198.18.0.5")
